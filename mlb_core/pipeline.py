@@ -1,0 +1,88 @@
+"""One question about one video, end to end (architecture.md, "Data flow").
+
+video --decode+sample--> frames --encode--> grid tokens (T, h, w, D)   [cache per video]
+      --method (stage one + compression for MLB)--> visual sequence (N, D)
+      --stage two: prefill + greedy decode--> answer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import MLBParams
+from .methods import MethodInput, get_method
+from .models import VideoLLM
+from .prompts import render_prompt
+from .timing import timed
+from .video import load_video
+
+
+@dataclass
+class VideoFeatures:
+    """A video's sampled frames and their grid tokens (reusable across questions/methods)."""
+
+    path: str
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    indices: np.ndarray  # (T,) frame indices in the file
+    tokens: torch.Tensor  # (T, h, w, D)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    text: str
+    method: str
+    n_visual_tokens: int
+    n_prompt_tokens: int
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "method": self.method, "n_visual_tokens": self.n_visual_tokens,
+                "n_prompt_tokens": self.n_prompt_tokens, "timings": self.timings}
+
+
+def encode_video(vlm: VideoLLM, video: str | Path, n_frames: int, backend: str = "auto") -> VideoFeatures:
+    """Decode ``n_frames`` uniformly sampled frames and encode them at base resolution."""
+    timings: dict[str, float] = {}
+    with timed(timings, "decode"):
+        frames, indices = load_video(video, n_frames, backend)
+    with timed(timings, "encode", vlm.device):
+        tokens = vlm.encode_frames(frames)
+    return VideoFeatures(str(video), frames, indices, tokens, timings)
+
+
+def answer(
+    vlm: VideoLLM,
+    features: VideoFeatures,
+    question: str,
+    method: str = "mlb",
+    params: MLBParams | None = None,
+    task: str = "open",
+    options: list[str] | None = None,
+    scorer: Any = None,
+) -> Answer:
+    """Answer ``question`` about an encoded video with ``method``.
+
+    Timings (seconds): ``stage_one`` (if the method scores tokens), ``compress`` (the rest
+    of the method), ``prefill`` (stage two's full forward), ``generate`` (greedy decoding).
+    """
+    params = params or MLBParams()
+    fn = get_method(method)
+    prompt = render_prompt(vlm.family, question, task, options)
+    inp = MethodInput(vlm, features.tokens, features.frames, prompt, params, scorer=scorer)
+    with timed(inp.timings, "method", vlm.device):
+        visual = fn(inp)  # (N, D)
+    timings = dict(inp.timings)
+    timings["compress"] = timings.pop("method") - timings.get("stage_one", 0.0)
+    embeds, _ = vlm.build_inputs(prompt, visual)
+    vlm.check_length(embeds.shape[1], params.max_new_tokens)
+    with timed(timings, "prefill", vlm.device):
+        logits, cache = vlm.prefill(embeds)
+    with timed(timings, "generate", vlm.device):
+        text = vlm.decode(logits, cache, embeds.shape[1], params.max_new_tokens)
+    return Answer(text, method, int(visual.shape[0]), int(embeds.shape[1]), timings)
