@@ -4,11 +4,11 @@ SegAttn (two-stage, attention-guided token selection), GAPool (gridded attention
 and VSTail (a visual summary at the sequence's tail) for a frozen Image LLM.
 """
 
+from .attention import last_query_attention
 from .config import PRESETS, MLBParams, get_preset
 from .errors import MLBError
 from .gapool import gapool, vstail
 from .segattn import segattn, stage_one
-from .attention import last_query_attention
 
 __all__ = ["MLBParams", "PRESETS", "get_preset", "MLBError", "gapool", "vstail", "segattn",
            "stage_one", "last_query_attention"]

@@ -123,28 +123,14 @@ class VideoLLM:
         assert pixels.shape[0] == len(images) and pixels.shape[-2:] == self.base_size, pixels.shape
         return pixels
 
-    @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 16) -> torch.Tensor:
         """Frames (T, H, W, 3) uint8 -> grid tokens (T, h, w, D) in the LM's embedding space.
 
         Vision tower at base resolution, the checkpoint's ``vision_feature_layer`` and
-        ``vision_feature_select_strategy`` (``default`` drops CLS), then the projector.
+        ``vision_feature_select_strategy`` (``default`` drops CLS), then the projector
+        (:meth:`encode_pixels`).
         """
-        cfg = self.model.config
-        pixels = self.preprocess(frames).to(self.device, self.dtype)  # (T, 3, S, S)
-        h, w = self.grid_hw
-        out = []
-        for chunk in pixels.split(batch_size):
-            hidden = self.model.model.vision_tower(chunk, output_hidden_states=True).hidden_states
-            layer = cfg.vision_feature_layer
-            feats = (torch.cat([hidden[i] for i in layer], -1) if isinstance(layer, (list, tuple))
-                     else hidden[layer])  # (t, 1 + h*w or h*w, Dv)
-            if cfg.vision_feature_select_strategy == "default" and feats.shape[1] == h * w + 1:
-                feats = feats[:, 1:]
-            assert feats.shape[1] == h * w, f"expected {h * w} patch tokens, got {feats.shape[1]}"
-            out.append(self.model.model.multi_modal_projector(feats))  # (t, h*w, D)
-        tokens = torch.cat(out)
-        return tokens.reshape(len(frames), h, w, tokens.shape[-1])
+        return self.encode_pixels(self.preprocess(frames), batch_size)  # (T, h, w, D)
 
     # ---- text ------------------------------------------------------------------------
     def embed_text(self, text: str, first: bool) -> torch.Tensor:
@@ -216,6 +202,49 @@ class VideoLLM:
             if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
                 ids.add(tid)
         return ids
+
+    # ---- images (baselines that re-encode frames as images: ig-vlm, ts-llava) -------
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Base-resolution pixel values (N, 3, S, S) -> grid tokens (N, h, w, D).
+
+        The checkpoint's ``vision_feature_layer`` and ``vision_feature_select_strategy``
+        (``default`` drops CLS; SigLIP has none, ``full``), then the projector.
+        """
+        cfg = self.model.config
+        assert pixels.dim() == 4 and pixels.shape[-2:] == self.base_size, tuple(pixels.shape)
+        pixels = pixels.to(self.device, self.dtype)
+        h, w = self.grid_hw
+        out = []
+        for chunk in pixels.split(batch_size):
+            hidden = self.model.model.vision_tower(chunk, output_hidden_states=True).hidden_states
+            layer = cfg.vision_feature_layer
+            feats = (torch.cat([hidden[i] for i in layer], -1) if isinstance(layer, (list, tuple))
+                     else hidden[layer])  # (n, 1 + h*w or h*w, Dv)
+            if cfg.vision_feature_select_strategy == "default" and feats.shape[1] == h * w + 1:
+                feats = feats[:, 1:]
+            assert feats.shape[1] == h * w, f"expected {h * w} patch tokens, got {feats.shape[1]}"
+            out.append(self.model.model.multi_modal_projector(feats))  # (n, h*w, D)
+        tokens = torch.cat(out)
+        return tokens.reshape(len(pixels), h, w, tokens.shape[-1])
+
+    @torch.inference_mode()
+    def encode_image_anyres(self, image: np.ndarray) -> torch.Tensor:
+        """One image (H, W, 3) uint8 -> its visual tokens (N, D) exactly as the model itself
+        would splice them for one ``<image>``: the image processor's default path (any-res
+        tiles for LLaVA-NeXT / OneVision, one base image for LLaVA-1.5), then
+        ``get_image_features`` with the model's own packing (unpadding, newline tokens).
+        """
+        assert image.ndim == 3 and image.shape[-1] == 3, f"image must be (H,W,3), got {image.shape}"
+        inputs = self.image_processor([image], return_tensors="pt")
+        kwargs: dict[str, Any] = {}
+        if "image_sizes" in inputs:
+            kwargs["image_sizes"] = inputs["image_sizes"]
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        feats = self.model.model.get_image_features(pixel_values=pixels, return_dict=True, **kwargs).pooler_output
+        if isinstance(feats, (list, tuple)):  # one (N_i, D) per image
+            feats = torch.cat(list(feats))
+        return feats.reshape(-1, feats.shape[-1])  # (N, D)
 
 
 def default_device() -> torch.device:

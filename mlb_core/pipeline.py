@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import MLBParams
+from .errors import MLBError
 from .methods import MethodInput, get_method
 from .models import VideoLLM
 from .prompts import render_prompt
@@ -46,6 +47,13 @@ class Answer:
                 "n_prompt_tokens": self.n_prompt_tokens, "timings": self.timings}
 
 
+def check_grids(params: MLBParams, h: int, w: int) -> None:
+    """Refuse a GAPool grid or VSTail grid larger than the model's ``h x w`` token grid."""
+    for name, (gh, gw) in (("grid", params.grid), ("tail_grid", params.tail_grid)):
+        if gh > h or gw > w:
+            raise MLBError(f"{name} {gh}x{gw} is larger than the model's {h}x{w} token grid")
+
+
 def encode_video(vlm: VideoLLM, video: str | Path, n_frames: int, backend: str = "auto") -> VideoFeatures:
     """Decode ``n_frames`` uniformly sampled frames and encode them at base resolution."""
     timings: dict[str, float] = {}
@@ -73,6 +81,7 @@ def answer(
     """
     params = params or MLBParams()
     fn = get_method(method)
+    check_grids(params, features.tokens.shape[1], features.tokens.shape[2])
     prompt = render_prompt(vlm.family, question, task, options)
     inp = MethodInput(vlm, features.tokens, features.frames, prompt, params, scorer=scorer)
     with timed(inp.timings, "method", vlm.device):

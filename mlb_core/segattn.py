@@ -83,7 +83,7 @@ def compress(tokens: torch.Tensor, scores: torch.Tensor | None, params: MLBParam
          else params.segment_frames * gapool_count(h, w, params.grid))
     seg_tokens = split_segments(tokens, params.segment_frames)
     seg_scores = scores.reshape(n_seg, params.segment_frames, h, w)
-    return torch.cat([topk_tokens(x, s, k) for x, s in zip(seg_tokens, seg_scores)])
+    return torch.cat([topk_tokens(x, s, k) for x, s in zip(seg_tokens, seg_scores, strict=True)])
 
 
 def segattn(

@@ -10,6 +10,11 @@ decodable frame is an error.
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,35 +64,72 @@ def resolve_video(video: str | Path) -> Path:
     return path
 
 
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C-level stderr (FFmpeg's and decord's own log lines) inside the block, so a bad
+    file gives exactly one error line. Python's ``sys.stderr`` is flushed first."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real fd 2 (some notebook front ends)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 def _decode_decord(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     import decord
 
-    try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        n_total = len(reader)
-    except Exception as exc:  # decord raises DECORDError / RuntimeError on bad files
-        raise MLBError(f"cannot decode video {path.name}: {str(exc).splitlines()[0]}") from exc
-    indices = sample_indices(n_total, n_frames)
-    try:
-        frames = reader.get_batch(list(indices)).asnumpy()  # (T, H, W, 3) uint8
-    except Exception as exc:
-        raise MLBError(f"cannot decode frames of {path.name}: {str(exc).splitlines()[0]}") from exc
+    with quiet_stderr():
+        try:
+            reader = decord.VideoReader(str(path), num_threads=1)
+            n_total = len(reader)
+        except Exception as exc:  # decord raises DECORDError / RuntimeError on bad files
+            raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+        indices = sample_indices(n_total, n_frames)
+        try:
+            frames = reader.get_batch(list(indices)).asnumpy()  # (T, H, W, 3) uint8
+        except Exception as exc:
+            raise MLBError(f"cannot decode frames of {path}: {_reason(exc)}") from None
     return frames, indices
 
 
 def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     import av
 
-    try:
-        with av.open(str(path)) as container:
+    decoded: list[np.ndarray] = []
+    truncated = ""
+    with quiet_stderr():
+        try:
+            container = av.open(str(path))
+        except Exception as exc:  # av.error.InvalidDataError and friends
+            raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+        with container:
             if not container.streams.video:
-                raise MLBError(f"no video stream in {path.name}")
-            stream = container.streams.video[0]
-            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except MLBError:
-        raise
-    except Exception as exc:  # av.error.InvalidDataError and friends
-        raise MLBError(f"cannot decode video {path.name}: {str(exc).splitlines()[0]}") from exc
+                raise MLBError(f"no video stream in {path}")
+            try:
+                for frame in container.decode(container.streams.video[0]):
+                    decoded.append(frame.to_ndarray(format="rgb24"))
+            except Exception as exc:  # a truncated file: keep the frames decoded so far
+                if not decoded:
+                    raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+                truncated = _reason(exc)
+    if not decoded:
+        raise MLBError(f"no decodable frames in {path}")
+    if truncated:
+        print(f"warning: {path} is damaged ({truncated}); sampling from its first "
+              f"{len(decoded)} decodable frames", file=sys.stderr)
     indices = sample_indices(len(decoded), n_frames)
     return np.stack([decoded[i] for i in indices]), indices
 
@@ -115,8 +157,5 @@ def load_video(
         return _decode_decord(path, n_frames)
     try:
         return _decode_decord(path, n_frames)
-    except (ImportError, MLBError) as first:
-        try:
-            return _decode_pyav(path, n_frames)
-        except MLBError:
-            raise MLBError(f"not a decodable video: {path} ({first})") from None
+    except (ImportError, MLBError):
+        return _decode_pyav(path, n_frames)
