@@ -9,6 +9,12 @@ O(heads x L^2), and no layer after it runs.
 
 :func:`last_query_attention_eager` is the naive reference: a full eager forward with
 ``output_attentions=True``.
+
+For a stage-one KV cache (:mod:`mlb_core.stage_one_cache`, issue 5) the scoring is split in
+two: :func:`scoring_keys` gives the scoring layer's (rotary-embedded) keys of the
+question-independent positions once, and :func:`last_query_probs_cached` scores the last
+query of a question's new tokens against those cached keys plus the new keys.
+:func:`stop_hook` is the generic removable early-exit hook both use.
 """
 
 from __future__ import annotations
@@ -63,6 +69,76 @@ def last_query_probs(
     return probs.reshape(b, hq, seq).mean(1)  # (B, L)
 
 
+def scoring_keys(
+    module: nn.Module, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Keys of the scoring layer as :func:`last_query_probs` computes them, for caching.
+
+    Args:
+        module: the scoring layer's self-attention.
+        hidden: (B, L, D) the module's input (after the layer's input norm).
+        position_embeddings: ``(cos, sin)``, each (B, L, hd), of these L positions.
+
+    Returns:
+        (B, Hk, L, hd) rotary-embedded keys (Qwen3-style ``k_norm`` applied), input dtype.
+    """
+    b, seq, _ = hidden.shape
+    cos, sin = position_embeddings
+    k = module.k_proj(hidden).view(b, seq, -1, module.head_dim).transpose(1, 2)  # (B, Hk, L, hd)
+    if hasattr(module, "k_norm"):
+        k = module.k_norm(k)
+    return _rotary(module, k, cos, sin)
+
+
+def last_query_probs_cached(
+    module: nn.Module,
+    hidden: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    past_keys: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`last_query_probs` for a sequence whose first positions are cached.
+
+    Args:
+        module: the scoring layer's self-attention.
+        hidden: (B, Q, D) the module's input for the Q *new* positions only.
+        position_embeddings: ``(cos, sin)``, each (B, Q, hd), of the new positions.
+        past_keys: (B, Hk, C, hd) :func:`scoring_keys` of the C cached positions.
+
+    Returns:
+        (B, C + Q) float32: the last new position's attention over cached + new positions,
+        heads averaged; equal (up to rounding) to :func:`last_query_probs` on all C + Q.
+    """
+    b = hidden.shape[0]
+    hd = module.head_dim
+    cos, sin = position_embeddings
+    q = module.q_proj(hidden[:, -1:]).view(b, 1, -1, hd).transpose(1, 2)  # (B, Hq, 1, hd)
+    if hasattr(module, "q_norm"):
+        q = module.q_norm(q)
+    q = _rotary(module, q, cos[:, -1:], sin[:, -1:])
+    k = torch.cat([past_keys, scoring_keys(module, hidden, position_embeddings)], 2)  # (B, Hk, C+Q, hd)
+    hq, hk, seq = q.shape[1], k.shape[1], k.shape[2]
+    q = q.reshape(b, hk, hq // hk, hd)  # (B, Hk, rep, hd)
+    logits = torch.einsum("bgrd,bgld->bgrl", q.float(), k.float()) * module.scaling  # (B, Hk, rep, C+Q)
+    return logits.softmax(-1).reshape(b, hq, seq).mean(1)  # (B, C+Q)
+
+
+@contextmanager
+def stop_hook(attn: nn.Module, fn: Any, sink: dict[str, Any], key: str) -> Iterator[None]:
+    """Early exit at ``attn``: ``sink[key] = fn(module, hidden, position_embeddings)``, then
+    the forward pass stops. Removed on exit (even on errors)."""
+
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        sink[key] = fn(module, hidden, kwargs["position_embeddings"])
+        raise _StopForward
+
+    handle = attn.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @contextmanager
 def scoring_hook(attn: nn.Module, sink: dict[str, Any]) -> Iterator[None]:
     """Attach the early-exit scoring hook to ``attn``; removed on exit (even on errors)."""
@@ -104,6 +180,26 @@ def last_query_attention(language_model: nn.Module, inputs_embeds: torch.Tensor,
             pass
     assert "scores" in sink, "the scoring layer was never reached"
     return sink["scores"]
+
+
+@torch.inference_mode()
+def run_to_layer(language_model: nn.Module, layer: int, fn: Any, **forward_kwargs: Any) -> Any:
+    """Run the decoder stack up to ``layer``'s self-attention, return ``fn(module, hidden,
+    position_embeddings)`` computed there; no later layer runs (the early exit of
+    :func:`last_query_attention`, with any scoring function and forward arguments, e.g. a cache)."""
+    layers = language_model.layers
+    if not 0 <= layer < len(layers):
+        from .errors import MLBError
+
+        raise MLBError(f"score_layer {layer} is out of range: the model has {len(layers)} layers")
+    sink: dict[str, Any] = {}
+    with stop_hook(layers[layer].self_attn, fn, sink, "out"):
+        try:
+            language_model(**forward_kwargs)
+        except _StopForward:
+            pass
+    assert "out" in sink, "the scoring layer was never reached"
+    return sink["out"]
 
 
 @torch.inference_mode()

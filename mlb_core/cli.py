@@ -1,4 +1,6 @@
-"""Command line: ``mlb answer VIDEO "QUESTION"``.
+"""Command line: ``mlb answer VIDEO "QUESTION"``, ``mlb eval ...`` (benchmarks, see
+:mod:`mlb_core.evaluate`) and ``mlb synth --out DIR`` (the synthetic probe, see
+:mod:`mlb_core.synthetic`).
 
 Every problem with the input ends in one line ``error: ...`` on stderr and exit status 2,
 never a traceback.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -56,6 +59,117 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str):
+    """``--set`` values: JSON where it parses (numbers, lists, null), ``3x3`` grids, else a string."""
+    if re.fullmatch(r"\d+x\d+", text.strip().lower()):
+        return _parse_grid(text)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, score_saved, summarize
+
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise MLBError(f"--set needs key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = _parse_value(value)
+    if args.frames is not None:
+        overrides["n_frames"] = args.frames
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    presets = [p.strip() for p in args.preset.split(",") if p.strip()]
+    grids = [_parse_grid(g) for g in args.grids.split(",")] if args.grids else None
+    common = dict(methods=methods, presets=presets, model=args.model, out=args.out, overrides=overrides,
+                  grids=grids, limit=args.limit, judge=args.judge, judge_model=args.judge_model,
+                  judge_base_url=args.judge_base_url, judge_key_env=args.judge_key_env,
+                  judge_cache=args.judge_cache, judge_workers=args.judge_workers, progress=not args.quiet)
+    if args.score_only:
+        results = score_saved(args.benchmark, args.data, **common)
+    else:
+        results = evaluate(args.benchmark, args.data, videos=args.videos, skip_missing=args.skip_missing,
+                           score=not args.no_score, device=args.device, backend=args.backend,
+                           feature_cache=args.feature_cache, **common)
+    for r in results:
+        c = r["counts"]
+        acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.1f}%"
+        sc = "" if r.get("score") is None else f" score={r['score']:.2f}"
+        pos = r.get("by_position") or {}
+        split = "".join(f" {k}={100 * v['accuracy']:.0f}%" for k, v in pos.items() if v["accuracy"] is not None)
+        sec = (r.get("time") or {}).get("per_question_s")
+        print(f"{r['benchmark']} {r['model']} {r['preset']} {r['method']}: accuracy={acc}{sc}{split} "
+              f"answered={c['answered']} skipped={c['skipped']} failed={c['failed']} "
+              f"judge_failed={c['judge_failed']} judge={r['judge'].get('name')}"
+              + (f" {sec:.2f}s/question" if sec else ""))
+    if args.summary and results:
+        print(json.dumps(summarize(args.out), indent=1))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import SynthConfig, generate
+
+    w, h = _parse_grid(args.size)
+    cfg = SynthConfig(n_videos=args.videos, n_frames=args.frames, fps=args.fps, size=(w, h),
+                      forms=tuple(f.strip() for f in args.forms.split(",") if f.strip()),
+                      n_options=args.options, seed=args.seed)
+    manifest = generate(args.out, cfg)
+    print(f"wrote {manifest['n_videos']} videos and {manifest['n_questions']} questions "
+          f"({', '.join(f'{k} {v}' for k, v in manifest['by_position'].items())}) to {args.out}")
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    from .benchmarks import BENCHMARKS
+    from .judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV
+
+    p = sub.add_parser("eval", help="evaluate methods on a benchmark (resumable, multi-GPU with accelerate)",
+                       description="Answers every question (one JSON line each, resumable), then scores. "
+                                   "Writes OUT/<benchmark>/<model>/<preset>/<method>.{predictions.jsonl,"
+                                   "scored.jsonl,metrics.json}. Multi-GPU: accelerate launch -m mlb_core.cli eval ...")
+    p.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
+    p.add_argument("--data", required=True, help="annotation CSV or its folder (synthetic: the mlb synth folder)")
+    p.add_argument("--videos", help="video root (default: <data folder>/videos)")
+    p.add_argument("--methods", default="mlb", help="comma-separated, e.g. mlb,segattn-topk")
+    p.add_argument("--preset", default="cpu", help=f"comma-separated presets: {', '.join(PRESETS)}")
+    p.add_argument("--grids", help="comma-separated GAPool grids to sweep, e.g. 2x2,3x3")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="parameter override (repeatable)")
+    p.add_argument("--frames", type=int, help="override n_frames")
+    p.add_argument("--model", default="embedded", help="embedded, a checkpoint folder or a hub id")
+    p.add_argument("--out", default="results/eval")
+    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--skip-missing", action="store_true", help="record missing videos as skipped")
+    p.add_argument("--judge", default="auto", choices=["auto", "chat", "offline", "none"],
+                   help="auto: offline for synthetic, none for multiple choice, chat otherwise")
+    p.add_argument("--judge-model", default=DEFAULT_JUDGE_MODEL, help="pinned judge model id")
+    p.add_argument("--judge-base-url", default=DEFAULT_BASE_URL, help="OpenAI-compatible server root")
+    p.add_argument("--judge-key-env", default=DEFAULT_KEY_ENV, help="environment variable holding the API key")
+    p.add_argument("--judge-cache", help="judgment cache (default OUT/judge-cache.jsonl)")
+    p.add_argument("--judge-workers", type=int, default=4, help="parallel judge requests")
+    p.add_argument("--no-score", action="store_true", help="only answer (score later with --score-only)")
+    p.add_argument("--score-only", action="store_true", help="score saved predictions, load no model")
+    p.add_argument("--feature-cache", help="folder to keep grid tokens across runs")
+    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--summary", action="store_true", help="also print the tidy summary of OUT as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("synth", help="write the synthetic probe benchmark (mp4 + CSV)")
+    s.add_argument("--out", required=True, help="output folder (videos/, synthetic.csv, manifest.json)")
+    s.add_argument("--videos", type=int, default=3, help="number of clips (3 per Latin square)")
+    s.add_argument("--frames", type=int, default=90, help="frames per clip")
+    s.add_argument("--fps", type=int, default=10)
+    s.add_argument("--size", default="224x168", help="WIDTHxHEIGHT")
+    s.add_argument("--forms", default="open,mc", help="question forms: open, mc or both")
+    s.add_argument("--options", type=int, default=4, help="options per multiple-choice question")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlb", description="LLaVA-MLB: training-free video QA with a frozen LLaVA")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="token counts and time per stage")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.set_defaults(func=cmd_answer)
+    add_eval_parser(sub)
     return parser
 
 

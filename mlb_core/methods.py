@@ -111,3 +111,4 @@ def _scores_if_needed(inp: MethodInput) -> Any:
         t, h, w, _ = inp.tokens.shape
         return torch.ones(t, h, w)
     return inp.segment_scores()
+from . import baselines  # noqa: E402,F401  (registers the baselines)

@@ -136,12 +136,16 @@ class VideoLLM:
     def embed_text(self, text: str, first: bool) -> torch.Tensor:
         """Token embeddings (L, D) of ``text``; ``first`` adds the tokenizer's BOS if it has one."""
         key = f"{int(first)}|{text}"
-        if key not in self._embed_cache:
-            ids = self.tokenizer(text, add_special_tokens=first, return_tensors="pt").input_ids[0]
-            with torch.inference_mode():
-                emb = self.model.get_input_embeddings()(ids.to(self.device))
-            self._embed_cache[key] = emb
-        return self._embed_cache[key]
+        if key in self._embed_cache:
+            self._embed_cache[key] = self._embed_cache.pop(key)  # most recently used last
+            return self._embed_cache[key]
+        ids = self.tokenizer(text, add_special_tokens=first, return_tensors="pt").input_ids[0]
+        with torch.inference_mode():
+            emb = self.model.get_input_embeddings()(ids.to(self.device))  # (L, D)
+        self._embed_cache[key] = emb
+        while len(self._embed_cache) > 64:  # a small LRU: prompts repeat, questions do not
+            self._embed_cache.pop(next(iter(self._embed_cache)))
+        return emb
 
     def build_inputs(self, prompt: Prompt, visual: torch.Tensor) -> tuple[torch.Tensor, slice]:
         """``prefix + visual + suffix`` embeddings (1, L, D) and the visual tokens' slice."""
@@ -264,7 +268,8 @@ def load_model(
         name: ``embedded`` (built on first use, see :mod:`mlb_core.embedded`), a local
             checkpoint folder, or a hub id such as ``llava-hf/llava-v1.6-vicuna-7b-hf``
             (downloaded by ``huggingface_hub`` on a machine with network; set
-            ``HF_HUB_OFFLINE=1`` to use only the local cache).
+            ``HF_HUB_OFFLINE=1`` to use only the local cache), or ``tiny:<family>`` (a seeded
+            random test model of :mod:`mlb_core.tiny`, e.g. ``tiny:llava_onevision``).
         device: default CUDA if available, else CPU.
         dtype: default bfloat16 on GPU, float32 on CPU (CPU bf16 matmuls are slow).
         family: prompt family; inferred from ``name`` and the config when omitted.
@@ -273,6 +278,14 @@ def load_model(
 
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if name.startswith("tiny:"):  # tiny:<family>: a random test model (mlb_core.tiny), for CLI tests
+        from .tiny import build_tiny_model
+
+        vlm = build_tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
+        vlm.model.to(device=device, dtype=dtype)
+        if family:
+            vlm.family = family
+        return vlm
     if name == "embedded":
         from .embedded import ensure_embedded
 

@@ -16,7 +16,8 @@ family                        class (real checkpoint)                     vision
 ``llava_onevision``           LlavaOnevision (llava-onevision-qwen2-*)    SigLIP 63 px, 9x9   qwen2
 ============================  ==========================================  ==================  =======
 
-The OneVision grid is 9 x 9 (the real one is 27 x 27), so GAPool cells of 2 x 2 do not
+The 34B's Llama shares one KV head among 4 query heads (Yi-34B: 7 per head). The
+OneVision grid is 9 x 9 (the real one is 27 x 27), so GAPool cells of 2 x 2 do not
 divide it. Its language model is a Qwen2 (attention biases, as the real one), the others
 a Llama with grouped-query attention.
 """
@@ -44,11 +45,9 @@ _TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_atte
              bos_token_id=1, eos_token_id=2, pad_token_id=2)
 _CLIP = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
              image_size=56, patch_size=7, projection_dim=16)
-_PINPOINTS = [[56, 112], [112, 56]]
 # SigLIP at 63 px, patch 7 -> 9 x 9 (real: 384 px, patch 14 -> 27 x 27); no CLS token.
 _SIGLIP = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                image_size=63, patch_size=7, vision_use_head=False)
-_OV_PINPOINTS = [[63, 63], [63, 126], [126, 63], [126, 126]]
 
 
 def tiny_text_config(**overrides: Any):
@@ -72,11 +71,15 @@ def _set_attn(config: Any, attn_implementation: str) -> None:
 
 def build_tiny_model(
     family: str = "llava_next", seed: int = 0, attn_implementation: str = "sdpa",
-    prompt_family: str | None = None, **text_overrides: Any,
+    prompt_family: str | None = None, vision_overrides: dict[str, Any] | None = None,
+    image_grid_pinpoints: list[list[int]] | None = None, **text_overrides: Any,
 ) -> VideoLLM:
     """A random tiny model of ``family`` (see the module table). Deterministic for a given
     ``seed``; ``prompt_family`` overrides the family's prompt template; ``text_overrides``
-    go to the language model's config.
+    go to the language model's config, ``vision_overrides`` to the vision tower's (e.g.
+    ``dict(image_size=336, patch_size=14)`` for the real 24 x 24 grid; the image processor
+    follows its ``image_size``), ``image_grid_pinpoints`` replace the any-res resolutions
+    (default: base x 2base and 2base x base; OneVision also base x base and 2base x 2base).
 
     The default (``llava_next``) is a LLaVA-NeXT with a 4-layer GQA Llama (hidden 32) and a
     CLIP vision tower at 56 px, patch 7 -> an 8 x 8 token grid.
@@ -86,18 +89,25 @@ def build_tiny_model(
     if family not in TINY_FAMILIES:
         raise MLBError(f"no tiny model for family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     torch.manual_seed(seed)
+    vision = {**(_SIGLIP if family == "llava_onevision" else _CLIP), **(vision_overrides or {})}
+    s = vision["image_size"]
+    if family == "llava_next_34b":  # Yi-34B: 7 query heads per KV head; here 4 per 1
+        text_overrides = {"num_key_value_heads": 1, **text_overrides}
     if family.startswith("llava_next"):
-        model, processor = _tiny_llava_next(attn_implementation, text_overrides)
+        pinpoints = image_grid_pinpoints or [[s, 2 * s], [2 * s, s]]
+        model, processor = _tiny_llava_next(attn_implementation, text_overrides, vision, pinpoints)
     elif family == "llava":
-        model, processor = _tiny_llava(attn_implementation, text_overrides)
+        model, processor = _tiny_llava(attn_implementation, text_overrides, vision)
     else:
-        model, processor = _tiny_onevision(attn_implementation, text_overrides)
+        pinpoints = image_grid_pinpoints or [[s, s], [s, 2 * s], [2 * s, s], [2 * s, 2 * s]]
+        model, processor = _tiny_onevision(attn_implementation, text_overrides, vision, pinpoints)
     model.eval().requires_grad_(False)
     name = f"tiny-{family.replace('_', '-')}-seed{seed}"
     return VideoLLM(model, load_tokenizer(), processor, prompt_family or TINY_FAMILIES[family], name)
 
 
-def _tiny_llava_next(attn_implementation: str, text_overrides: dict[str, Any]) -> tuple[Any, Any]:
+def _tiny_llava_next(attn_implementation: str, text_overrides: dict[str, Any], vision: dict[str, Any],
+                     pinpoints: list[list[int]]) -> tuple[Any, Any]:
     from transformers import (
         CLIPVisionConfig,
         LlavaNextConfig,
@@ -106,26 +116,29 @@ def _tiny_llava_next(attn_implementation: str, text_overrides: dict[str, Any]) -
     )
 
     config = LlavaNextConfig(text_config=tiny_text_config(**text_overrides),
-                             vision_config=CLIPVisionConfig(**_CLIP),
-                             image_grid_pinpoints=_PINPOINTS, image_token_index=0)
+                             vision_config=CLIPVisionConfig(**vision),
+                             image_grid_pinpoints=pinpoints, image_token_index=0)
     _set_attn(config, attn_implementation)
-    processor = LlavaNextImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56},
-                                           image_grid_pinpoints=_PINPOINTS)
+    s = vision["image_size"]
+    processor = LlavaNextImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+                                           image_grid_pinpoints=pinpoints)
     return LlavaNextForConditionalGeneration(config), processor
 
 
-def _tiny_llava(attn_implementation: str, text_overrides: dict[str, Any]) -> tuple[Any, Any]:
+def _tiny_llava(attn_implementation: str, text_overrides: dict[str, Any], vision: dict[str, Any]) -> tuple[Any, Any]:
     """LLaVA-1.5: one base-resolution image (resize + centre crop), CLS dropped, no any-res."""
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    config = LlavaConfig(text_config=tiny_text_config(**text_overrides), vision_config=CLIPVisionConfig(**_CLIP),
+    config = LlavaConfig(text_config=tiny_text_config(**text_overrides), vision_config=CLIPVisionConfig(**vision),
                          image_token_index=0)
     _set_attn(config, attn_implementation)
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    s = vision["image_size"]
+    processor = CLIPImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
     return LlavaForConditionalGeneration(config), processor
 
 
-def _tiny_onevision(attn_implementation: str, text_overrides: dict[str, Any]) -> tuple[Any, Any]:
+def _tiny_onevision(attn_implementation: str, text_overrides: dict[str, Any], vision: dict[str, Any],
+                    pinpoints: list[list[int]]) -> tuple[Any, Any]:
     """LLaVA-OneVision: SigLIP (no CLS, ``full`` feature strategy), Qwen2, anyres_max_9."""
     from transformers import (
         LlavaOnevisionConfig,
@@ -135,10 +148,10 @@ def _tiny_onevision(attn_implementation: str, text_overrides: dict[str, Any]) ->
     )
 
     config = LlavaOnevisionConfig(text_config=tiny_qwen2_config(**text_overrides),
-                                  vision_config=SiglipVisionConfig(**_SIGLIP),
-                                  image_grid_pinpoints=_OV_PINPOINTS, image_token_index=0, video_token_index=3,
+                                  vision_config=SiglipVisionConfig(**vision),
+                                  image_grid_pinpoints=pinpoints, image_token_index=0, video_token_index=3,
                                   vision_feature_select_strategy="full", vision_feature_layer=-1)
     _set_attn(config, attn_implementation)
-    processor = LlavaOnevisionImageProcessorPil(size={"height": 63, "width": 63},
-                                                image_grid_pinpoints=_OV_PINPOINTS)
+    s = vision["image_size"]
+    processor = LlavaOnevisionImageProcessorPil(size={"height": s, "width": s}, image_grid_pinpoints=pinpoints)
     return LlavaOnevisionForConditionalGeneration(config), processor

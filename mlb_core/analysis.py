@@ -1,0 +1,313 @@
+"""Every computation behind the study's figures and tables, as pure functions.
+
+The notebooks under ``notebooks/`` only load inputs, call these functions and plot; the
+logic lives here and is unit-tested (``tests/test_analysis.py``). Nothing here loads a
+model or touches the disk.
+
+- Fig. 1 (paper): where the top 25% of a 5-frame segment's tokens fall, global top-k
+  against GAPool (:func:`topk_mask`, :func:`gapool_pick_mask`, :func:`fig1_table`).
+- Fig. 2 (paper): last-query attention maps averaged over clips for frames in order,
+  reversed and one frame repeated (:func:`frame_order`, :func:`normalise_maps`,
+  :func:`frame_shares`, :func:`fig2_maps_table`, :func:`fig2_shares_table`).
+- Fig. 4 (paper): answer quality against the number of tokens fed to stage two for the
+  seven GAPool grids (:func:`grid_token_counts`, :func:`fig4_table`).
+- Tables: open-ended QA, multiple choice, component ablation, prefill time
+  (:func:`metrics_table`, :func:`prefill_table`, :func:`markdown_table`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import MLBError
+from .gapool import gapool_count
+
+EMBEDDED = "embedded"
+UNTRAINED_CAVEAT = (
+    "Embedded default: real SmolLM2-135M language model, untrained (seeded random) vision tower "
+    "and projector, so the quality numbers exercise the pipeline and do not measure the method."
+)
+CONDITIONS = ("in_order", "reversed", "repeated")
+CONDITION_LABELS = {
+    "in_order": "(a) frames in order",
+    "reversed": "(b) frames reversed",
+    "repeated": "(c) one frame repeated",
+}
+
+
+# ---- parsing of the study's compact parameter strings -------------------------------------
+def parse_grid(value: str | Sequence[int]) -> tuple[int, int]:
+    """``"3x3"`` or ``[3, 3]`` -> ``(3, 3)``; a one-line :class:`MLBError` otherwise."""
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+    else:
+        parts = list(value)
+    try:
+        gh, gw = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise MLBError(f"a grid must look like 3x3, got {value!r}") from None
+    if gh < 1 or gw < 1:
+        raise MLBError(f"a grid needs two positive sizes, got {value!r}")
+    return gh, gw
+
+
+def grid_name(grid: Sequence[int]) -> str:
+    return f"{grid[0]}x{grid[1]}"
+
+
+def split_list(text: str | Sequence[str], sep: str = ",") -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]`` (DVC cannot pass lists to a command, so the
+    study's list parameters are separated strings); a list passes through."""
+    items = text.split(sep) if isinstance(text, str) else list(text)
+    out = [str(s).strip() for s in items if str(s).strip()]
+    if not out:
+        raise MLBError(f"expected a {sep!r}-separated list, got {text!r}")
+    return out
+
+
+def parse_grids(text: str | Sequence[str]) -> list[tuple[int, int]]:
+    """``"1x2,1x3,2x2"`` -> ``[(1, 2), (1, 3), (2, 2)]``."""
+    return [parse_grid(g) for g in split_list(text)]
+
+
+# ---- Fig. 1: global top-k against GAPool -------------------------------------------------
+def topk_count(n_tokens: int, fraction: float) -> int:
+    """k = round(fraction * n_tokens): 720 of 2880 for the paper's 25%."""
+    if not 0 < fraction <= 1:
+        raise MLBError(f"the top fraction must be in (0, 1], got {fraction}")
+    return max(1, int(round(fraction * n_tokens)))
+
+
+def topk_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """(T, h, w) bool: the ``k`` highest-scoring tokens over *all* frames (global top-k,
+    the biased selection of Fig. 1; ties broken by the lower flat index, as a stable sort)."""
+    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not 1 <= k <= flat.size:
+        raise MLBError(f"k must be in [1, {flat.size}], got {k}")
+    order = np.argsort(-flat, kind="stable")[:k]
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order] = True
+    return mask.reshape(np.shape(scores))
+
+
+def gapool_pick_mask(scores: np.ndarray, grid: Sequence[int]) -> np.ndarray:
+    """(T, h, w) bool: the token GAPool keeps in every ``grid`` cell of every frame in
+    ``max`` mode (the cell's highest score, ties -> the first token in row-major order).
+
+    In ``weighted`` mode GAPool emits a mix of the whole cell instead, but the count per
+    frame is the same: ``ceil(h / gh) * ceil(w / gw)``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t, h, w = s.shape
+    gh, gw = parse_grid(grid)
+    if gh > h or gw > w:
+        raise MLBError(f"grid {gh}x{gw} is larger than the token grid {h}x{w}")
+    mask = np.zeros_like(s, dtype=bool)
+    for r0 in range(0, h, gh):
+        for c0 in range(0, w, gw):
+            cell = s[:, r0:r0 + gh, c0:c0 + gw]  # (T, ch, cw)
+            cw = cell.shape[2]
+            best = cell.reshape(t, -1).argmax(1)  # first maximum, row-major
+            mask[np.arange(t), r0 + best // cw, c0 + best % cw] = True
+    return mask
+
+
+def frame_counts(mask: np.ndarray) -> np.ndarray:
+    """(T,) int: selected tokens per frame of a (T, h, w) mask."""
+    return np.asarray(mask).reshape(np.shape(mask)[0], -1).sum(1).astype(int)
+
+
+def fig1_table(scores: np.ndarray, fraction: float, grid: Sequence[int]) -> pd.DataFrame:
+    """One row per token: ``frame`` (1-based), ``row``, ``col``, ``score``, ``topk`` and
+    ``gapool`` (selected by each). k = ``fraction`` of all tokens; GAPool's grid is
+    ``grid`` (2x2 keeps exactly 25%, the paper's 720 of 2880)."""
+    s = np.asarray(scores, dtype=np.float64)
+    t, h, w = s.shape
+    k = topk_count(s.size, fraction)
+    top = topk_mask(s, k)
+    gap = gapool_pick_mask(s, grid)
+    f, r, c = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    return pd.DataFrame({
+        "frame": f.reshape(-1) + 1, "row": r.reshape(-1), "col": c.reshape(-1),
+        "score": s.reshape(-1), "topk": top.reshape(-1), "gapool": gap.reshape(-1),
+    })
+
+
+def fig1_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-frame selected tokens of :func:`fig1_table`, long format:
+    ``frame``, ``selection`` (``global top-k`` / ``GAPool``), ``tokens``, ``share``."""
+    rows = []
+    for col, label in (("topk", "global top-k"), ("gapool", "GAPool")):
+        per = table.groupby("frame")[col].sum()
+        total = per.sum()
+        for frame, n in per.items():
+            rows.append({"frame": int(frame), "selection": label, "tokens": int(n),
+                         "share": float(n / total) if total else 0.0})
+    return pd.DataFrame(rows)
+
+
+# ---- Fig. 2: attention maps for frames in order, reversed, repeated ---------------------
+def frame_order(condition: str, n: int, repeat_frame: int | None = None) -> np.ndarray:
+    """Which sampled frame sits at each of the ``n`` input positions (Fig. 2):
+    ``in_order`` 0..n-1, ``reversed`` n-1..0, ``repeated`` one frame (default the middle
+    one) ``n`` times."""
+    if condition == "in_order":
+        return np.arange(n)
+    if condition == "reversed":
+        return np.arange(n)[::-1].copy()
+    if condition == "repeated":
+        f = n // 2 if repeat_frame is None else repeat_frame
+        if not 0 <= f < n:
+            raise MLBError(f"repeat_frame must be in [0, {n}), got {f}")
+        return np.full(n, f)
+    raise MLBError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """(N, T, h, w) -> the same with each input's visual attention summing to 1, so inputs
+    with more or less attention on text weigh the same in an average."""
+    m = np.asarray(maps, dtype=np.float64)
+    total = m.reshape(m.shape[0], -1).sum(1)
+    if np.any(total <= 0):
+        raise MLBError("an attention map has no mass on the visual tokens")
+    return m / total[:, None, None, None]
+
+
+def frame_shares(maps: np.ndarray) -> np.ndarray:
+    """Share of the visual attention at each position: (T, h, w) -> (T,), or
+    (N, T, h, w) -> (N, T); every row sums to 1."""
+    m = np.asarray(maps, dtype=np.float64)
+    per = m.reshape(*m.shape[:-2], -1).sum(-1)  # (..., T)
+    return per / per.sum(-1, keepdims=True)
+
+
+def average_map(maps: np.ndarray) -> np.ndarray:
+    """(N, T, h, w) -> (T, h, w): the mean of the normalised maps (sums to 1)."""
+    return normalise_maps(maps).mean(0)
+
+
+def fig2_maps_table(maps: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The averaged maps of every condition, long format: ``condition``, ``position``
+    (1-based input slot), ``frame`` (1-based sampled frame shown there), ``row``, ``col``,
+    ``attention`` (mean normalised attention)."""
+    parts = []
+    for cond, m in maps.items():
+        avg = average_map(m)  # (T, h, w)
+        t, h, w = avg.shape
+        p, r, c = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+        parts.append(pd.DataFrame({
+            "condition": cond, "position": p.reshape(-1) + 1,
+            "frame": np.asarray(orders[cond])[p.reshape(-1)] + 1,
+            "row": r.reshape(-1), "col": c.reshape(-1), "attention": avg.reshape(-1),
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def fig2_shares_table(maps: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarray],
+                      labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-input, per-position shares: ``condition``, ``input``, ``position``, ``frame``,
+    ``share``. ``labels`` names the inputs (e.g. ``clip#window|question``)."""
+    rows = []
+    for cond, m in maps.items():
+        shares = frame_shares(m)  # (N, T)
+        for i, row in enumerate(shares):
+            for pos, share in enumerate(row):
+                rows.append({"condition": cond, "input": labels[i] if labels else i,
+                             "position": pos + 1, "frame": int(orders[cond][pos]) + 1,
+                             "share": float(share)})
+    return pd.DataFrame(rows)
+
+
+def share_summary(shares: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and standard error) share per condition and position: the numbers of the
+    note, one row per condition, columns ``pos1..posT`` and ``n_inputs``."""
+    g = shares.groupby(["condition", "position"])["share"]
+    mean = g.mean().unstack("position")
+    mean.columns = [f"pos{c}" for c in mean.columns]
+    mean["n_inputs"] = shares.groupby("condition")["input"].nunique()
+    order = [c for c in CONDITIONS if c in mean.index] + [c for c in mean.index if c not in CONDITIONS]
+    return mean.loc[order]
+
+
+# ---- Fig. 4: quality against stage-two tokens for the GAPool grids -----------------------
+def grid_token_counts(n_frames: int, h: int, w: int, grids: Iterable[Sequence[int]]) -> list[int]:
+    """Tokens fed to stage two by GAPool (no tail) for each grid: 1440, 960, 720, 480,
+    320, 180, 80 for 5 frames of 24 x 24 and the paper's seven grids (Fig. 4)."""
+    return [n_frames * gapool_count(h, w, parse_grid(g)) for g in grids]
+
+
+def fig4_table(results: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> pd.DataFrame:
+    """Rows ``{"grid": "2x2" | None (no compression), "tokens": int, metric: float, "n": int}``
+    -> a frame sorted by tokens with a ``label`` per point (``"2x2 (720)"``)."""
+    df = pd.DataFrame(list(results))
+    missing = {"grid", "tokens", metric} - set(df.columns)
+    if missing:
+        raise MLBError(f"Fig. 4 results lack {sorted(missing)}")
+    df["compression"] = df["grid"].notna()
+    df["label"] = [f"{g} ({t})" if isinstance(g, str) else f"no compression ({t})"
+                   for g, t in zip(df["grid"], df["tokens"])]
+    return df.sort_values(["compression", "tokens"], ascending=[False, False]).reset_index(drop=True)
+
+
+# ---- tables -------------------------------------------------------------------------------
+def metrics_table(records: Sequence[Mapping[str, Any]], index: Sequence[str],
+                  columns: Sequence[str]) -> pd.DataFrame:
+    """Select ``index + columns`` of the metric records (one per run), sorted by ``index``
+    in first-seen order; a clear error when a metric is missing."""
+    df = pd.DataFrame(list(records))
+    if df.empty:
+        raise MLBError("no results to tabulate")
+    missing = [c for c in [*index, *columns] if c not in df.columns]
+    if missing:
+        raise MLBError(f"results lack the column(s) {missing}")
+    return df[[*index, *columns]].reset_index(drop=True)
+
+
+def prefill_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Prefill time per method: ``method``, ``visual_tokens``, ``prompt_tokens``, and the
+    median / min of the repeated timings in milliseconds (records carry ``times_s``)."""
+    rows = []
+    for r in records:
+        times = np.asarray(r["times_s"], dtype=np.float64)
+        if times.size == 0:
+            raise MLBError(f"no timings for {r.get('method')!r}")
+        rows.append({"method": r["method"], "visual_tokens": int(r["visual_tokens"]),
+                     "prompt_tokens": int(r["prompt_tokens"]),
+                     "median_ms": float(np.median(times) * 1e3), "min_ms": float(times.min() * 1e3),
+                     "repeats": int(times.size)})
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame, title: str, meta: Mapping[str, Any], caption: str = "",
+                   digits: int = 3) -> str:
+    """A self-describing Markdown table: a title, the run's metadata (model, preset,
+    benchmark, judge ...), the table and a caption."""
+    lines = [f"**{title}**", ""]
+    lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+    lines += ["", "| " + " | ".join(map(str, df.columns)) + " |",
+              "|" + "|".join("---" for _ in df.columns) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
+    if caption:
+        lines += ["", caption]
+    return "\n".join(lines) + "\n"
+
+
+def caption(text: str, model: str) -> str:
+    """``text`` plus the untrained-vision caveat when the model is the embedded default."""
+    return f"{text} {UNTRAINED_CAVEAT}" if model == EMBEDDED else text

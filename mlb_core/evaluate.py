@@ -1,0 +1,616 @@
+"""Evaluation at scale: benchmark x method x preset x model (architecture.md, "Scale").
+
+Python API: :func:`evaluate` (answer, merge, score), :func:`score_saved` (re-score saved
+predictions), :func:`summarize` (a tidy list of dicts over every metrics file). CLI:
+``mlb eval`` (see ``mlb eval --help``).
+
+Output layout (one folder per benchmark, model and preset label)::
+
+    OUT/<benchmark>/<model>/<preset>/<method>.predictions.jsonl   one JSON line per question
+    OUT/<benchmark>/<model>/<preset>/<method>.scored.jsonl        predictions + verdicts
+    OUT/<benchmark>/<model>/<preset>/<method>.metrics.json        judge, counts, accuracy / score
+    OUT/judge-cache.jsonl                                         judge replies (shared, keyed)
+
+``<model>`` is the model name with ``/`` turned into ``--``; ``<preset>`` is the preset name,
+plus ``+key=value`` for each parameter override (``cpu+grid=2x2``).
+
+How it runs:
+
+- **Resumable.** Each answer is one JSON line, appended and flushed as soon as it is made.
+  On start the runner reads what is there (a torn last line from a kill is cut off) and
+  answers only the questions that have no line yet, so a killed run, rerun, ends with the
+  same predictions as an uninterrupted one, with no duplicates.
+- **Encode once.** Questions are answered video by video; each video is decoded and
+  encoded once per frame count and shared by every method / grid setting, and a question's
+  stage-one scores are shared by every method that uses them (its measured stage-one time
+  is still recorded for each). ``feature_cache=DIR`` also keeps grid tokens on disk across
+  runs.
+- **Data-parallel.** Under ``accelerate launch`` (or ``torchrun``: ``RANK``/``WORLD_SIZE``),
+  rank ``r`` answers the videos ``r, r + W, ...`` into ``<method>.predictions.rank<r>of<W>.jsonl``
+  on its own device (``cuda:LOCAL_RANK``); rank 0 waits until every question has a line,
+  merges the shards into ``<method>.predictions.jsonl`` (benchmark order) and scores.
+  The output folder must be shared by all ranks (one node, or a shared file system).
+- **Progress.** A tqdm bar per rank: done / total, rate and ETA.
+- Missing videos raise one error listing them, or with ``skip_missing`` are recorded as
+  ``status: skipped``; an undecodable video or a prompt that does not fit is recorded as
+  ``status: failed`` with its error. Both are counted in the metrics, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .benchmarks import BENCHMARKS, Item, canonical_name, default_video_root, load_benchmark, resolve_videos
+from .config import MLBParams, get_preset
+from .errors import MLBError
+from .judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV, ChatJudge, Judge, KeywordJudge, read_jsonl
+from .methods import METHODS
+from .models import VideoLLM
+from .pipeline import VideoFeatures, answer, encode_video
+from .scoring import metrics, score_records
+from .segattn import stage_one
+
+EMBEDDED_NOTE = ("embedded default: real SmolLM2-135M language model, untrained (seeded random) vision "
+                 "tower; its answers about video content are not meaningful")
+
+
+# ---- variants and paths ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One (method, parameters) to evaluate; ``label`` names its output folder."""
+
+    method: str
+    params: MLBParams
+    label: str
+
+    @property
+    def preset(self) -> str:
+        return self.label.split("+", 1)[0]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def make_variants(
+    methods: Sequence[str],
+    presets: Sequence[str] = ("cpu",),
+    overrides: dict[str, Any] | None = None,
+    grids: Sequence[tuple[int, int]] | None = None,
+) -> list[Variant]:
+    """methods x presets (x GAPool grids), each with ``overrides`` applied."""
+    if not methods:
+        raise MLBError("no method given")
+    for m in methods:
+        if m not in METHODS:
+            raise MLBError(f"unknown method {m!r}; choose one of {', '.join(sorted(METHODS))}")
+    out = []
+    for preset in presets:
+        for grid in (grids or [None]):
+            changes = dict(overrides or {})
+            if grid is not None:
+                changes["grid"] = tuple(grid)
+            params = get_preset(preset, **changes)
+            label = preset + "".join(f"+{k}={_fmt(v)}" for k, v in sorted(changes.items()))
+            out.extend(Variant(m, params, label) for m in methods)
+    return out
+
+
+def model_slug(name: str) -> str:
+    """A folder name for a model: ``llava-hf/llava-v1.6-vicuna-7b-hf`` -> ``llava-hf--llava-v1.6-vicuna-7b-hf``;
+    a local folder -> its base name."""
+    path = Path(name)
+    if path.is_dir():
+        name = path.resolve().name
+    return re.sub(r"[^\w.+=-]", "-", name.replace("/", "--").replace(":", "-"))
+
+
+def variant_dir(out: str | Path, benchmark: str, model: str, label: str) -> Path:
+    return Path(out) / benchmark / model_slug(model) / label
+
+
+def predictions_path(out: str | Path, benchmark: str, model: str, variant: Variant) -> Path:
+    return variant_dir(out, benchmark, model, variant.label) / f"{variant.method}.predictions.jsonl"
+
+
+def _shard_files(main: Path) -> list[Path]:
+    return sorted(main.parent.glob(main.name.replace(".jsonl", ".rank*of*.jsonl")))
+
+
+# ---- distributed ---------------------------------------------------------------------------------
+def shard_info() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the launcher's environment (``accelerate
+    launch`` and ``torchrun`` set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); ``(0, 1, 0)`` alone."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not 0 <= rank < world:
+        raise MLBError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    return rank, world, local
+
+
+def shard_items(items: list[Item], rank: int, world: int) -> list[Item]:
+    """The items of rank ``rank``: whole videos, round-robin in first-appearance order, so
+    each video is encoded by one rank only."""
+    videos = list(dict.fromkeys(it.video for it in items))
+    mine = set(videos[rank::world])
+    return [it for it in items if it.video in mine]
+
+
+# ---- the prediction files ------------------------------------------------------------------------
+class PredictionFile:
+    """An append-only JSONL of prediction records, one per question (``qid``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = {r["qid"] for r in read_jsonl(path, repair=True) if "qid" in r}
+        self._f = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        if record["qid"] in self.done:
+            return
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8")
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done.add(record["qid"])
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _done_qids(main: Path) -> set[str]:
+    done: set[str] = set()
+    for p in [main, *_shard_files(main)]:
+        done.update(r["qid"] for r in read_jsonl(p) if "qid" in r)
+    return done
+
+
+def merge_predictions(main: Path, items: list[Item]) -> list[dict[str, Any]]:
+    """Merge ``main`` and its rank shards into ``main`` in benchmark order (first record of a
+    qid wins; records of questions no longer in ``items`` are kept at the end), written
+    atomically; the shards are then removed. Returns the records of ``items``' questions."""
+    shards = _shard_files(main)
+    by_qid: dict[str, dict[str, Any]] = {}
+    for p in [main, *shards]:
+        for rec in read_jsonl(p):
+            by_qid.setdefault(rec.get("qid", ""), rec)
+    order = [it.qid for it in items]
+    known = set(order)
+    records = [by_qid[q] for q in order if q in by_qid]
+    extras = [r for q, r in by_qid.items() if q not in known and q]
+    tmp = main.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records + extras:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, main)
+    for p in shards:
+        p.unlink(missing_ok=True)
+    return records
+
+
+# ---- feature caches --------------------------------------------------------------------------------
+class FeatureCache:
+    """Grid tokens per (model, video file, n_frames, backend): in memory for the run, and
+    on disk under ``folder`` when given (``torch.save`` of tokens, frames, indices, timings)."""
+
+    def __init__(self, vlm: VideoLLM, folder: str | Path | None = None, backend: str = "auto"):
+        self.vlm, self.backend = vlm, backend
+        self.folder = Path(folder) if folder else None
+        self._mem: dict[tuple[str, int], VideoFeatures] = {}
+        self.hits = 0
+
+    def _key(self, path: Path, n_frames: int) -> str:
+        st = path.stat()
+        w = next(self.vlm.model.model.multi_modal_projector.parameters())  # a fingerprint of the weights
+        blob = json.dumps([self.vlm.name, str(self.vlm.dtype), str(path.resolve()), st.st_size, st.st_mtime_ns,
+                           n_frames, self.backend, float(w.flatten()[:64].float().sum())])
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def get(self, path: Path, n_frames: int) -> tuple[VideoFeatures, bool]:
+        """``(features, cached)``; ``cached`` is True when no encoding was needed."""
+        mem_key = (str(path), n_frames)
+        if mem_key in self._mem:
+            return self._mem[mem_key], True
+        disk = self.folder / f"{self._key(path, n_frames)}.pt" if self.folder else None
+        if disk is not None and disk.exists():
+            blob = torch.load(disk, weights_only=False)
+            feats = VideoFeatures(str(path), blob["frames"], blob["indices"],
+                                  blob["tokens"].to(self.vlm.device), blob["timings"])
+            self.hits += 1
+            cached = True
+        else:
+            feats = encode_video(self.vlm, path, n_frames, self.backend)
+            cached = False
+            if disk is not None:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_suffix(".tmp")
+                torch.save({"frames": feats.frames, "indices": feats.indices, "tokens": feats.tokens.cpu(),
+                            "timings": feats.timings}, tmp)
+                os.replace(tmp, disk)
+        self._mem = {mem_key: feats} | {k: v for k, v in self._mem.items() if k[0] == str(path)}
+        return feats, cached
+
+
+class _StageOneShare:
+    """Stage-one scores of the current question, shared by the methods that read them."""
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[int, int, int], tuple[torch.Tensor, float]] = {}
+        self.last_shared: bool | None = None  # None: the method did not ask for stage one
+
+    def scorer(self, key: tuple[int, int, int]) -> Callable[[Any], torch.Tensor]:
+        def run(inp: Any) -> torch.Tensor:
+            if key not in self.store:
+                t0 = time.perf_counter()
+                scores = stage_one(inp.vlm, inp.tokens, inp.prompt, inp.params)
+                if inp.vlm.device.type == "cuda":
+                    torch.cuda.synchronize(inp.vlm.device)
+                self.store[key] = (scores, time.perf_counter() - t0)
+                self.last_shared = False
+            else:
+                self.last_shared = True
+            return self.store[key][0]
+
+        return run
+
+
+# ---- answering ---------------------------------------------------------------------------------------
+def _base_record(item: Item, benchmark: str, model: str, variant: Variant) -> dict[str, Any]:
+    rec = {"qid": item.qid, "benchmark": benchmark, "model": model, "method": variant.method,
+           "preset": variant.label, **item.to_dict()}
+    for k, v in item.extra.items():
+        rec.setdefault(k, v)
+    return rec
+
+
+def answer_items(
+    vlm: VideoLLM,
+    items: list[Item],
+    videos: dict[str, Path],
+    variants: list[Variant],
+    files: dict[Variant, PredictionFile],
+    benchmark: str,
+    model: str,
+    feature_cache: FeatureCache,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, int]:
+    """Answer every (item, variant) without a line yet, video by video; append each record."""
+    todo = [(it, v) for it in items for v in variants if it.qid not in files[v].done]
+    total = len(items) * len(variants)
+    counts = {"answered": 0, "skipped": 0, "failed": 0}
+    bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="ans", disable=not progress,
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+    by_video: dict[str, list[tuple[Item, Variant]]] = {}
+    for it, v in todo:
+        by_video.setdefault(it.video, []).append((it, v))
+    try:
+        for video, work in by_video.items():
+            path = videos.get(video)
+            if path is None:
+                for it, v in work:
+                    files[v].append({**_base_record(it, benchmark, model, v), "status": "skipped",
+                                     "error": "video not found"})
+                    counts["skipped"] += 1
+                    bar.update(1)
+                continue
+            feats: dict[int, VideoFeatures | MLBError] = {}
+            cached: dict[int, bool] = {}
+            for n in sorted({v.params.n_frames for _, v in work}):
+                try:
+                    feats[n], cached[n] = feature_cache.get(path, n)
+                except MLBError as exc:
+                    feats[n] = exc
+            share: dict[str, _StageOneShare] = {}
+            for it, v in work:
+                rec = _base_record(it, benchmark, model, v)
+                f = feats[v.params.n_frames]
+                if isinstance(f, MLBError):
+                    rec.update(status="failed", error=str(f))
+                else:
+                    s1 = share.setdefault(it.qid, _StageOneShare())
+                    key = (v.params.n_frames, v.params.segment_frames, v.params.score_layer)
+                    scorer = s1.scorer(key)
+                    s1.last_shared = None
+                    try:
+                        ans = answer(vlm, f, it.question, v.method, v.params, task=it.task,
+                                     options=list(it.options) if it.task == "mc" else None, scorer=scorer)
+                    except MLBError as exc:
+                        rec.update(status="failed", error=str(exc))
+                    else:
+                        timings = dict(ans.timings)
+                        if s1.last_shared is not None and "stage_one" in timings:
+                            timings["stage_one"] = s1.store[key][1]  # the measured cost, also when shared
+                        rec.update(status="answered", prediction=ans.text, n_visual_tokens=ans.n_visual_tokens,
+                                   n_prompt_tokens=ans.n_prompt_tokens, timings=timings,
+                                   stage_one_shared=bool(s1.last_shared),
+                                   video_timings=dict(f.timings), features_cached=cached[v.params.n_frames])
+                files[v].append(rec)
+                counts[rec["status"]] += 1
+                bar.update(1)
+            share.clear()
+    finally:
+        bar.close()
+    return counts
+
+
+# ---- judges ------------------------------------------------------------------------------------------
+def make_judge(kind: str, benchmark: str, out: str | Path, model: str = DEFAULT_JUDGE_MODEL,
+               base_url: str = DEFAULT_BASE_URL, key_env: str = DEFAULT_KEY_ENV,
+               cache: str | Path | None = None, workers: int = 4, **chat_kwargs: Any) -> Judge | None:
+    """``auto``: the offline keyword judge for ``synthetic``, none for multiple choice, the
+    chat judge otherwise; ``chat``, ``offline`` (keyword match) or ``none`` explicitly."""
+    spec = BENCHMARKS[canonical_name(benchmark)]
+    if kind == "auto":
+        kind = "offline" if spec.kind == "synthetic" else "none" if spec.kind == "mc" else "chat"
+    if kind == "none":
+        return None
+    if kind == "offline":
+        if spec.kind == "vcgbench":
+            raise MLBError("VCGBench needs an LLM judge (--judge chat)")
+        if spec.kind == "synthetic":
+            from .synthetic import PALETTE
+
+            return KeywordJudge(PALETTE)
+        return KeywordJudge()
+    if kind == "chat":
+        return ChatJudge(model, base_url, key_env, cache or Path(out) / "judge-cache.jsonl", workers=workers,
+                         **chat_kwargs)
+    raise MLBError(f"unknown judge {kind!r}; use auto, chat, offline or none")
+
+
+def _judge_info(judge: Judge | None, records: list[dict[str, Any]]) -> dict[str, Any]:
+    if any(r.get("task") == "open" for r in records):
+        return judge.describe() if judge else {"name": None, "note": "open-ended answers not judged"}
+    return {"name": "option-parser", "rule": "scoring.parse_option"}
+
+
+# ---- scoring -----------------------------------------------------------------------------------------
+def _timing_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    answered = [r for r in records if r.get("status") == "answered"]
+    if not answered:
+        return {}
+    stages: dict[str, float] = {}
+    for r in answered:
+        for k, v in r.get("timings", {}).items():
+            stages[k] = stages.get(k, 0.0) + v
+    mean = {k: v / len(answered) for k, v in stages.items()}
+    per_video = {r["video"]: sum(r.get("video_timings", {}).values()) for r in answered}
+    encode = sum(per_video.values())
+    return {"answer_mean_s": mean, "answer_s": sum(mean.values()),
+            "encode_per_video_s": encode / len(per_video),
+            "per_question_s": sum(mean.values()) + encode / len(answered)}
+
+
+def score_variant(
+    main: Path,
+    items: list[Item],
+    judge: Judge | None,
+    benchmark: str,
+    model: str,
+    variant: Variant,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score one variant's merged predictions; write ``.scored.jsonl`` and ``.metrics.json``."""
+    spec = BENCHMARKS[canonical_name(benchmark)]
+    by_qid = {r["qid"]: r for r in read_jsonl(main) if "qid" in r}
+    records = [by_qid[it.qid] for it in items if it.qid in by_qid]
+    missing = len(items) - len(records)
+    per_part = {"generic": 3, "temporal": 1, "consistency1": 1, "consistency2": 0}  # judge calls per record
+    n_requests = sum(per_part.get(r.get("part", ""), 1) for r in records
+                     if r.get("status") == "answered" and r.get("task") == "open")
+    bar = tqdm(total=n_requests, desc=f"judge {variant.method}", unit="q", file=sys.stderr, mininterval=1.0,
+               disable=not progress or not isinstance(judge, ChatJudge) or n_requests == 0)
+    try:
+        scored = score_records(records, judge, progress=bar.update)
+    finally:
+        bar.close()
+    m = metrics(scored, spec.kind)
+    m["counts"]["missing"] = missing
+    result = {
+        "benchmark": canonical_name(benchmark), "model": model, "method": variant.method,
+        "preset": variant.label, "params": variant.params.to_dict(), "judge": _judge_info(judge, records),
+        **m, "time": _timing_summary(records),
+        "predictions": main.name, "scored": main.name.replace(".predictions.", ".scored."),
+    }
+    if model_slug(model).startswith("embedded"):
+        result["note"] = EMBEDDED_NOTE
+    base = main.parent / main.name.replace(".predictions.jsonl", "")
+    tmp = Path(f"{base}.scored.jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in scored:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, f"{base}.scored.jsonl")
+    Path(f"{base}.metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return result
+
+
+# ---- the runner ----------------------------------------------------------------------------------------
+def evaluate(
+    benchmark: str,
+    data: str | Path,
+    methods: Sequence[str] = ("mlb",),
+    presets: Sequence[str] = ("cpu",),
+    model: str = "embedded",
+    out: str | Path = "results/eval",
+    videos: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    grids: Sequence[tuple[int, int]] | None = None,
+    skip_missing: bool = False,
+    limit: int | None = None,
+    judge: str | Judge | None = "auto",
+    judge_model: str = DEFAULT_JUDGE_MODEL,
+    judge_base_url: str = DEFAULT_BASE_URL,
+    judge_key_env: str = DEFAULT_KEY_ENV,
+    judge_cache: str | Path | None = None,
+    judge_workers: int = 4,
+    score: bool = True,
+    device: str | None = None,
+    backend: str = "auto",
+    feature_cache: str | Path | None = None,
+    vlm: VideoLLM | None = None,
+    progress: bool = True,
+    merge_poll_s: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Evaluate ``methods`` x ``presets`` (x ``grids``) of ``model`` on a benchmark.
+
+    Args:
+        benchmark: a name in :data:`mlb_core.benchmarks.BENCHMARKS`.
+        data: the annotation CSV or its folder (synthetic: the folder ``mlb synth`` wrote).
+        videos: the video root; default ``<data folder>/videos``.
+        model: a :func:`mlb_core.models.load_model` name; with ``vlm`` given, only its label.
+        judge: ``auto``, ``chat``, ``offline``, ``none`` or a :class:`Judge`.
+        score: False only answers (e.g. on GPU nodes without network); :func:`score_saved` later.
+        feature_cache: a folder to keep grid tokens across runs (in memory only by default).
+
+    Returns:
+        the metrics dict of every variant (on rank 0; other ranks return ``[]``).
+    """
+    bench = canonical_name(benchmark)
+    variants = make_variants(methods, presets, overrides, grids)
+    items = load_benchmark(bench, data, limit)
+    root = Path(videos) if videos else default_video_root(bench, data)
+    found, _missing = resolve_videos(items, root, skip_missing)
+    judge_obj = (make_judge(judge or "none", bench, out, judge_model, judge_base_url, judge_key_env, judge_cache,
+                            judge_workers) if not isinstance(judge, Judge) else judge)
+    rank, world, local_rank = shard_info()
+    if score and rank == 0 and isinstance(judge_obj, ChatJudge) and BENCHMARKS[bench].kind != "mc":
+        judge_obj.check_ready()
+    if vlm is None:
+        from .models import load_model
+
+        if device is None and world > 1 and torch.cuda.is_available():
+            device = f"cuda:{local_rank % torch.cuda.device_count()}"
+        vlm = load_model(model, device=device)
+    mains = {v: predictions_path(out, bench, model, v) for v in variants}
+    shard_names = {v: (mains[v] if world == 1 else
+                       mains[v].with_name(mains[v].name.replace(".jsonl", f".rank{rank}of{world}.jsonl")))
+                   for v in variants}
+    files = {v: PredictionFile(shard_names[v]) for v in variants}
+    for v in variants:  # what any rank (or an earlier run with another world size) already wrote
+        files[v].done |= _done_qids(mains[v])
+    mine = shard_items(items, rank, world)
+    desc = f"{bench} {model_slug(model)}" + (f" [rank {rank}/{world}]" if world > 1 else "")
+    t0 = time.perf_counter()
+    try:
+        counts = answer_items(vlm, mine, found, variants, files, bench, model,
+                              FeatureCache(vlm, feature_cache, backend), progress, desc)
+    finally:
+        for f in files.values():
+            f.close()
+    n_new = sum(counts.values())
+    if progress and n_new:
+        dt = time.perf_counter() - t0
+        print(f"{desc}: {counts['answered']} answered, {counts['skipped']} skipped, {counts['failed']} failed "
+              f"in {dt:.1f} s ({dt / n_new:.2f} s per answer)", file=sys.stderr)
+    if rank != 0:
+        return []
+    if world > 1:
+        _wait_for_all(mains, items, merge_poll_s, progress)
+    for v in variants:
+        merge_predictions(mains[v], items)
+    if not score:
+        return []
+    return [score_variant(mains[v], items, judge_obj, bench, model, v, progress) for v in variants]
+
+
+def _wait_for_all(mains: dict[Variant, Path], items: list[Item], poll_s: float, progress: bool) -> None:
+    """Rank 0: wait until every question of every variant has a line in some shard."""
+    need = {it.qid for it in items}
+    announced = False
+    while True:
+        left = sum(len(need - _done_qids(p)) for p in mains.values())
+        if not left:
+            return
+        if progress and not announced:
+            print(f"rank 0: waiting for the other ranks ({left} answers left)", file=sys.stderr)
+            announced = True
+        time.sleep(poll_s)
+
+
+def score_saved(
+    benchmark: str,
+    data: str | Path,
+    methods: Sequence[str] = ("mlb",),
+    presets: Sequence[str] = ("cpu",),
+    model: str = "embedded",
+    out: str | Path = "results/eval",
+    overrides: dict[str, Any] | None = None,
+    grids: Sequence[tuple[int, int]] | None = None,
+    limit: int | None = None,
+    judge: str | Judge | None = "auto",
+    judge_model: str = DEFAULT_JUDGE_MODEL,
+    judge_base_url: str = DEFAULT_BASE_URL,
+    judge_key_env: str = DEFAULT_KEY_ENV,
+    judge_cache: str | Path | None = None,
+    judge_workers: int = 4,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Re-score saved predictions (merging any rank shards first); no model is loaded."""
+    bench = canonical_name(benchmark)
+    variants = make_variants(methods, presets, overrides, grids)
+    items = load_benchmark(bench, data, limit)
+    judge_obj = (make_judge(judge or "none", bench, out, judge_model, judge_base_url, judge_key_env, judge_cache,
+                            judge_workers) if not isinstance(judge, Judge) else judge)
+    if isinstance(judge_obj, ChatJudge) and BENCHMARKS[bench].kind != "mc":
+        judge_obj.check_ready()
+    results = []
+    for v in variants:
+        main = predictions_path(out, bench, model, v)
+        if not main.exists() and not _shard_files(main):
+            raise MLBError(f"no predictions at {main}; run mlb eval first")
+        merge_predictions(main, items)
+        results.append(score_variant(main, items, judge_obj, bench, model, v, progress))
+    return results
+
+
+# ---- summary ----------------------------------------------------------------------------------------------
+def summarize(out: str | Path, groups: Iterable[str] = ("task", "type", "position")) -> list[dict[str, Any]]:
+    """A tidy table over every ``*.metrics.json`` under ``out``: one row per (benchmark,
+    model, preset, method, group, value), where ``group`` is ``all`` or one of ``groups``
+    (``task``, ``type``, ``position``, ``task_position``). Columns: ``n``, ``answered``,
+    ``accuracy``, ``score``, ``judge``, ``per_question_s`` (and the five VCGBench scores
+    on ``all`` rows). ``pandas.DataFrame(summarize(out))`` is the table.
+    """
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(out).rglob("*.metrics.json")):
+        m = json.loads(path.read_text())
+        base = {"benchmark": m["benchmark"], "model": m["model"], "preset": m["preset"], "method": m["method"],
+                "judge": (m.get("judge") or {}).get("name")}
+        c = m["counts"]
+        row = {**base, "group": "all", "value": "all", "n": c["total"], "answered": c["answered"],
+               "skipped": c["skipped"], "failed": c["failed"], "accuracy": m.get("accuracy"),
+               "score": m.get("score"), "per_question_s": (m.get("time") or {}).get("per_question_s")}
+        if "vcgbench" in m:
+            row.update({f"vcg_{k}": v for k, v in m["vcgbench"]["scores"].items()})
+        rows.append(row)
+        for g in groups:
+            table = m.get(f"by_{g}") or {}
+            if g == "task_position":
+                table = {f"{t}/{p}": s for t, sub in table.items() for p, s in sub.items()}
+            for value, s in table.items():
+                rows.append({**base, "group": g, "value": value, "n": s["n"], "answered": s["answered"],
+                             "skipped": s["skipped"], "failed": s["failed"], "accuracy": s["accuracy"],
+                             "score": s.get("score"), "per_question_s": None})
+    return rows

@@ -1,0 +1,189 @@
+"""Stage one amortised across the questions of a video (issue 5; method.md "SegAttn", step 3).
+
+Stage one feeds every segment as ``prompt prefix + segment tokens + suffix`` (the suffix
+holds the question) through the decoder up to the scoring layer K and reads the last
+query's attention (paper Fig. 3, stage one; :func:`mlb_core.segattn.stage_one`). Under
+causal attention the prefix and segment positions never see the question, so their keys
+and values at layers 0..K-1, and their keys at layer K, are the same for every question
+about the video. :class:`StageOneCache` computes them once per video
+(:func:`build_context`) and a question then runs only its own few suffix tokens, at the
+positions that follow the segment, through layers 0..K-1 with that cache; at layer K the
+last query attends over the cached keys plus the new keys (:func:`score_question`). The
+scores equal the uncached path's up to float rounding (``tests/test_stage_one_cache.py``).
+
+The stored cache is never written: each question runs on a *fork* (a new cache object whose
+layers share the stored tensors; ``DynamicLayer.update`` concatenates into new tensors).
+
+Cost per video (stored until the next video): layers 0..K-1 keys and values plus the layer-K
+keys of every prefix+segment position, i.e. ``(2K + 1) * n_kv_heads * head_dim`` numbers per
+position (Vicuna-7B, K = 2, 50 frames: about 1.2 GB in fp16, 2.4 GB in fp32).
+
+Usage (any method that reads stage-one scores picks it up through ``MethodInput.scorer``)::
+
+    cache = StageOneCache()
+    for question in questions:
+        answer(vlm, features, question, "mlb", params, scorer=cache)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .attention import last_query_probs_cached, run_to_layer, scoring_keys
+from .config import MLBParams
+from .models import VideoLLM
+from .prompts import Prompt
+from .segattn import split_segments
+from .timing import timed
+
+if TYPE_CHECKING:
+    from .methods import MethodInput
+
+
+@dataclass
+class SegmentContext:
+    """Question-independent stage-one state of a batch of B segments (C positions each).
+
+    Attributes:
+        cache: a ``DynamicCache`` holding layers 0..K-1 keys/values, each (B, Hk, C, hd).
+        keys: (B, Hk, C, hd) the scoring layer K's rotary-embedded keys.
+        length: C = prefix tokens + segment tokens.
+    """
+
+    cache: object
+    keys: torch.Tensor
+    length: int
+
+    def nbytes(self) -> int:
+        tensors = [self.keys] + [t for layer in self.cache.layers if layer.is_initialized
+                                 for t in (layer.keys, layer.values)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def build_context(language_model: nn.Module, embeds: torch.Tensor, layer: int) -> SegmentContext:
+    """Run ``prefix + segment`` embeddings (B, C, D) through layers 0..K-1 (K = ``layer``),
+    keeping their KV cache and the layer-K keys; nothing after layer K's key projection runs."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=language_model.config)
+    keys = run_to_layer(language_model, layer, scoring_keys, inputs_embeds=embeds, cache=cache, use_cache=True)
+    assert keys.shape[0] == embeds.shape[0] and keys.shape[2] == embeds.shape[1], keys.shape  # (B, Hk, C, hd)
+    return SegmentContext(cache, keys, int(embeds.shape[1]))
+
+
+def fork_cache(cache: object) -> object:
+    """A cache whose layers share ``cache``'s tensors: updating the fork (``torch.cat`` into new
+    tensors) leaves ``cache`` as it was."""
+    fork = copy.copy(cache)
+    fork.layers = [copy.copy(layer) for layer in cache.layers]
+    return fork
+
+
+def score_question(language_model: nn.Module, ctx: SegmentContext, suffix: torch.Tensor, layer: int) -> torch.Tensor:
+    """Stage-one scores of one question on cached segments.
+
+    Args:
+        ctx: :func:`build_context` of the B segments.
+        suffix: (B, Q, D) the question's suffix embeddings (positions C..C+Q-1).
+        layer: the scoring layer K (the one ``ctx`` was built for).
+
+    Returns:
+        (B, C + Q) float32: the last position's attention at layer K, heads averaged; equal
+        to :func:`mlb_core.attention.last_query_attention` on ``prefix + segment + suffix``.
+    """
+    b, q, _ = suffix.shape
+    assert b == ctx.keys.shape[0], f"{b} questions rows for {ctx.keys.shape[0]} cached segments"
+    positions = torch.arange(ctx.length, ctx.length + q, device=suffix.device)[None]  # (1, Q)
+    fn = partial(last_query_probs_cached, past_keys=ctx.keys)
+    return run_to_layer(language_model, layer, fn, inputs_embeds=suffix, cache=fork_cache(ctx.cache),
+                        use_cache=True, position_ids=positions)
+
+
+class StageOneCache:
+    """Per-video stage-one cache; a drop-in ``scorer`` for :class:`mlb_core.methods.MethodInput`
+    and :func:`mlb_core.pipeline.answer`.
+
+    The first question about a video builds the context of every segment (batched by
+    ``batch_size``); later questions with the same video tokens, prompt prefix, segment
+    length and scoring layer reuse it. A different video (another ``tokens`` tensor, or the
+    same one modified in place) replaces it.
+
+    Attributes:
+        timings: seconds spent, cumulated: ``context`` (building) and ``question`` (scoring).
+        n_builds, n_questions: how many contexts were built and questions scored.
+    """
+
+    def __init__(self, batch_size: int = 4) -> None:
+        if batch_size < 1:
+            from .errors import MLBError
+
+            raise MLBError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.timings: dict[str, float] = {}
+        self.n_builds = 0
+        self.n_questions = 0
+        self._tokens: torch.Tensor | None = None
+        self._key: tuple | None = None
+        self._contexts: list[SegmentContext] = []
+        self._vis = slice(0, 0)
+
+    def __call__(self, inp: MethodInput) -> torch.Tensor:
+        """The ``scorer`` protocol: (T, h, w) stage-one scores for ``inp``'s question."""
+        return self.scores(inp.vlm, inp.tokens, inp.prompt, inp.params)
+
+    def clear(self) -> None:
+        """Drop the cached video."""
+        self._tokens, self._key, self._contexts = None, None, []
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached video's contexts."""
+        return sum(ctx.nbytes() for ctx in self._contexts)
+
+    def _video_key(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> tuple:
+        return (id(vlm.model), tokens._version, tuple(tokens.shape), prefix, params.segment_frames,
+                params.score_layer, vlm.dtype)
+
+    def build(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> None:
+        """Build (or keep) the context of every segment of ``tokens`` (T, h, w, D)."""
+        key = self._video_key(vlm, tokens, prefix, params)
+        if self._tokens is tokens and self._key == key:
+            return
+        self.clear()
+        pre = vlm.embed_text(prefix, first=True)  # (P, D)
+        segments = split_segments(tokens, params.segment_frames)  # (S, f, h, w, D)
+        s, f, h, w, d = segments.shape
+        self._vis = slice(len(pre), len(pre) + f * h * w)
+        contexts = []
+        with timed(self.timings, "context", vlm.device):
+            chunks = segments.split(self.batch_size)
+            bar = tqdm(chunks, desc="stage one (context)", leave=False, disable=None if len(chunks) > 1 else True)
+            for chunk in bar:
+                n = chunk.shape[0]
+                embeds = torch.cat([pre.expand(n, -1, -1),
+                                    chunk.reshape(n, f * h * w, d).to(pre.dtype)], 1)  # (n, C, D)
+                vlm.check_length(embeds.shape[1])
+                contexts.append(build_context(vlm.language_model, embeds, params.score_layer))
+        self._contexts, self._tokens, self._key = contexts, tokens, key
+        self.n_builds += 1
+
+    def scores(self, vlm: VideoLLM, tokens: torch.Tensor, prompt: Prompt, params: MLBParams) -> torch.Tensor:
+        """(T, h, w) float32 stage-one scores; the same as :func:`mlb_core.segattn.stage_one`."""
+        t, h, w, _ = tokens.shape
+        self.build(vlm, tokens, prompt.prefix, params)
+        suffix = vlm.embed_text(prompt.suffix, first=False)  # (Q, D)
+        out = []
+        with timed(self.timings, "question", vlm.device):
+            for ctx in self._contexts:
+                vlm.check_length(ctx.length + len(suffix))
+                n = ctx.keys.shape[0]
+                probs = score_question(vlm.language_model, ctx, suffix.expand(n, -1, -1), params.score_layer)
+                out.append(probs[:, self._vis])  # (n, f*h*w)
+        self.n_questions += 1
+        return torch.cat(out).reshape(t, h, w)
