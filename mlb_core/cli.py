@@ -178,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--model", default="embedded",
                    help="'embedded' (default, offline), a local checkpoint folder or a hub id "
-                        "(e.g. llava-hf/llava-v1.6-vicuna-7b-hf)")
-    p.add_argument("--method", default="mlb", help="mlb, mlb-gapool, segattn-topk, full, ...")
+                        "(e.g. llava-hf/llava-v1.6-vicuna-7b-hf), or tiny:<family> (random test models)")
+    p.add_argument("--method", default="mlb",
+                   help="mlb (default), mlb-gapool, segattn-topk, full, uniform-pool, fastv-topk, sf-llava, "
+                        "ig-vlm, ts-llava (see the README's method table)")
     p.add_argument("--preset", default="cpu", help=f"parameter preset: {', '.join(PRESETS)}")
     p.add_argument("--options", help="multiple choice: options separated by ';'")
     p.add_argument("--frames", type=int, help="override n_frames")

@@ -276,9 +276,9 @@ class _StageOneShare:
 
 
 # ---- answering ---------------------------------------------------------------------------------------
-def _base_record(item: Item, benchmark: str, model: str, variant: Variant) -> dict[str, Any]:
+def _base_record(item: Item, benchmark: str, model: str, variant: Variant, rank: int = 0) -> dict[str, Any]:
     rec = {"qid": item.qid, "benchmark": benchmark, "model": model, "method": variant.method,
-           "preset": variant.label, **item.to_dict()}
+           "preset": variant.label, **item.to_dict(), "rank": rank}
     for k, v in item.extra.items():
         rec.setdefault(k, v)
     return rec
@@ -295,6 +295,7 @@ def answer_items(
     feature_cache: FeatureCache,
     progress: bool = True,
     desc: str = "eval",
+    rank: int = 0,
 ) -> dict[str, int]:
     """Answer every (item, variant) without a line yet, video by video; append each record."""
     todo = [(it, v) for it in items for v in variants if it.qid not in files[v].done]
@@ -310,7 +311,7 @@ def answer_items(
             path = videos.get(video)
             if path is None:
                 for it, v in work:
-                    files[v].append({**_base_record(it, benchmark, model, v), "status": "skipped",
+                    files[v].append({**_base_record(it, benchmark, model, v, rank), "status": "skipped",
                                      "error": "video not found"})
                     counts["skipped"] += 1
                     bar.update(1)
@@ -324,7 +325,7 @@ def answer_items(
                     feats[n] = exc
             share: dict[str, _StageOneShare] = {}
             for it, v in work:
-                rec = _base_record(it, benchmark, model, v)
+                rec = _base_record(it, benchmark, model, v, rank)
                 f = feats[v.params.n_frames]
                 if isinstance(f, MLBError):
                     rec.update(status="failed", error=str(f))
@@ -515,7 +516,7 @@ def evaluate(
     t0 = time.perf_counter()
     try:
         counts = answer_items(vlm, mine, found, variants, files, bench, model,
-                              FeatureCache(vlm, feature_cache, backend), progress, desc)
+                              FeatureCache(vlm, feature_cache, backend), progress, desc, rank)
     finally:
         for f in files.values():
             f.close()

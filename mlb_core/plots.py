@@ -13,16 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .analysis import CONDITION_LABELS, CONDITIONS  # noqa: E402
+from .analysis import CONDITION_LABELS, CONDITIONS
 
 SELECTION_COLOURS = {"global top-k": "#d95f02", "GAPool": "#1b9e77"}
 CONDITION_COLOURS = dict(zip(CONDITIONS, ("#4c72b0", "#dd8452", "#55a868")))

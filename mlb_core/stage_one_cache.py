@@ -147,7 +147,11 @@ class StageOneCache:
         return sum(ctx.nbytes() for ctx in self._contexts)
 
     def _video_key(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> tuple:
-        return (id(vlm.model), tokens._version, tuple(tokens.shape), prefix, params.segment_frames,
+        try:
+            version = tokens._version  # bumped by in-place changes
+        except RuntimeError:  # inference tensors have no version counter (and are rarely modified)
+            version = -1
+        return (id(vlm.model), version, tuple(tokens.shape), prefix, params.segment_frames,
                 params.score_layer, vlm.dtype)
 
     def build(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> None:

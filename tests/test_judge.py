@@ -1,0 +1,287 @@
+"""The chat judge against a real HTTP server on 127.0.0.1 that speaks the chat-completions
+protocol and answers with canned judgments, 429s, 500s, slow replies and garbage."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlb_core.benchmarks import load_benchmark
+from mlb_core.errors import MLBError
+from mlb_core.judge import ChatJudge, JudgeCache, KeywordJudge, judge_messages, parse_judgment, read_jsonl
+from mlb_core.scoring import metrics, score_records
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = "sk-test-DO-NOT-LEAK-5f2c"
+TIMEOUT = 0.5
+# VCGBench criterion -> the score the server gives (4.8 checks the protocol's int() truncation)
+CRITERION_SCORES = {"factual accuracy": 3, "detail orientation": 2, "contextual understanding": 4.8,
+                    "temporal understanding": 1, "consistency of generative outputs": 5}
+
+
+class FakeJudgeServer:
+    """Chat-completions server. The prediction text steers it:
+    ``[429x2]`` two 429s first, ``[500]`` one 500 first, ``[always500]``, ``[400]``,
+    ``[slow]`` one reply slower than the client's timeout first, ``[badbody]`` one non-JSON
+    HTTP body first, ``[garbage]`` an unparsable verdict every time. Otherwise: ``yes``/4 if
+    the prediction contains "correct", else ``no``/1."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.auth: list[str | None] = []
+        self.models: list[str] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _send(self, code, body, headers=()):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):  # noqa: N802
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": "not found"})
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                system, user = req["messages"][0]["content"], req["messages"][1]["content"]
+                pred = re.search(r"Predicted Answer(?: to Question 1)?: (.*)", user).group(1)
+                with server.lock:
+                    server.calls[pred] += 1
+                    n = server.calls[pred]
+                    server.auth.append(self.headers.get("Authorization"))
+                    server.models.append(req["model"])
+                if "[429x2]" in pred and n <= 2:
+                    return self._send(429, {"error": "rate limited"}, [("Retry-After", "0")])
+                if ("[500]" in pred and n <= 1) or "[always500]" in pred:
+                    return self._send(500, {"error": "boom"})
+                if "[400]" in pred:
+                    return self._send(400, {"error": "bad request"})
+                if "[slow]" in pred and n <= 1:
+                    time.sleep(TIMEOUT * 2.5)
+                if "[badbody]" in pred and n <= 1:
+                    return self._send(200, b"<html>upstream hiccup</html>")
+                if "[garbage]" in pred:
+                    content = "I would say the prediction is sort of fine."
+                elif "yes/no" in user:
+                    ok = "correct" in pred
+                    content = f"{{'pred': '{'yes' if ok else 'no'}', 'score': {4 if ok else 1}}}"
+                else:
+                    score = next(v for k, v in CRITERION_SCORES.items() if k in system)
+                    content = f"{{'score': {score}}}"
+                return self._send(200, {"id": "x", "object": "chat.completion", "model": req["model"],
+                                        "choices": [{"index": 0, "finish_reason": "stop",
+                                                     "message": {"role": "assistant", "content": content}}]})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("MLB_TEST_JUDGE_KEY", SECRET)
+    with FakeJudgeServer() as s:
+        yield s
+
+
+def _judge(server, cache, **kw):
+    return ChatJudge("judge-model-0125", server.url, "MLB_TEST_JUDGE_KEY", cache, timeout=TIMEOUT,
+                     max_retries=3, backoff=0.01, workers=4, **kw)
+
+
+def _open_record(qid, prediction, status="answered"):
+    return {"qid": qid, "task": "open", "question": f"what is in clip {qid}?", "answer": "a dog",
+            "prediction": prediction, "status": status, "question_type": "what"}
+
+
+RECORDS = [
+    _open_record("1", "correct: a dog"),
+    _open_record("2", "wrong: a cat"),
+    _open_record("3", "correct [429x2]"),
+    _open_record("4", "wrong [500]"),
+    _open_record("5", "correct [slow]"),
+    _open_record("6", "correct [garbage]"),
+    _open_record("7", "wrong [badbody]"),
+    _open_record("8", "correct [400]"),
+    _open_record("9", "", status="skipped"),
+]
+
+
+def test_open_ended_scores_survive_429_500_timeouts_and_garbage(server, tmp_path):
+    cache = tmp_path / "judge-cache.jsonl"
+    judge = _judge(server, cache)
+    scored = score_records(RECORDS, judge)
+    assert [r["qid"] for r in scored] == [r["qid"] for r in RECORDS]  # nothing lost, order kept
+    by = {r["qid"]: r for r in scored}
+    assert [by[q]["correct"] for q in "1234567"] == [True, False, True, False, True, None, False]
+    assert by["6"]["judge"]["error"].startswith("unparsable") and "sort of fine" in by["6"]["judge"]["raw"]
+    assert by["8"]["judge"]["error"] == "request failed: HTTP 400 from the judge server (not retried)"
+    assert "judge" not in by["9"]
+    m = metrics(scored, "open")
+    assert m["accuracy"] == 3 / 6  # yes / (yes + no) over the judged
+    assert m["score"] == (4 + 1 + 4 + 1 + 4 + 1) / 6
+    assert m["counts"] == {"total": 9, "answered": 8, "skipped": 1, "failed": 0, "judged": 6,
+                           "judge_failed": 2, "unparsed_options": 0}
+    # retries really happened: 429 x2, 500 x1, one timeout, one bad body; 400 not retried
+    assert server.calls["correct [429x2]"] == 3 and server.calls["wrong [500]"] == 2
+    assert server.calls["correct [slow]"] == 2 and server.calls["wrong [badbody]"] == 2
+    assert server.calls["correct [400]"] == 1
+    # the pinned model id is what was asked for; the key went in the header only
+    assert set(server.models) == {"judge-model-0125"} and set(server.auth) == {f"Bearer {SECRET}"}
+    for path in tmp_path.iterdir():
+        assert SECRET not in path.read_text()
+
+
+def test_rescoring_is_free_and_stable(server, tmp_path):
+    cache = tmp_path / "judge-cache.jsonl"
+    first = score_records(RECORDS, _judge(server, cache))
+    sent = sum(server.calls.values())
+    again = _judge(server, cache)  # a fresh client reading the cache file
+    second = score_records(RECORDS, again)
+    assert second == first
+    assert again.n_requests == 1  # only the 400 (a failure, never cached) is asked again
+    assert sum(server.calls.values()) == sent + 1
+    # an unparsable reply is cached as such; retry_unparsable asks again
+    third = _judge(server, cache, retry_unparsable=True)
+    score_records(RECORDS, third)
+    assert third.n_requests == 2 and server.calls["correct [garbage]"] == 2
+
+
+def test_persistent_5xx_is_recorded_after_the_retries(server, tmp_path):
+    judge = _judge(server, tmp_path / "c.jsonl")
+    scored = score_records([_open_record("1", "correct [always500]")], judge)
+    assert scored[0]["correct"] is None
+    assert scored[0]["judge"]["error"] == "request failed: HTTP 500 after 4 tries"
+    assert server.calls["correct [always500]"] == 4
+    assert read_jsonl(tmp_path / "c.jsonl") == []  # transient failures are not cached
+
+
+def test_vcgbench_five_scores_as_the_protocol_defines(server, tmp_path):
+    items = load_benchmark("vcgbench", FIXTURES)
+    records = [{**it.to_dict(), **it.extra, "status": "answered", "prediction": f"an answer to {it.qid}"}
+               for it in items]
+    judge = _judge(server, tmp_path / "c.jsonl")
+    scored = score_records(records, judge)
+    m = metrics(scored, "vcgbench")
+    v = m["vcgbench"]
+    assert v["scores"] == {"correctness": 3, "detail": 2, "context": 4, "temporal": 1, "consistency": 5}
+    assert v["judged"] == {"correctness": 2, "detail": 2, "context": 2, "temporal": 1, "consistency": 2}
+    assert m["score"] == v["mean"] == (3 + 2 + 4 + 1 + 5) / 5
+    # generic: 3 criteria each, temporal: 1, consistency: one call per pair with both answers
+    assert sum(server.calls.values()) == 2 * 3 + 1 + 2
+    c1 = next(r for r in scored if r["part"] == "consistency1")
+    c2 = next(r for r in scored if r["part"] == "consistency2" and r["question_id"] == c1["question_id"])
+    assert "judges" in c1 and "judges" not in c2
+    msgs = judge_messages("consistency", c1["question"], c1["answer"], c1["prediction"], c2["question"],
+                          c2["prediction"])
+    assert c2["question"] in msgs[1]["content"] and c2["prediction"] in msgs[1]["content"]
+
+
+def test_parse_judgment_variants():
+    assert parse_judgment("{'pred': 'yes', 'score': 4}", True) == ("yes", 4.0)
+    assert parse_judgment('```json\n{"pred": "no", "score": 2}\n```', True) == ("no", 2.0)
+    assert parse_judgment("Sure! {'pred': 'Yes.', 'score': 4.8}.", True) == ("yes", 4.8)
+    assert parse_judgment("{''score': 3}", False) == (None, 3.0)  # echoing the protocol prompt's own typo
+    assert parse_judgment("{'score': 3}", False) == (None, 3.0)
+    assert parse_judgment("pred: yes, score: 5", True) == ("yes", 5.0)
+    for bad, need in [("no dict here", True), ("{'pred': 'yes'}", True), ("{'pred': 'yes', 'score': 9}", True),
+                      ("{'pred': 'maybe', 'score': 3}", True), ("{'score': 'high'}", False)]:
+        with pytest.raises(ValueError):
+            parse_judgment(bad, need)
+
+
+def test_messages_follow_the_protocol():
+    qa = judge_messages("qa", "Q?", "A", "P")
+    assert qa[0]["role"] == "system" and "yes/no" in qa[1]["content"]
+    assert "Question: Q?\nCorrect Answer: A\nPredicted Answer: P" in qa[1]["content"]
+    assert "temporal accuracy score" in judge_messages("temporal", "Q", "A", "P")[1]["content"]
+    with pytest.raises(MLBError, match="criterion"):
+        judge_messages("fluency", "Q", "A", "P")
+
+
+def test_official_api_needs_a_key(monkeypatch):
+    monkeypatch.delenv("MLB_NO_SUCH_KEY", raising=False)
+    judge = ChatJudge(api_key_env="MLB_NO_SUCH_KEY")
+    with pytest.raises(MLBError, match=r"\$MLB_NO_SUCH_KEY"):
+        judge.check_ready()
+    assert "api_key" not in json.dumps(judge.describe()).replace("api_key_env", "")
+
+
+def test_cache_ignores_a_torn_last_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    cache = JudgeCache(path)
+    cache.put("k1", {"pred": "yes", "score": 4.0, "raw": "", "error": None, "judge": "j"})
+    with open(path, "a") as f:
+        f.write('{"key": "k2", "judgment": {"pr')  # a writer killed mid-line
+    again = JudgeCache(path)
+    assert len(again) == 1 and again.get("k1")["score"] == 4.0
+    again.put("k3", {"pred": "no", "score": 1.0, "raw": "", "error": None, "judge": "j"})
+    assert [r["key"] for r in read_jsonl(path)] == ["k1", "k3"]
+
+
+def test_keyword_judge():
+    judge = KeywordJudge(["red", "green", "blue"])
+    yes = judge.judge("qa", "What colour?", "red", "In the video, the circle is red.")
+    assert (yes.pred, yes.score) == ("yes", 5.0)
+    hedge = judge.judge("qa", "What colour?", "red", "green, red or blue")  # first mention counts
+    assert (hedge.pred, hedge.score) == ("no", 0.0)
+    assert judge.judge("qa", "What colour?", "red", "Reddish tones").pred == "no"  # whole words only
+    loose = KeywordJudge()
+    assert loose.judge("qa", "who?", "a man", "I think A man, clearly").pred == "yes"
+    assert loose.judge("qa", "who?", "man", "a woman").pred == "no"
+    with pytest.raises(MLBError):
+        judge.judge("temporal", "Q", "A", "P")
+
+
+def test_eval_open_ended_benchmark_with_the_chat_judge(server, tmp_path, tiny):
+    import torch
+
+    from mlb_core.evaluate import evaluate
+    from mlb_core.synthetic import SynthConfig, generate
+
+    generate(tmp_path / "clip", SynthConfig(n_videos=1, n_frames=12, size=(64, 48), forms=("mc",)))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("bQJQGoJF7_k_162_169", "ZbtpcGi2DWY_161_170"):
+        (videos / f"{name}.mp4").write_bytes((tmp_path / "clip" / "videos" / "synth00.mp4").read_bytes())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (res,) = evaluate("msvd-qa", FIXTURES, ["mlb"], ["tiny"], "tiny:llava_next", tmp_path / "out", videos=videos,
+                          judge="chat", judge_model="judge-model-0125", judge_base_url=server.url,
+                          judge_key_env="MLB_TEST_JUDGE_KEY", judge_workers=2, vlm=tiny, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["judge"] == {"name": "judge-model-0125", "kind": "openai-chat", "base_url": server.url,
+                            "api_key_env": "MLB_TEST_JUDGE_KEY", "temperature": None}
+    assert res["counts"]["answered"] == 3 and res["counts"]["judged"] == 3
+    assert res["accuracy"] == 0.0 and res["score"] == 1.0  # the server's canned "no", 1
+    assert sum(server.calls.values()) == 3
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text()
+    cached = read_jsonl(tmp_path / "out" / "judge-cache.jsonl")
+    assert len(cached) == 3 and {c["judge"] for c in cached} == {"judge-model-0125"}
