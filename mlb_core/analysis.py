@@ -241,6 +241,31 @@ def grid_token_counts(n_frames: int, h: int, w: int, grids: Iterable[Sequence[in
     return [n_frames * gapool_count(h, w, parse_grid(g)) for g in grids]
 
 
+def fig4_points(metrics: Sequence[Mapping[str, Any]], tokens: Sequence[float], reference: str = "full",
+                task: str = "all") -> list[dict[str, Any]]:
+    """One Fig. 4 point per evaluation run: the run's GAPool grid (``None`` for the
+    ``reference`` method: no compression), its mean stage-two visual tokens and its accuracy
+    (percent) and judge score over ``task`` (``all``, ``open`` or ``mc``).
+
+    ``metrics`` are :mod:`mlb_core.evaluate` metrics dicts; ``tokens`` the mean
+    ``n_visual_tokens`` of each run's predictions."""
+    if len(metrics) != len(tokens):
+        raise MLBError("one token count per run is needed")
+    points = []
+    for m, t in zip(metrics, tokens, strict=True):
+        stats = m if task == "all" else (m.get("by_task") or {}).get(task)
+        if stats is None:
+            raise MLBError(f"run {m.get('method')} {m.get('preset')} has no {task!r} questions")
+        points.append({
+            "grid": None if m["method"] == reference else grid_name(m["params"]["grid"]),
+            "method": m["method"], "tokens": int(round(float(t))),
+            "accuracy": 100 * float(stats["accuracy"]) if stats.get("accuracy") is not None else math.nan,
+            "score": float(stats["score"]) if stats.get("score") is not None else math.nan,
+            "n": int(stats.get("n", (m.get("counts") or {}).get("total", 0))),
+        })
+    return points
+
+
 def fig4_table(results: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> pd.DataFrame:
     """Rows ``{"grid": "2x2" | None (no compression), "tokens": int, metric: float, "n": int}``
     -> a frame sorted by tokens with a ``label`` per point (``"2x2 (720)"``)."""
@@ -250,37 +275,88 @@ def fig4_table(results: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
         raise MLBError(f"Fig. 4 results lack {sorted(missing)}")
     df["compression"] = df["grid"].notna()
     df["label"] = [f"{g} ({t})" if isinstance(g, str) else f"no compression ({t})"
-                   for g, t in zip(df["grid"], df["tokens"])]
+                   for g, t in zip(df["grid"], df["tokens"], strict=True)]
     return df.sort_values(["compression", "tokens"], ascending=[False, False]).reset_index(drop=True)
 
 
 # ---- tables -------------------------------------------------------------------------------
-def metrics_table(records: Sequence[Mapping[str, Any]], index: Sequence[str],
-                  columns: Sequence[str]) -> pd.DataFrame:
-    """Select ``index + columns`` of the metric records (one per run), sorted by ``index``
-    in first-seen order; a clear error when a metric is missing."""
-    df = pd.DataFrame(list(records))
+def _ordered(df: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
+    """Rows of ``methods`` only, in that order (all methods, in first-seen order, if None)."""
+    if methods is None:
+        return df.reset_index(drop=True)
+    df = df[df["method"].isin(methods)].copy()
+    df["_o"] = df["method"].map({m: i for i, m in enumerate(methods)})
+    return df.sort_values(["model", "benchmark", "_o"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def qa_table(rows: Sequence[Mapping[str, Any]], task: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Open-ended (``task="open"``: accuracy and score) or multiple-choice (``"mc"``:
+    accuracy) results, one row per (model, preset, benchmark, method), from the tidy rows of
+    :func:`mlb_core.evaluate.summarize` (their ``task`` group). Accuracy in percent."""
+    if task not in ("open", "mc"):
+        raise MLBError(f"task must be open or mc, got {task!r}")
+    df = pd.DataFrame(list(rows))
     if df.empty:
-        raise MLBError("no results to tabulate")
-    missing = [c for c in [*index, *columns] if c not in df.columns]
-    if missing:
-        raise MLBError(f"results lack the column(s) {missing}")
-    return df[[*index, *columns]].reset_index(drop=True)
+        raise MLBError("no evaluation results to tabulate")
+    sel = df[(df["group"] == "task") & (df["value"] == task)]
+    if sel.empty:
+        raise MLBError(f"the evaluation results hold no {task!r} questions")
+    judge = sel["judge"] if task == "open" else "option parser"
+    out = pd.DataFrame({
+        "model": sel["model"], "preset": sel["preset"], "benchmark": sel["benchmark"], "judge": judge,
+        "method": sel["method"], "n": sel["n"].astype(int), "answered": sel["answered"].astype(int),
+        "accuracy": sel["accuracy"].astype(float) * 100,
+    })
+    if task == "open":
+        out["score"] = sel["score"].astype(float)
+    return _ordered(out, methods)
 
 
-def prefill_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Prefill time per method: ``method``, ``visual_tokens``, ``prompt_tokens``, and the
-    median / min of the repeated timings in milliseconds (records carry ``times_s``)."""
-    rows = []
-    for r in records:
-        times = np.asarray(r["times_s"], dtype=np.float64)
-        if times.size == 0:
-            raise MLBError(f"no timings for {r.get('method')!r}")
-        rows.append({"method": r["method"], "visual_tokens": int(r["visual_tokens"]),
-                     "prompt_tokens": int(r["prompt_tokens"]),
-                     "median_ms": float(np.median(times) * 1e3), "min_ms": float(times.min() * 1e3),
-                     "repeats": int(times.size)})
-    return pd.DataFrame(rows)
+def ablation_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> pd.DataFrame:
+    """Component ablation (``segattn-topk``, ``mlb-gapool``, ``mlb``): per (model, preset,
+    benchmark, method) the accuracy (percent) on open-ended and multiple-choice questions and,
+    where the benchmark records it (the synthetic probe), by evidence position."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        raise MLBError("no evaluation results to tabulate")
+    keys = ["model", "preset", "benchmark", "method"]
+    base = df[df["group"] == "all"][keys + ["judge", "n"]].drop_duplicates(keys)
+    cols = [("task", "open", "accuracy", "open_acc"), ("task", "open", "score", "open_score"),
+            ("task", "mc", "accuracy", "mc_acc"), ("position", "early", "accuracy", "early_acc"),
+            ("position", "middle", "accuracy", "middle_acc"), ("position", "late", "accuracy", "late_acc")]
+    out = base.copy()
+    for group, value, metric, name in cols:
+        part = df[(df["group"] == group) & (df["value"] == value)][keys + [metric]]
+        if part.empty:
+            continue
+        part = part.rename(columns={metric: name})
+        if metric == "accuracy":
+            part[name] = part[name].astype(float) * 100
+        out = out.merge(part, on=keys, how="left")
+    return _ordered(out, methods)
+
+
+PREFILL_COLUMNS = ("model", "basis", "unit", "preset", "method", "visual_tokens", "n_questions",
+                   "stage_one", "prefill", "total", "total_over_sf_llava")
+
+
+def prefill_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Prefill time (or cost) per question and method, from the efficiency benchmark's
+    ``prefill.csv`` (:mod:`mlb_core.bench`): ``stage_one`` (amortised over the questions
+    of a video), stage-two ``prefill`` and their ``total``, in ``unit`` (s or GFLOP), by
+    ``basis`` (``measured`` on this machine, ``cpu-priced`` 7B shape, ``flops``)."""
+    df = pd.DataFrame(list(rows))
+    missing = [c for c in PREFILL_COLUMNS if c not in df.columns]
+    if df.empty or missing:
+        raise MLBError(f"prefill results lack {missing or 'rows'}")
+    df = df[list(PREFILL_COLUMNS)].copy()
+    for c in ("stage_one", "prefill", "total", "total_over_sf_llava"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    if methods is None:
+        return df.reset_index(drop=True)
+    df = df[df["method"].isin(methods)].copy()
+    df["_o"] = df["method"].map({m: i for i, m in enumerate(methods)})
+    return df.sort_values(["model", "basis", "_o"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
 def _fmt(value: Any, digits: int) -> str:

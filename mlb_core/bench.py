@@ -25,7 +25,7 @@ in one run on this machine's CPU in fp32 (numbers only compare within one run):
     its visual-token count and the exact decoder passes it makes (:class:`mlb_core.flops.Pass`).
     Each pass is then priced with per-layer times measured on the 7B-shaped layer: short
     calls (questions on a cache, score exits) measured at their own size, long layer calls
-    from ``t(n) = a n + b n^2`` fitted to layers timed at ``--fit-lengths``; the direct
+    from ``t(n) = c + a n + b n^2`` through layers timed at ``--fit-lengths``; the direct
     measurements of (a) and (b) check the pricing (``pricing_check`` in the JSON).
 (d) the same as (c), every part measured end to end, on the embedded default
     (SmolLM2-135M LLaVA-NeXT) on a real clip at ``--preset`` (default ``mlb``, 50 frames).
@@ -165,13 +165,29 @@ class PeakMemory:
         self.peak, self.extra = peak, peak - self.base
 
 
-def measure(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls (CPU: no device to synchronise)."""
+class Stopwatch:
+    """Wall-clock and process CPU seconds of a block (``wall``, ``cpu``). CPU time counts only
+    this process's cores at work, so it is less sensitive than wall time to other processes
+    sharing the cores (a check on the wall-clock ratios, not a replacement)."""
+
+    def __enter__(self) -> Stopwatch:
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
+
+
+def measure(fn: Callable[[], Any], repeats: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls (CPU: no device to synchronise); their CPU
+    seconds are appended to ``cpu`` when given."""
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        with Stopwatch() as sw:
+            fn()
+        out.append(sw.wall)
+        if cpu is not None:
+            cpu.append(sw.cpu)
     return out
 
 
@@ -237,12 +253,14 @@ def time_call(lm: Any, kind: str, batch: int, new: int, past: int, repeats: int)
         return median(measure(run, repeats))
 
 
-def fit_layer_time(lengths: list[int], times: list[float]) -> tuple[float, float]:
-    """Least squares ``t(n) = a n + b n^2`` through measured one-layer times."""
-    x = torch.tensor([[n, n * n] for n in lengths], dtype=torch.float64)
+def fit_layer_time(lengths: list[int], times: list[float]) -> tuple[float, float, float]:
+    """Least squares ``t(n) = c + a n + b n^2`` through measured one-layer times (exact through
+    three points; with two, ``b = 0``). Returns ``(c, a, b)``."""
+    cols = 3 if len(lengths) >= 3 else 2
+    x = torch.tensor([[1.0, n, n * n][:cols] for n in lengths], dtype=torch.float64)
     y = torch.tensor(times, dtype=torch.float64)[:, None]
-    a, b = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
-    return a, b
+    coef = torch.linalg.lstsq(x, y, driver="gelsd").solution[:, 0].tolist() + [0.0]
+    return coef[0], coef[1], coef[2]
 
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -264,24 +282,25 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         fn = lambda: last_query_attention_eager(lm, x, read)  # noqa: E731
     else:
         fn = lambda: last_query_attention(lm, x, layer)  # noqa: E731
-    with PeakMemory() as mem:
-        t1 = time.perf_counter()
+    with PeakMemory() as mem, Stopwatch() as sw:
         first = fn()
-        out["first_run_s"] = time.perf_counter() - t1
-    out.update(extra_bytes=mem.extra, base_rss_bytes=mem.base, memory_method=mem.method)
-    out["times_s"] = measure(fn, repeats)
+    out.update(first_run_s=sw.wall, first_run_cpu_s=sw.cpu, extra_bytes=mem.extra, base_rss_bytes=mem.base,
+               memory_method=mem.method, cpu_times_s=[])
+    out["times_s"] = measure(fn, repeats, out["cpu_times_s"])
     if spec["kind"] == "eager":
         return out
     # (b) the stage-one cache on one segment: context once, then a question
     ctx_embeds, suffix = x[:, : p + v], x[:, p + v:]
-    ctx_times, ctx = [], None
-    for _ in range(max(1, spec.get("repeats_context", 1))):
-        t1 = time.perf_counter()
-        ctx = build_context(lm, ctx_embeds, layer)
-        ctx_times.append(time.perf_counter() - t1)
+    ctx_times, ctx_cpu, q_cpu, ctx = [], [], [], None
+    for _ in range(repeats):
+        with Stopwatch() as sw:
+            ctx = build_context(lm, ctx_embeds, layer)
+        ctx_times.append(sw.wall)
+        ctx_cpu.append(sw.cpu)
     cached = score_question(lm, ctx, suffix, layer)
-    q_times = measure(lambda: score_question(lm, ctx, suffix, layer), max(3, repeats))
-    out["cache"] = {"context_times_s": ctx_times, "question_times_s": q_times, "cache_bytes": ctx.nbytes(),
+    q_times = measure(lambda: score_question(lm, ctx, suffix, layer), max(3, repeats), q_cpu)
+    out["cache"] = {"context_times_s": ctx_times, "question_times_s": q_times, "context_cpu_s": ctx_cpu,
+                    "question_cpu_s": q_cpu, "cache_bytes": ctx.nbytes(),
                     "max_abs_diff_vs_uncached": float((cached - first).abs().max())}
     # pricing: one layer at the fit lengths, and every short call at its own size
     fit_times = [time_call(lm, "layer", 1, n, 0, repeats) for n in spec["fit_lengths"]]
@@ -398,7 +417,7 @@ class Pricer:
 
     def __init__(self, pricing: dict[str, Any], shape: LMShape) -> None:
         self.shape = shape
-        self.a, self.b = fit_layer_time(pricing["fit_lengths"], pricing["fit_times_s"])
+        self.c, self.a, self.b = fit_layer_time(pricing["fit_lengths"], pricing["fit_times_s"])
         self.calls = {(c["kind"], c["batch"], c["new"], c["past"]): c["s"] for c in pricing["calls"]}
         self.head = pricing["head_s"]
 
@@ -408,7 +427,7 @@ class Pricer:
         if ("layer", 1, new, past) in self.calls:
             return batch * self.calls[("layer", 1, new, past)]
         assert past == 0, f"no measurement for a layer call of {new} new after {past} cached positions"
-        return batch * (self.a * new + self.b * new * new)
+        return batch * (self.c + self.a * new + self.b * new * new)
 
     def exit(self, batch: int, new: int, past: int) -> float:
         if ("exit", batch, new, past) in self.calls:
@@ -512,18 +531,19 @@ def part_flops(traces: dict[str, dict[str, Any]], params: Any, preset: str,
 
 def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tuple[dict[str, Any], list]:
     """(a), (b), (c) on the Vicuna-7B shape: workers in fresh processes."""
-    shape = SHAPES["vicuna-7b"]
+    shape = SHAPES[args.shape]
     mlb = traces["mlb"]
     prefix, suffix = mlb["prefix_tokens"], mlb["suffix_tokens"]
     context = prefix + params.segment_frames * 576
-    assert mlb["first"][0].new == context and mlb["later"][0].new == suffix, "unexpected stage-one passes"
-    common = {"shape": "vicuna-7b", "score_layer": params.score_layer, "prefix": prefix,
+    assert mlb["first"][0].new == context, "unexpected stage-one passes"
+    common = {"shape": args.shape, "score_layer": params.score_layer, "prefix": prefix,
               "visual": params.segment_frames * 576, "suffix": suffix}
     _log(f"7B shape: early exit, cache and per-layer pricing ({args.layers} layers; about 2-3 min)")
     early = run_worker({**common, "kind": "early", "layers": args.layers, "repeats": args.repeats_7b,
                         "fit_lengths": args.fit_lengths, "calls": calls_to_measure(traces, shape)})
     _log(f"7B shape: eager reference at {args.layers} layers")
     eager = run_worker({**common, "kind": "eager", "layers": args.layers, "repeats": args.repeats_7b})
+    load = [os.getloadavg()[0]]
     _log("7B shape: eager reference at 1 layer (memory slope)")
     eager1 = run_worker({**common, "kind": "eager", "layers": 1, "repeats": 0})
     n = args.layers
@@ -531,27 +551,31 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
     t_eager = median(eager["times_s"])
     per_layer_s = t_eager / n
     slope_b = (eager["extra_bytes"] - eager1["extra_bytes"]) / (n - 1)
-    eager32_bytes = eager["extra_bytes"] + (shape.layers - n) * slope_b
-    eager32_s = per_layer_s * shape.layers
-    a = {"tokens": early["tokens"], "model": f"Vicuna-7B layer shape (hidden {shape.hidden}, {shape.heads} heads, "
+    depth = shape.layers
+    eager32_bytes = eager["extra_bytes"] + (depth - n) * slope_b
+    eager32_s = per_layer_s * depth
+    a = {"tokens": early["tokens"], "model": f"{shape.name} layer shape (hidden {shape.hidden}, {shape.heads} heads, "
                                              f"MLP {shape.intermediate}), random weights, fp32, {n} layers built",
          "score_layer": params.score_layer,
          "early_exit": {"measured_s": t_early, "times_s": early["times_s"], "first_run_s": early["first_run_s"],
                         "extra_bytes": early["extra_bytes"],
-                        "note": "measured; no layer after the scoring layer runs, so it holds at 32 layers"},
+                        "note": f"measured; no layer after the scoring layer runs, so it holds at {depth} layers"},
          "eager": {"layers_measured": n, "measured_s": t_eager, "times_s": eager["times_s"],
                    "extra_bytes": eager["extra_bytes"], "extra_bytes_1_layer": eager1["extra_bytes"],
                    "per_layer_s": per_layer_s, "per_layer_bytes": slope_b,
-                   "extrapolated_32_s": eager32_s, "extrapolated_32_bytes": eager32_bytes,
-                   "note": f"measured at {n} and 1 layers; 32 layers = per-layer time x 32 and "
-                           f"memory at {n} layers + {shape.layers - n} x per-layer slope"},
-         "time_ratio_32": eager32_s / t_early, "memory_ratio_32": early["extra_bytes"] / eager32_bytes,
+                   "extrapolated_s": eager32_s, "extrapolated_bytes": eager32_bytes,
+                   "note": f"measured at {n} and 1 layers; {depth} layers = per-layer time x {depth} and "
+                           f"memory at {n} layers + {depth - n} x per-layer slope"},
+         "full_depth": depth, "time_ratio": eager32_s / t_early, "memory_ratio": early["extra_bytes"] / eager32_bytes,
+         "cpu_time_ratio": median(eager["cpu_times_s"]) / n * depth / median(early["cpu_times_s"]),
          "time_ratio_measured_depth": t_eager / t_early,
          "memory_method": early["memory_method"]}
     ctx_s = median(early["cache"]["context_times_s"])
     q_s = median(early["cache"]["question_times_s"])
     b = {"segments": 1, "context_s": ctx_s, "question_s": q_s, "first_s": ctx_s + q_s,
          "uncached_s": t_early, "later_over_first": q_s / (ctx_s + q_s), "later_over_uncached": q_s / t_early,
+         "cpu_later_over_first": median(early["cache"]["question_cpu_s"]) / (
+             median(early["cache"]["context_cpu_s"]) + median(early["cache"]["question_cpu_s"])),
          "cache_bytes_one_segment_fp32": early["cache"]["cache_bytes"],
          "max_abs_diff_vs_uncached": early["cache"]["max_abs_diff_vs_uncached"]}
     pricer = Pricer(early["pricing"], shape)
@@ -559,13 +583,13 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
     check = {"early_exit_measured_s": t_early,
              "early_exit_priced_s": pricer([Pass(1, early["tokens"], 0, params.score_layer, True)]),
              "context_measured_s": ctx_s, "context_priced_s": pricer([Pass(1, context, 0, params.score_layer, True)]),
-             "fit_a": pricer.a, "fit_b": pricer.b, "fit_lengths": early["pricing"]["fit_lengths"],
+             "fit_c_a_b": [pricer.c, pricer.a, pricer.b], "fit_lengths": early["pricing"]["fit_lengths"],
              "fit_times_s": early["pricing"]["fit_times_s"], "head_s": pricer.head}
     out = {"a": a, "b": b, "c": costs, "c_curve": curve(costs), "pricing_check": check,
            "pricing_calls": early["pricing"]["calls"],
            "workers": {"early_build_s": early["build_s"], "eager_build_s": eager["build_s"],
-                       "threads": early["threads"]}}
-    rows = method_rows("vicuna-7b-shape", "cpu-priced", "s", args.preset, costs, args.questions)
+                       "threads": early["threads"]}, "load_average_1min": {"end": load[0]}}
+    rows = method_rows(f"{args.shape}-shape", "cpu-priced", "s", args.preset, costs, args.questions)
     return out, rows
 
 
@@ -584,25 +608,25 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
     samples: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     info: dict[str, dict[str, Any]] = {}
     cache_runs: list[list[float]] = []
-    diff = None
+    cache_cpu: list[list[float]] = []
+    diff, load = None, [os.getloadavg()[0]]
     for rep in range(args.repeats):
         for name in methods:
             _log(f"embedded: {name} (repeat {rep + 1}/{args.repeats})")
             inp = MethodInput(vlm, tokens, frames, prompts[0], params)
-            t0 = time.perf_counter()
             try:
-                visual = METHODS[name](inp)
+                with Stopwatch() as sw_method:
+                    visual = METHODS[name](inp)
             except MLBError as exc:
                 info[name] = {"error": str(exc)}
                 continue
-            t_method = time.perf_counter() - t0
             embeds, _ = vlm.build_inputs(prompts[0], visual)
             vlm.check_length(embeds.shape[1], params.max_new_tokens)
-            t0 = time.perf_counter()
-            vlm.prefill(embeds)
-            t_prefill = time.perf_counter() - t0
+            with Stopwatch() as sw_prefill:
+                vlm.prefill(embeds)
             stage = inp.timings.get("stage_one", 0.0)
-            for key, val in (("stage_one", stage), ("compress", t_method - stage), ("prefill", t_prefill)):
+            for key, val in (("stage_one", stage), ("compress", sw_method.wall - stage), ("prefill", sw_prefill.wall),
+                             ("method_cpu", sw_method.cpu), ("prefill_cpu", sw_prefill.cpu)):
                 samples[name].setdefault(key, []).append(val)
             info[name] = {"visual": int(visual.shape[0]), "prompt": int(embeds.shape[1]),
                           "uses_segment_scores": inp._scores is not None}
@@ -610,18 +634,30 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
                 ref_scores = inp._scores
         if "mlb" in methods:  # the stage-one cache over the questions of the video, through the method
             _log(f"embedded: mlb with the stage-one cache, {len(prompts)} questions")
-            cache, times = StageOneCache(), []
+            cache, times, cpus = StageOneCache(), [], []
             for i, prompt in enumerate(prompts):
                 inp = MethodInput(vlm, tokens, frames, prompt, params, scorer=cache)
-                METHODS["mlb"](inp)
+                with Stopwatch() as sw:
+                    METHODS["mlb"](inp)
                 times.append(inp.timings["stage_one"])
+                cpus.append(sw.cpu)
                 if i == 0:
                     diff = float((inp._scores - ref_scores).abs().max())
             cache_runs.append(times)
+            cache_cpu.append(cpus)
             cache_bytes = cache.nbytes()
+    load.append(os.getloadavg()[0])
     costs: dict[str, dict[str, float]] = {}
-    first = median([r[0] for r in cache_runs]) if cache_runs else None
-    later = median([x for r in cache_runs for x in r[1:]]) if cache_runs and len(prompts) > 1 else first
+    cpu_costs: dict[str, dict[str, float]] = {}
+
+    def first_later(runs: list[list[float]]) -> tuple[float | None, float | None]:
+        if not runs:
+            return None, None
+        first = median([r[0] for r in runs])
+        return first, (median([x for r in runs for x in r[1:]]) if len(runs[0]) > 1 else first)
+
+    first, later = first_later(cache_runs)
+    first_cpu, later_cpu = first_later(cache_cpu)
     for name in methods:
         if "error" in info[name]:
             continue
@@ -630,17 +666,23 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
         costs[name] = {**info[name], "uncached": s["stage_one"], "first": first if cached else s["stage_one"],
                        "later": later if cached else s["stage_one"], "prefill": s["prefill"],
                        "compress": s["compress"], "samples": samples[name]}
+        # CPU seconds; "stage one" here is the whole method call (stage one + compression)
+        cpu_costs[name] = {**info[name], "first": first_cpu if cached else s["method_cpu"],
+                           "later": later_cpu if cached else s["method_cpu"], "prefill": s["prefill_cpu"]}
     t, h, w, _ = tokens.shape
     b = None
     if cache_runs:
         unc = costs["mlb"]["uncached"]
         b = {"segments": t // params.segment_frames, "first_s": first, "later_s": later, "uncached_s": unc,
              "later_over_first": later / first, "later_over_uncached": later / unc,
-             "question_times_s": cache_runs, "cache_bytes": cache_bytes,
+             "question_times_s": cache_runs, "question_cpu_s": cache_cpu, "cache_bytes": cache_bytes,
              "max_abs_diff_vs_uncached": diff}
     out = {"model": vlm.name, "video": str(feats.path), "frames": t, "grid": [h, w], "preset": args.preset,
            "encode_s": feats.timings.get("encode"), "b": b, "c": costs, "c_curve": curve(costs),
            "errors": {k: v["error"] for k, v in info.items() if "error" in v},
+           "cpu_time": {"c": cpu_costs, "c_curve": curve(cpu_costs),
+                        "note": "process CPU seconds; stage one = the whole method call (with compression)"},
+           "load_average_1min": {"start": load[0], "end": load[1]},
            "note": "segattn-topk reads the same stage-one scores as mlb: its cached stage one is mlb's"}
     rows = method_rows("embedded", "measured", "s", args.preset, costs, args.questions)
     return out, rows
@@ -669,10 +711,12 @@ def goals(result: dict[str, Any], n_questions: int) -> dict[str, Any]:
     g: dict[str, Any] = {"targets": GOALS}
     s7 = result.get("7b")
     if s7:
-        g["a_time_ratio_32"] = s7["a"]["time_ratio_32"]
-        g["a_memory_ratio_32"] = s7["a"]["memory_ratio_32"]
-        g["a_met"] = (g["a_time_ratio_32"] >= GOALS["a_time_ratio_min"]
-                      and g["a_memory_ratio_32"] <= GOALS["a_memory_ratio_max"])
+        g["a_depth"] = s7["a"]["full_depth"]
+        g["a_time_ratio"] = s7["a"]["time_ratio"]
+        g["a_cpu_time_ratio"] = s7["a"]["cpu_time_ratio"]
+        g["a_memory_ratio"] = s7["a"]["memory_ratio"]
+        g["a_met"] = (g["a_time_ratio"] >= GOALS["a_time_ratio_min"]
+                      and g["a_memory_ratio"] <= GOALS["a_memory_ratio_max"])
         g["b_7b_later_over_first"] = s7["b"]["later_over_first"]
     emb = result.get("embedded")
     if emb and emb.get("b"):
@@ -773,7 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="embedded repeats, median (default 3; 1 with --quick)")
     p.add_argument("--repeats-7b", type=int, default=1, help="7B-shape timed runs after the first (median)")
     p.add_argument("--layers", type=int, default=3, help="depth of the 7B-shaped model (> score_layer)")
-    p.add_argument("--fit-lengths", default="1024,2048,4096", help="one-layer lengths for the 7B time fit")
+    p.add_argument("--shape", default="vicuna-7b", choices=sorted(SHAPES),
+                   help="layer shape of the '7b' part (tiny: a smoke test)")
+    p.add_argument("--fit-lengths", default="2048,3072,4096", help="one-layer lengths for the 7B time fit")
     p.add_argument("--out", default="results/bench", help="output folder")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p

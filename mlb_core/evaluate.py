@@ -79,6 +79,12 @@ class Variant:
     def preset(self) -> str:
         return self.label.split("+", 1)[0]
 
+    def fingerprint(self, model: str) -> str:
+        """A short hash of (model, method, all parameters): stamped on every record, so a
+        resumed run never mixes in answers made with other settings."""
+        blob = json.dumps([model, self.method, self.params.to_dict()], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, (tuple, list)):
@@ -177,10 +183,17 @@ class PredictionFile:
             self._f = None
 
 
-def _done_qids(main: Path) -> set[str]:
+def _done_qids(main: Path, fingerprint: str | None = None) -> set[str]:
+    """qids with a record in ``main`` or its shards; with ``fingerprint``, a record made
+    with other settings is an error (use another ``out`` or delete the old files)."""
     done: set[str] = set()
     for p in [main, *_shard_files(main)]:
-        done.update(r["qid"] for r in read_jsonl(p) if "qid" in r)
+        for r in read_jsonl(p):
+            if fingerprint and r.get("fingerprint", fingerprint) != fingerprint:
+                raise MLBError(f"{p} holds answers made with other settings (model, method or parameters); "
+                               "use another --out or delete that file")
+            if "qid" in r:
+                done.add(r["qid"])
     return done
 
 
@@ -278,7 +291,7 @@ class _StageOneShare:
 # ---- answering ---------------------------------------------------------------------------------------
 def _base_record(item: Item, benchmark: str, model: str, variant: Variant, rank: int = 0) -> dict[str, Any]:
     rec = {"qid": item.qid, "benchmark": benchmark, "model": model, "method": variant.method,
-           "preset": variant.label, **item.to_dict(), "rank": rank}
+           "preset": variant.label, "fingerprint": variant.fingerprint(model), **item.to_dict(), "rank": rank}
     for k, v in item.extra.items():
         rec.setdefault(k, v)
     return rec
@@ -323,6 +336,9 @@ def answer_items(
                     feats[n], cached[n] = feature_cache.get(path, n)
                 except MLBError as exc:
                     feats[n] = exc
+                except torch.cuda.OutOfMemoryError:  # one huge video must not end a long run
+                    torch.cuda.empty_cache()
+                    feats[n] = MLBError(f"CUDA out of memory encoding {n} frames")
             share: dict[str, _StageOneShare] = {}
             for it, v in work:
                 rec = _base_record(it, benchmark, model, v, rank)
@@ -339,6 +355,9 @@ def answer_items(
                                      options=list(it.options) if it.task == "mc" else None, scorer=scorer)
                     except MLBError as exc:
                         rec.update(status="failed", error=str(exc))
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        rec.update(status="failed", error="CUDA out of memory")
                     else:
                         timings = dict(ans.timings)
                         if s1.last_shared is not None and "stage_one" in timings:
@@ -382,9 +401,14 @@ def make_judge(kind: str, benchmark: str, out: str | Path, model: str = DEFAULT_
 
 
 def _judge_info(judge: Judge | None, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What scored the answers: the judge (open-ended) and/or the option parser (mc)."""
+    parser = "scoring.parse_option"
     if any(r.get("task") == "open" for r in records):
-        return judge.describe() if judge else {"name": None, "note": "open-ended answers not judged"}
-    return {"name": "option-parser", "rule": "scoring.parse_option"}
+        info = judge.describe() if judge else {"name": None, "note": "open-ended answers not judged"}
+        if any(r.get("task") == "mc" for r in records):
+            info = {**info, "mc": parser}
+        return info
+    return {"name": "option-parser", "rule": parser}
 
 
 # ---- scoring -----------------------------------------------------------------------------------------
@@ -510,7 +534,7 @@ def evaluate(
                    for v in variants}
     files = {v: PredictionFile(shard_names[v]) for v in variants}
     for v in variants:  # what any rank (or an earlier run with another world size) already wrote
-        files[v].done |= _done_qids(mains[v])
+        files[v].done |= _done_qids(mains[v], v.fingerprint(model))
     mine = shard_items(items, rank, world)
     desc = f"{bench} {model_slug(model)}" + (f" [rank {rank}/{world}]" if world > 1 else "")
     t0 = time.perf_counter()

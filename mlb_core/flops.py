@@ -68,6 +68,8 @@ SHAPES: dict[str, LMShape] = {
     "yi-34b": LMShape("yi-34b", 60, 7168, 56, 8, 20480, 64064, 4096),
     # HuggingFaceTB/SmolLM2-135M-Instruct (the embedded default)
     "smollm2-135m": LMShape("smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192),
+    # a tiny shape, for smoke tests of the benchmark
+    "tiny": LMShape("tiny", 4, 64, 4, 2, 128, 256, 4096),
 }
 
 

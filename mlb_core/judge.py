@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -372,6 +373,10 @@ class ChatJudge(Judge):
         self.retry_unparsable = retry_unparsable
         self.n_requests = 0  # HTTP requests sent (tries included)
         self._count_lock = threading.Lock()
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        # a server on this machine is reached directly, whatever HTTP(S)_PROXY says
+        self._opener = urllib.request.build_opener(
+            *([urllib.request.ProxyHandler({})] if host in ("127.0.0.1", "localhost", "::1") else []))
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -404,7 +409,7 @@ class ChatJudge(Judge):
             with self._count_lock:
                 self.n_requests += 1
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     payload = resp.read()
                 try:
                     reply = json.loads(payload)

@@ -305,7 +305,9 @@ def load_model(
         raise MLBError(f"model {name!r} is a {config.model_type!r}, not a LLaVA image LLM")
     model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation,
-        device_map="auto" if device.type == "cuda" else None,
+        # "cuda:k" (one data-parallel rank) keeps the whole model on GPU k; plain "cuda" spreads it
+        device_map=(({"": str(device)} if device.index is not None else "auto")
+                    if device.type == "cuda" else None),
     )
     if device.type != "cuda":
         model.to(device)

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from .analysis import CONDITION_LABELS, CONDITIONS
 
 SELECTION_COLOURS = {"global top-k": "#d95f02", "GAPool": "#1b9e77"}
-CONDITION_COLOURS = dict(zip(CONDITIONS, ("#4c72b0", "#dd8452", "#55a868")))
+CONDITION_COLOURS = dict(zip(CONDITIONS, ("#4c72b0", "#dd8452", "#55a868"), strict=True))
 
 
 def setup_style() -> None:

@@ -3,8 +3,9 @@
 - :func:`params_from_yaml` builds an :class:`~mlb_core.config.MLBParams` from one section
   of ``params.yaml`` (its ``preset`` plus any MLBParams field it names); the notebooks
   build theirs from the papermill parameters with :func:`mlb_params`.
-- :func:`attention_scores` and :func:`attention_bias_maps` compute the stage-one maps
-  behind Fig. 1 and Fig. 2 (paper) on any :class:`~mlb_core.models.VideoLLM`.
+- :func:`run_eval` runs models x benchmarks through the evaluation runner
+  (:mod:`mlb_core.evaluate`) for the table and Fig. 4 stages;
+  :func:`module_deps` lists the exact ``mlb_core`` modules a stage's code imports.
 - Paper mode (README, "The study"): ``params-paper.yaml`` overlays ``params.yaml`` with
   the paper's setting; ``python -m mlb_core.study paper`` runs ``dvc exp run -S key=value
   ...`` with it (``--dry`` prints the plan), ``python -m mlb_core.study check`` validates
@@ -21,15 +22,13 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
 
-from .analysis import CONDITIONS, frame_order, parse_grid, split_list
+from .analysis import parse_grid, split_list
 from .config import MLBParams, get_preset
 from .errors import MLBError
 
@@ -84,7 +83,8 @@ def params_from_yaml(source: str | Path | Mapping[str, Any], section: str | None
         if section not in data or not isinstance(data[section], Mapping):
             raise MLBError(f"params has no section {section!r}")
         data = dict(data[section])
-    return mlb_params(str(data.get("preset", "mlb")), **data)
+    preset = str(data.pop("preset", "mlb"))
+    return mlb_params(preset, **data)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -134,88 +134,23 @@ def paper_params(root: str | Path = ROOT) -> dict[str, Any]:
 
 
 def set_param_args(overlay: Mapping[str, Any]) -> list[str]:
-    """``dvc exp run`` arguments ``-S key=value`` for every leaf of ``overlay`` (values as
-    flow-style YAML, which DVC parses back)."""
+    """``dvc exp run`` arguments ``-S key=value`` for every leaf of ``overlay``. DVC reads
+    ``-S`` values with Hydra's override grammar, where ``a,b`` is a sweep: strings are
+    therefore single-quoted (``'a,b'`` is one string); numbers and booleans stay bare."""
     args: list[str] = []
     for key, value in flatten(overlay).items():
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-        text = text.removesuffix("\n...").removesuffix("...").strip()
+        if isinstance(value, str):
+            text = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        elif value is None:
+            text = "null"
+        elif isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            raise MLBError(f"{key}: paper-mode values must be strings or numbers, got {value!r}")
         args += ["-S", f"{key}={text}"]
     return args
-
-
-# ---- Fig. 1 and Fig. 2: stage-one attention maps ------------------------------------------
-def attention_scores(vlm: Any, tokens: torch.Tensor, question: str, score_layer: int) -> np.ndarray:
-    """Last-query attention at ``score_layer`` over the visual tokens of *one* input of T
-    frames (T, h, w, D), as in paper Fig. 1/2 -> (T, h, w) float32 (the visual part of the
-    softmax over the whole prompt; it sums to less than 1)."""
-    from .prompts import render_prompt
-    from .segattn import stage_one
-
-    t = tokens.shape[0]
-    params = MLBParams(n_frames=t, segment_frames=t, score_layer=score_layer)
-    prompt = render_prompt(vlm.family, question)
-    return stage_one(vlm, tokens, prompt, params).float().numpy()
-
-
-def attention_bias_maps(
-    vlm: Any,
-    videos: Sequence[str | Path],
-    questions: Sequence[str],
-    n_frames: int = 5,
-    windows: int = 1,
-    score_layer: int = 2,
-    repeat_frame: int | None = None,
-    conditions: Sequence[str] = CONDITIONS,
-    progress: bool = True,
-    loader: Callable[[str | Path, int], np.ndarray] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
-    """Stage-one maps of every input under every condition of paper Fig. 2.
-
-    Each video gives ``windows`` inputs of ``n_frames`` consecutive frames among
-    ``windows * n_frames`` uniformly sampled ones; every input is asked every question.
-    ``in_order`` feeds the frames as sampled, ``reversed`` backwards, ``repeated`` one frame
-    (``repeat_frame``, default the middle one) ``n_frames`` times.
-
-    Returns:
-        ``(maps, orders, labels)``: maps[condition] is (N, n_frames, h, w) float32 with
-        N = len(videos) * windows * len(questions); orders[condition] (n_frames,) the frame
-        shown at each position; labels the N inputs (``video#window|question``).
-    """
-    from tqdm.auto import tqdm
-
-    from .video import load_video
-
-    load = loader or (lambda v, n: load_video(v, n)[0])
-    orders = {c: frame_order(c, n_frames, repeat_frame) for c in conditions}
-    maps: dict[str, list[np.ndarray]] = {c: [] for c in conditions}
-    labels: list[str] = []
-    total = len(videos) * windows * len(questions) * len(conditions)
-    bar = tqdm(total=total, desc="stage one", disable=not progress)
-    for video in videos:
-        frames = load(video, windows * n_frames)  # (W*n, H, W, 3)
-        tokens = vlm.encode_frames(frames)  # (W*n, h, w, D)
-        for win in range(windows):
-            seg = tokens[win * n_frames:(win + 1) * n_frames]  # (n, h, w, D)
-            for q in questions:
-                labels.append(f"{Path(str(video)).name}#{win + 1}|{q}")
-                for c in conditions:
-                    order = torch.as_tensor(orders[c])
-                    maps[c].append(attention_scores(vlm, seg[order], q, score_layer))
-                    bar.update()
-    bar.close()
-    return {c: np.stack(m) for c, m in maps.items()}, orders, labels
-
-
-def benchmark_inputs(benchmark: str, data: str | Path, videos: str | Path | None,
-                     limit: int) -> tuple[list[Path], list[str]]:
-    """Paper mode of Fig. 2: the first ``limit`` questions of a benchmark (e.g. ANet-QA),
-    as ``(video paths, questions)`` pairs (one question per video)."""
-    from .benchmarks import default_video_root, load_benchmark, resolve_videos
-
-    items = load_benchmark(benchmark, data, limit=limit)
-    found, _ = resolve_videos(items, videos or default_video_root(benchmark, data))
-    return [found[it.video] for it in items], [it.question for it in items]
 
 
 # ---- stage dependencies -------------------------------------------------------------------
@@ -260,7 +195,7 @@ def module_deps(files: Sequence[str | Path], root: str | Path = ROOT) -> list[st
             src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         else:
             src = (root / f).read_text()
-        todo |= _imports(src, None)
+        todo |= _imports(src, str(f) if Path(f).parent.name == "mlb_core" else None)
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -274,9 +209,9 @@ def module_deps(files: Sequence[str | Path], root: str | Path = ROOT) -> list[st
 
 
 # ---- command line -------------------------------------------------------------------------
-def _run(cmd: list[str]) -> int:
+def _run(cmd: list[str], cwd: str | Path) -> int:
     print("$ " + " ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd, cwd=ROOT)
+    return subprocess.call(cmd, cwd=cwd)
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
@@ -285,7 +220,67 @@ def cmd_paper(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "dvc", "exp", "run", *set_param_args(load_yaml(root / PAPER_PARAMS))]
     if args.dry:
         cmd.append("--dry")
-    return _run(cmd)
+    return _run(cmd, root)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["n_frames=10", "grid=2x2"]`` -> ``{"n_frames": 10, "grid": (2, 2)}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in FIELDS:
+            raise MLBError(f"--set needs KEY=VALUE with an MLBParams field, got {pair!r}")
+        v = yaml.safe_load(value)
+        out[key.strip()] = parse_grid(v) if key.strip() in GRID_FIELDS else v
+    return out
+
+
+def run_eval(
+    benchmarks: Sequence[str],
+    data: str | Path,
+    models: Sequence[str],
+    methods: Sequence[str],
+    preset: str,
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    grids: Sequence[tuple[int, int]] | None = None,
+    reference: Sequence[str] = (),
+    limit: int | None = None,
+    judge: str = "auto",
+    judge_model: str | None = None,
+    videos: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Every model x benchmark through :func:`mlb_core.evaluate.evaluate` (the resumable
+    runner), the model loaded once per model. ``<data>/<benchmark>/`` holds each
+    benchmark's annotation CSV and (default) its ``videos/``. ``grids`` sweeps the GAPool
+    grid of ``methods``; ``reference`` methods (e.g. ``full``) run once, without the sweep.
+    Returns the metrics of every run."""
+    from .evaluate import evaluate
+    from .judge import DEFAULT_JUDGE_MODEL
+    from .models import load_model
+
+    results: list[dict[str, Any]] = []
+    for model in models:
+        vlm = load_model(model)
+        for bench in benchmarks:
+            common = dict(data=Path(data) / bench, presets=[preset], model=model, out=out,
+                          overrides=dict(overrides or {}), limit=limit, judge=judge,
+                          judge_model=judge_model or DEFAULT_JUDGE_MODEL, vlm=vlm, progress=progress,
+                          videos=Path(videos) / bench if videos else None)
+            results += evaluate(bench, methods=list(methods), grids=list(grids) if grids else None, **common)
+            if reference:
+                results += evaluate(bench, methods=list(reference), **common)
+    return results
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    grids = [parse_grid(g) for g in split_list(args.grids)] if args.grids else None
+    run_eval(split_list(args.benchmarks), args.data, split_list(args.models), split_list(args.methods),
+             args.preset, args.out, parse_overrides(args.set), grids,
+             split_list(args.reference) if args.reference else (), args.limit or None, args.judge,
+             args.judge_model, args.videos or None, not args.quiet)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -307,11 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_paper)
     c = sub.add_parser("check", help="validate params.yaml and params.yaml + params-paper.yaml")
     c.set_defaults(func=cmd_check)
+    e = sub.add_parser("eval", help="models x benchmarks through the evaluation runner (a dvc stage)")
+    e.add_argument("--benchmarks", required=True, help="comma list, e.g. synthetic or msvd-qa,next-qa")
+    e.add_argument("--data", default="data", help="folder holding one sub-folder per benchmark")
+    e.add_argument("--videos", default="", help="video root holding one sub-folder per benchmark "
+                                                 "(default: <data>/<benchmark>/videos)")
+    e.add_argument("--models", required=True, help="comma list: embedded, hub ids or folders")
+    e.add_argument("--methods", required=True, help="comma list of methods")
+    e.add_argument("--preset", default="cpu")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MLBParams override")
+    e.add_argument("--grids", default="", help="GAPool grids to sweep for --methods, e.g. 1x2,2x2")
+    e.add_argument("--reference", default="", help="methods run once without the grid sweep (e.g. full)")
+    e.add_argument("--limit", type=int, default=0, help="first N questions of each benchmark (0: all)")
+    e.add_argument("--judge", default="auto", help="auto, chat, offline or none")
+    e.add_argument("--judge-model", default=None, help="pinned judge model id (chat judge)")
+    e.add_argument("--out", required=True)
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+    import warnings
+
     args = build_parser().parse_args(argv)
+    if not os.environ.get("MLB_DEBUG"):
+        warnings.filterwarnings("ignore")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     try:
         return args.func(args)
     except MLBError as exc:
@@ -323,5 +344,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["params_from_yaml", "mlb_params", "attention_scores", "attention_bias_maps", "paper_params",
-           "set_param_args", "split_list", "main"]
+__all__ = ["params_from_yaml", "mlb_params", "paper_params", "set_param_args", "run_eval", "module_deps", "main"]

@@ -294,3 +294,34 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert "needs an API key in $OPENAI_API_KEY" in capsys.readouterr().err
     assert main([*argv, "--methods", "nope"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_resume_refuses_answers_made_with_other_settings(tiny_vlm, probe, tmp_path):
+    variant = make_variants(["mlb"], ["tiny"])[0]
+    path = predictions_path(tmp_path, "synthetic", MODEL, variant)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"qid": "synth00-early-open", "fingerprint": "0123456789ab", "prediction": "x"})
+                    + "\n")
+    with pytest.raises(MLBError, match="other settings"):
+        evaluate("synthetic", probe, ["mlb"], ["tiny"], MODEL, tmp_path, vlm=tiny_vlm, limit=2, progress=False)
+    assert variant.fingerprint(MODEL) != make_variants(["mlb"], ["tiny"], {"max_new_tokens": 5})[0].fingerprint(MODEL)
+
+
+def test_feature_cache_on_disk_skips_encoding_in_a_later_run(tiny_vlm, probe, tmp_path):
+    cache = tmp_path / "features"
+    first = evaluate("synthetic", probe, ["mlb"], ["tiny"], MODEL, tmp_path / "a", limit=6, vlm=tiny_vlm,
+                     feature_cache=cache, progress=False)
+    assert len(list(cache.glob("*.pt"))) == 1
+    calls = []
+    tiny_vlm.encode_frames = lambda *a, **k: calls.append(1)  # must not be called
+    try:
+        second = evaluate("synthetic", probe, ["mlb"], ["tiny"], MODEL, tmp_path / "b", limit=6, vlm=tiny_vlm,
+                          feature_cache=cache, progress=False)
+    finally:
+        del tiny_vlm.encode_frames
+    assert calls == []
+    path = predictions_path(tmp_path / "b", "synthetic", MODEL, make_variants(["mlb"], ["tiny"])[0])
+    assert all(r["features_cached"] for r in read_jsonl(path))
+    assert _texts(path) == _texts(predictions_path(tmp_path / "a", "synthetic", MODEL,
+                                                    make_variants(["mlb"], ["tiny"])[0]))
+    assert first[0]["by_position"] == second[0]["by_position"]

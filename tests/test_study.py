@@ -1,0 +1,256 @@
+"""The reproducible study: params.yaml -> MLBParams, paper mode resolves and `dvc exp run --dry`
+under it prints the plan, dvc.yaml names exact deps / params / notebook parameters, and the
+glue behind the figure and table stages (attention maps, evaluation runs) on tiny models."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mlb_core import analysis, study
+from mlb_core.config import MLBParams, get_preset
+from mlb_core.errors import MLBError
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_7B = "llava-hf/llava-v1.6-vicuna-7b-hf"
+
+
+@pytest.fixture(scope="module")
+def dvc_yaml():
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def params():
+    return study.load_yaml(ROOT / "params.yaml")
+
+
+# ---- params.yaml -> MLBParams ---------------------------------------------------------------------
+def test_params_yaml_sections_load_into_mlbparams(params):
+    sections = study.check_params(params)
+    assert set(sections) >= {"fig1", "fig2", "eval", "fig4", "bench"}
+    fig1 = study.params_from_yaml(ROOT / "params.yaml", "fig1")
+    assert fig1 == get_preset("mlb", n_frames=5, segment_frames=5, grid=(2, 2))
+    assert sections["fig4"].n_frames == sections["fig4"].segment_frames == 5  # one 5-frame segment [paper]
+    assert sections["eval"] == get_preset("cpu", n_frames=10, max_new_tokens=8)
+    assert all(isinstance(p, MLBParams) and p.score_layer == 2 for p in sections.values())
+
+
+def test_params_from_yaml_overrides_and_errors():
+    p = study.params_from_yaml({"preset": "cpu", "grid": "2x3", "tail_grid": [1, 1], "clip": "x.mp4"})
+    assert p == get_preset("cpu", grid=(2, 3), tail_grid=(1, 1))
+    assert study.params_from_yaml({}) == MLBParams()
+    for bad in ({"preset": "nope"}, {"n_frames": 7}, {"grid": "3"}, {"pool_mode": "median"}):
+        with pytest.raises(MLBError):
+            study.params_from_yaml(bad)
+    with pytest.raises(MLBError):
+        study.params_from_yaml({"fig1": {}}, "fig9")
+
+
+def test_merge_and_set_param_args():
+    base = {"model": "embedded", "eval": {"methods": "mlb", "n_frames": 10}}
+    merged = study.merge(base, {"eval": {"methods": "a,b"}})
+    assert merged == {"model": "embedded", "eval": {"methods": "a,b", "n_frames": 10}}
+    assert base["eval"]["methods"] == "mlb"  # not modified
+    with pytest.raises(MLBError):
+        study.merge(base, {"evl": {"methods": "x"}})
+    with pytest.raises(MLBError):
+        study.merge(base, {"model": {"x": 1}})
+    args = study.set_param_args({"model": PAPER_7B, "eval": {"n_frames": 50, "methods": "a,b", "q": "it's"}})
+    assert args == ["-S", f"model='{PAPER_7B}'", "-S", "eval.n_frames=50", "-S", "eval.methods='a,b'",
+                    "-S", "eval.q='it\\'s'"]
+
+
+def test_paper_mode_resolves(params):
+    paper = study.paper_params(ROOT)
+    assert paper["model"] == PAPER_7B
+    assert PAPER_7B in paper["eval"]["models"] and "34b" in paper["eval"]["models"]
+    assert paper["eval"]["judge_model"] == "gpt-3.5-turbo-0125"
+    assert "activitynet-qa" in paper["eval"]["benchmarks"] and paper["fig4"]["benchmark"] == "activitynet-qa"
+    resolved = study.check_params(paper)
+    assert resolved["eval"].n_frames == 50 and resolved["eval"] == get_preset("mlb", max_new_tokens=48)
+    assert resolved["fig4"].n_frames == 5
+    # the overlay only names keys that exist: same structure as params.yaml
+    assert set(study.flatten(paper)) == set(study.flatten(params))
+
+
+def _copy_repo(dst: Path, dvc_yaml: dict) -> None:
+    """The study's sources, plus stand-ins for the intermediate results a default run leaves
+    (``dvc repro --dry`` hashes every dep, so a dep that an upstream stage would make must
+    exist: DVC issue #9021)."""
+    for name in ("dvc.yaml", "params.yaml", "params-paper.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, dst / name)
+    (dst / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", dst / ".dvc" / "config")
+    for sub, pattern in (("notebooks", "*.ipynb"), ("mlb_core", "*.py")):
+        (dst / sub).mkdir()
+        for f in (ROOT / sub).glob(pattern):
+            shutil.copy(f, dst / sub / f.name)
+    for stage in dvc_yaml["stages"].values():
+        for dep in stage["deps"]:
+            path = dst / dep
+            if dep.startswith(("data/", "results/")) and not path.exists():
+                target = path / "stand-in" if not path.suffix else path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("stand-in\n")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="dvc exp run needs git")
+def test_dvc_dry_run_under_paper_mode_prints_the_plan(tmp_path, dvc_yaml):
+    """`python -m mlb_core.study paper --dry` (= dvc exp run --dry -S ...) in a copy of the repo."""
+    _copy_repo(tmp_path, dvc_yaml)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "study"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "mlb_core.study", "--root", str(tmp_path), "paper", "--dry"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "table_openqa"):
+        assert f"Running stage '{stage}'" in text, stage
+    assert f"-p model {PAPER_7B}" in text  # figures on LLaVA-NeXT-7B
+    assert "--models llava-hf/llava-v1.6-vicuna-7b-hf,llava-hf/llava-v1.6-34b-hf" in text
+    assert "--set n_frames=50" in text and "--judge-model gpt-3.5-turbo-0125" in text
+    assert "--benchmarks msvd-qa,msrvtt-qa,tgif-qa,activitynet-qa,next-qa,egoschema,intentqa" in text
+    assert study.load_yaml(tmp_path / "params.yaml")["model"] == "embedded"  # the dry run changed nothing
+
+
+# ---- dvc.yaml ---------------------------------------------------------------------------------------
+def _entry(stage: dict) -> list[str]:
+    """The notebook or mlb_core module a stage's command runs."""
+    cmd = stage["cmd"]
+    nb = re.findall(r"papermill (?:--\S+ )*(\S+\.ipynb)", cmd)
+    mods = re.findall(r"python -m (mlb_core\.\w+)", cmd)
+    return nb + [m.replace(".", "/") + ".py" for m in mods]
+
+
+def _parameters_cell(nb_path: Path) -> dict[str, object]:
+    nb = nbformat.read(str(nb_path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{nb_path.name}: exactly one cell tagged 'parameters'"
+    scope: dict[str, object] = {}
+    exec(cells[0].source, scope)  # noqa: S102 - our own notebook's defaults
+    return {k: v for k, v in scope.items() if not k.startswith("__")}
+
+
+def test_every_stage_names_its_exact_code_deps(dvc_yaml):
+    for name, stage in dvc_yaml["stages"].items():
+        entries = _entry(stage)
+        assert entries, f"{name}: no notebook or mlb_core entry point in its command"
+        deps = set(stage["deps"])
+        needed = set(entries) | set(study.module_deps(entries, ROOT))
+        assert needed <= deps, f"{name}: missing deps {sorted(needed - deps)}"
+        extra = {d for d in deps if d.startswith("mlb_core/")} - needed
+        assert not extra, f"{name}: deps on modules it does not import {sorted(extra)}"
+        assert all((ROOT / d).exists() or d.startswith(("data/", "results/")) for d in deps), name
+
+
+def test_every_stage_param_exists_and_reaches_the_command(dvc_yaml, params):
+    flat = study.flatten(params)
+    for name, stage in dvc_yaml["stages"].items():
+        keys = stage.get("params", [])
+        assert keys, f"{name}: no params"
+        for key in keys:
+            assert key in flat, f"{name}: {key} is not in params.yaml"
+            assert "${" + key + "}" in stage["cmd"], f"{name}: reads {key} but does not pass it"
+        used = set(re.findall(r"\$\{([\w.]+)\}", stage["cmd"]))
+        assert used <= set(keys), f"{name}: passes {sorted(used - set(keys))} without declaring them"
+
+
+def test_papermill_parameters_match_the_parameters_cells(dvc_yaml):
+    for name, stage in dvc_yaml["stages"].items():
+        nbs = re.findall(r"papermill (?:--\S+ )*(\S+\.ipynb) (\S+\.ipynb)", stage["cmd"])
+        if not nbs:
+            continue
+        src, out = nbs[0]
+        defaults = _parameters_cell(ROOT / src)
+        passed = re.findall(r"-p (\w+) ", stage["cmd"])
+        assert set(passed) <= set(defaults), f"{name}: unknown notebook parameters {set(passed) - set(defaults)}"
+        assert out.startswith("notebooks/out/") and out in [next(iter(o)) if isinstance(o, dict) else o
+                                                          for o in stage["outs"]], name
+
+
+def test_figures_and_tables_are_declared_outputs(dvc_yaml):
+    outs = set()
+    for stage in dvc_yaml["stages"].values():
+        for o in stage.get("outs", []) + stage.get("metrics", []):
+            outs.add(next(iter(o)) if isinstance(o, dict) else o)
+    for fig in ("fig1_topk_vs_gapool", "fig2_attention_bias", "fig4_grid_ablation"):
+        assert {f"figures/{fig}.{ext}" for ext in ("png", "pdf", "csv")} <= outs
+    for table in ("openqa", "mc", "ablation", "prefill"):
+        assert {f"results/tables/{table}.csv", f"results/tables/{table}.md"} <= outs
+
+
+# ---- the glue on tiny models ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_attention_bias_maps_match_eager_reference(tiny_eager, one_thread):
+    """Every map is the visual part of the last query's attention of the eager full forward."""
+    from mlb_core.attention import last_query_attention_eager
+    from mlb_core.bias import attention_bias_maps
+    from mlb_core.prompts import render_prompt
+
+    rng = np.random.default_rng(0)
+    clips = {"a": rng.integers(0, 255, (6, 40, 50, 3), dtype=np.uint8),
+             "b": rng.integers(0, 255, (6, 40, 50, 3), dtype=np.uint8)}
+    maps, orders, labels = attention_bias_maps(tiny_eager, ["a", "b"], ["What?", "Who is there?"], n_frames=3,
+                                               windows=2, score_layer=1, progress=False,
+                                               loader=lambda v, n: clips[v][:n])
+    assert labels[:3] == ["a#1|What?", "a#1|Who is there?", "a#2|What?"] and len(labels) == 8
+    assert {c: m.shape for c, m in maps.items()} == {c: (8, 3, 8, 8) for c in analysis.CONDITIONS}
+    assert orders["reversed"].tolist() == [2, 1, 0] and orders["repeated"].tolist() == [1, 1, 1]
+    tokens = tiny_eager.encode_frames(clips["b"])[3:6]  # input 7: clip b, window 2, question 2
+    for cond in analysis.CONDITIONS:
+        emb, vis = tiny_eager.build_inputs(render_prompt(tiny_eager.family, "Who is there?"),
+                                           tokens[torch.as_tensor(orders[cond])].reshape(-1, tokens.shape[-1]))
+        ref = last_query_attention_eager(tiny_eager.language_model, emb, 1)[0, vis].reshape(3, 8, 8)
+        np.testing.assert_allclose(maps[cond][7], ref.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
+    """The evaluation glue of the eval_qa / fig4_eval stages on the tiny model and a tiny probe,
+    then the table and Fig. 4 computations on what it wrote."""
+    import json
+
+    from mlb_core.evaluate import summarize
+    from mlb_core.synthetic import SynthConfig, generate
+
+    generate(tmp_path / "data" / "synthetic", SynthConfig(n_videos=1, n_frames=12, size=(64, 48)))
+    out = tmp_path / "qa"
+    study.main(["eval", "--benchmarks", "synthetic", "--data", str(tmp_path / "data"), "--models", "tiny:llava_next",
+                "--methods", "segattn-topk,mlb", "--preset", "tiny", "--set", "max_new_tokens=3", "--limit", "4",
+                "--out", str(out), "-q"])
+    rows = summarize(out)
+    open_t = analysis.qa_table(rows, "open", ["segattn-topk", "mlb"])
+    assert open_t["method"].tolist() == ["segattn-topk", "mlb"] and (open_t["n"] == 2).all()
+    assert set(open_t["model"]) == {"tiny:llava_next"} and set(open_t["judge"]) == {"offline-keyword"}
+    assert len(analysis.ablation_table(rows, ["segattn-topk", "mlb"])) == 2
+
+    f4 = tmp_path / "fig4"
+    study.run_eval(["synthetic"], tmp_path / "data", ["tiny:llava_next"], ["mlb-gapool"], "tiny", f4,
+                   {"max_new_tokens": 2}, grids=[(1, 2), (4, 4)], reference=["full"], limit=2, progress=False)
+    metrics, tokens = [], []
+    for path in sorted(f4.rglob("*.metrics.json")):
+        m = json.loads(path.read_text())
+        preds = [json.loads(x) for x in path.with_name(m["predictions"]).read_text().splitlines()]
+        metrics.append(m)
+        tokens.append(np.mean([p["n_visual_tokens"] for p in preds]))
+    table = analysis.fig4_table(analysis.fig4_points(metrics, tokens))
+    # tiny preset: 4 frames of 8 x 8 tokens; grids 1x2 and 4x4 -> 128 and 16; full -> 256
+    assert table["tokens"].tolist() == [128, 16, 256]
+    assert table["grid"].tolist()[:2] == ["1x2", "4x4"] and table["grid"].isna().tolist() == [False, False, True]
