@@ -250,6 +250,7 @@ def run_eval(
     judge_model: str | None = None,
     videos: str | Path | None = None,
     progress: bool = True,
+    judge_base_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every model x benchmark through :func:`mlb_core.evaluate.evaluate` (the resumable
     runner), the model loaded once per model. ``<data>/<benchmark>/`` holds each
@@ -257,7 +258,7 @@ def run_eval(
     grid of ``methods``; ``reference`` methods (e.g. ``full``) run once, without the sweep.
     Returns the metrics of every run."""
     from .evaluate import evaluate
-    from .judge import DEFAULT_JUDGE_MODEL
+    from .judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL
     from .models import load_model
 
     results: list[dict[str, Any]] = []
@@ -266,7 +267,8 @@ def run_eval(
         for bench in benchmarks:
             common = dict(data=Path(data) / bench, presets=[preset], model=model, out=out,
                           overrides=dict(overrides or {}), limit=limit, judge=judge,
-                          judge_model=judge_model or DEFAULT_JUDGE_MODEL, vlm=vlm, progress=progress,
+                          judge_model=judge_model or DEFAULT_JUDGE_MODEL,
+                          judge_base_url=judge_base_url or DEFAULT_BASE_URL, vlm=vlm, progress=progress,
                           videos=Path(videos) / bench if videos else None)
             results += evaluate(bench, methods=list(methods), grids=list(grids) if grids else None, **common)
             if reference:
@@ -279,7 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_eval(split_list(args.benchmarks), args.data, split_list(args.models), split_list(args.methods),
              args.preset, args.out, parse_overrides(args.set), grids,
              split_list(args.reference) if args.reference else (), args.limit or None, args.judge,
-             args.judge_model, args.videos or None, not args.quiet)
+             args.judge_model, args.videos or None, not args.quiet, args.judge_base_url)
     return 0
 
 
@@ -316,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="first N questions of each benchmark (0: all)")
     e.add_argument("--judge", default="auto", help="auto, chat, offline or none")
     e.add_argument("--judge-model", default=None, help="pinned judge model id (chat judge)")
+    e.add_argument("--judge-base-url", default=None, help="OpenAI-compatible server root (chat judge)")
     e.add_argument("--out", required=True)
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)

@@ -224,8 +224,8 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(probe, refere
     kept: dict[str, bytes] = {}
     for threshold in sorted(rng.sample(range(2, 40), 2)):
         proc = subprocess.Popen(_cli(probe, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        deadline = time.time() + 60
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
         while _n_lines(files) < threshold and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -236,7 +236,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(probe, refere
                     kept[json.loads(line)["qid"] + path.name] = line
     with open(files[0], "ab") as f:  # and a torn line, as if killed inside write()
         f.write(b'{"qid": "synth03-late-mc", "prediction": "half')
-    done = subprocess.run(_cli(probe, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(_cli(probe, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0 < len(kept) < 48, "the kills should land mid-run"
     for path, method in zip(files, (v.method for v in make_variants(METHODS, ["tiny"])), strict=True):
@@ -259,7 +259,7 @@ def test_accelerate_launch_two_cpu_processes_shard_and_merge(probe, reference, t
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), "-m", *_cli(probe, out)[2:]]
-    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150)
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     for v in make_variants(METHODS, ["tiny"], {"max_new_tokens": 12}):
         main = predictions_path(out, "synthetic", MODEL, v)

@@ -41,7 +41,7 @@ def test_params_yaml_sections_load_into_mlbparams(params):
     fig1 = study.params_from_yaml(ROOT / "params.yaml", "fig1")
     assert fig1 == get_preset("mlb", n_frames=5, segment_frames=5, grid=(2, 2))
     assert sections["fig4"].n_frames == sections["fig4"].segment_frames == 5  # one 5-frame segment [paper]
-    assert sections["eval"] == get_preset("cpu", n_frames=10, max_new_tokens=8)
+    assert sections["eval"] == get_preset("cpu", n_frames=10, max_new_tokens=6)
     assert all(isinstance(p, MLBParams) and p.score_layer == 2 for p in sections.values())
 
 
