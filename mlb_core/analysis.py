@@ -312,6 +312,18 @@ def qa_table(rows: Sequence[Mapping[str, Any]], task: str, methods: Sequence[str
     return _ordered(out, methods)
 
 
+def qa_wide(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """The paper's layout of a :func:`qa_table`: one row per (model, method), one column per
+    benchmark, cells ``accuracy / score`` (open-ended) or ``accuracy`` (multiple choice)."""
+    has_score = "score" in df.columns
+    cell = [f"{a:.{digits}f} / {s:.2f}" if has_score and not math.isnan(s) else f"{a:.{digits}f}"
+            for a, s in zip(df["accuracy"], df["score"] if has_score else [math.nan] * len(df), strict=True)]
+    wide = df.assign(cell=cell).pivot_table(index=["model", "method"], columns="benchmark", values="cell",
+                                            aggfunc="first", sort=False)
+    wide.columns.name = None
+    return wide.reset_index()
+
+
 def ablation_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> pd.DataFrame:
     """Component ablation (``segattn-topk``, ``mlb-gapool``, ``mlb``): per (model, preset,
     benchmark, method) the accuracy (percent) on open-ended and multiple-choice questions and,
@@ -369,15 +381,28 @@ def _fmt(value: Any, digits: int) -> str:
     return str(value)
 
 
+COLUMN_LABELS = {
+    "accuracy": "accuracy (%)", "score": "score (0-5)", "open_acc": "open-ended acc. (%)",
+    "open_score": "open-ended score", "mc_acc": "multiple-choice acc. (%)", "early_acc": "early acc. (%)",
+    "middle_acc": "middle acc. (%)", "late_acc": "late acc. (%)", "visual_tokens": "visual tokens",
+    "n_questions": "questions / video", "stage_one": "stage one", "prefill": "stage-two prefill",
+    "total_over_sf_llava": "total / SF-LLaVA",
+}
+
+
 def markdown_table(df: pd.DataFrame, title: str, meta: Mapping[str, Any], caption: str = "",
-                   digits: int = 3) -> str:
+                   digits: int = 3, labels: Mapping[str, str] | None = None) -> str:
     """A self-describing Markdown table: a title, the run's metadata (model, preset,
-    benchmark, judge ...), the table and a caption."""
+    benchmark, judge ...), the table and a caption. Columns named in ``meta`` that hold one
+    value only are left out of the body (the metadata names them); ``labels`` (default
+    :data:`COLUMN_LABELS`) renames the header."""
+    labels = COLUMN_LABELS if labels is None else labels
+    body = df[[c for c in df.columns if not (c in meta and df[c].nunique(dropna=False) <= 1)]]
     lines = [f"**{title}**", ""]
     lines += [f"- {k}: `{v}`" for k, v in meta.items()]
-    lines += ["", "| " + " | ".join(map(str, df.columns)) + " |",
-              "|" + "|".join("---" for _ in df.columns) + "|"]
-    for row in df.itertuples(index=False):
+    lines += ["", "| " + " | ".join(labels.get(c, str(c)) for c in body.columns) + " |",
+              "|" + "|".join("---" for _ in body.columns) + "|"]
+    for row in body.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
     if caption:
         lines += ["", caption]

@@ -187,7 +187,12 @@ def test_qa_and_ablation_tables_from_evaluate_summaries(tmp_path):
     assert open_t["score"].round(2).tolist() == [1.67, 3.33]
     assert set(open_t.columns) >= {"model", "preset", "benchmark", "judge"}
     assert set(open_t["judge"]) == {"offline-keyword"}
+    wide = analysis.qa_wide(open_t)
+    assert wide.columns.tolist() == ["model", "method", "synthetic"]
+    assert wide["synthetic"].tolist() == ["33.3 / 1.67", "66.7 / 3.33"]
     mc = analysis.qa_table(rows, "mc")
+    mc_wide = analysis.qa_wide(analysis.qa_table(rows, "mc", ["segattn-topk", "mlb"]))
+    assert mc_wide["synthetic"].tolist() == ["0.0", "33.3"]
     assert "score" not in mc.columns and set(mc["judge"]) == {"option parser"}
     abl = analysis.ablation_table(rows, ["segattn-topk", "mlb"])
     assert abl.loc[0, "early_acc"] == 0.0 and abl.loc[1, "late_acc"] == 100.0
@@ -207,6 +212,8 @@ def test_prefill_table_and_markdown():
     md = analysis.markdown_table(df, "Prefill", {"model": "embedded", "judge": "none"},
                                  analysis.caption("Seconds.", "embedded"), digits=2)
     assert md.startswith("**Prefill**") and "- model: `embedded`" in md
+    # the single-valued model column is named in the metadata, not repeated in the body
+    assert "| basis | unit | preset | method | visual tokens |" in md
     assert "| other |" not in md and "| measured | s | 0 | sf-llava | 0 | 0 | 0 | 0 | 2.00 | 1.00 |" in md
     assert "untrained" in md and analysis.caption("x", "llava-hf/llava-v1.6-vicuna-7b-hf") == "x"
     assert md.count("\n|") == 2 + len(df)
