@@ -115,11 +115,13 @@ def last_query_probs_cached(
     if hasattr(module, "q_norm"):
         q = module.q_norm(q)
     q = _rotary(module, q, cos[:, -1:], sin[:, -1:])
-    k = torch.cat([past_keys, scoring_keys(module, hidden, position_embeddings)], 2)  # (B, Hk, C+Q, hd)
-    hq, hk, seq = q.shape[1], k.shape[1], k.shape[2]
-    q = q.reshape(b, hk, hq // hk, hd)  # (B, Hk, rep, hd)
-    logits = torch.einsum("bgrd,bgld->bgrl", q.float(), k.float()) * module.scaling  # (B, Hk, rep, C+Q)
-    return logits.softmax(-1).reshape(b, hq, seq).mean(1)  # (B, C+Q)
+    k_new = scoring_keys(module, hidden, position_embeddings)  # (B, Hk, Q, hd)
+    hq, hk = q.shape[1], k_new.shape[1]
+    q = q.reshape(b, hk, hq // hk, hd).float()  # (B, Hk, rep, hd)
+    # logits against cached and new keys separately (no copy of the cached keys), then joined
+    logits = torch.cat([torch.einsum("bgrd,bgld->bgrl", q, past_keys.float()),
+                        torch.einsum("bgrd,bgld->bgrl", q, k_new.float())], -1) * module.scaling  # (B, Hk, rep, C+Q)
+    return logits.softmax(-1).reshape(b, hq, -1).mean(1)  # (B, C+Q)
 
 
 @contextmanager

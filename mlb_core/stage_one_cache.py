@@ -86,6 +86,20 @@ def fork_cache(cache: object) -> object:
     return fork
 
 
+def merge_contexts(contexts: list[SegmentContext]) -> SegmentContext:
+    """Concatenate the contexts of several batches of segments (same length C) along the batch,
+    so that a question runs as one pass over every segment (one copy, once per video)."""
+    if len(contexts) == 1:
+        return contexts[0]
+    assert len({c.length for c in contexts}) == 1, "segments of one video have equal lengths"
+    cache = fork_cache(contexts[0].cache)
+    for i, layer in enumerate(cache.layers):
+        if layer.is_initialized:
+            layer.keys = torch.cat([c.cache.layers[i].keys for c in contexts])  # (S, Hk, C, hd)
+            layer.values = torch.cat([c.cache.layers[i].values for c in contexts])
+    return SegmentContext(cache, torch.cat([c.keys for c in contexts]), contexts[0].length)
+
+
 def score_question(language_model: nn.Module, ctx: SegmentContext, suffix: torch.Tensor, layer: int) -> torch.Tensor:
     """Stage-one scores of one question on cached segments.
 
@@ -113,19 +127,23 @@ class StageOneCache:
     The first question about a video builds the context of every segment (batched by
     ``batch_size``); later questions with the same video tokens, prompt prefix, segment
     length and scoring layer reuse it. A different video (another ``tokens`` tensor, or the
-    same one modified in place) replaces it.
+    same one modified in place) replaces it. With ``merge`` (default) the batches' contexts
+    are concatenated once, so that each question is a single pass over all segments (fewer
+    weight reads and less per-pass overhead); without it, a question runs batch by batch
+    (lower peak memory: no concatenated copy).
 
     Attributes:
         timings: seconds spent, cumulated: ``context`` (building) and ``question`` (scoring).
         n_builds, n_questions: how many contexts were built and questions scored.
     """
 
-    def __init__(self, batch_size: int = 4) -> None:
+    def __init__(self, batch_size: int = 4, merge: bool = True) -> None:
         if batch_size < 1:
             from .errors import MLBError
 
             raise MLBError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
+        self.merge = merge
         self.timings: dict[str, float] = {}
         self.n_builds = 0
         self.n_questions = 0
@@ -174,6 +192,8 @@ class StageOneCache:
                                     chunk.reshape(n, f * h * w, d).to(pre.dtype)], 1)  # (n, C, D)
                 vlm.check_length(embeds.shape[1])
                 contexts.append(build_context(vlm.language_model, embeds, params.score_layer))
+            if self.merge:
+                contexts = [merge_contexts(contexts)]
         self._contexts, self._tokens, self._key = contexts, tokens, key
         self.n_builds += 1
 
