@@ -38,10 +38,11 @@ def _snapshot(cache: StageOneCache):
 
 @pytest.mark.parametrize("layer", [0, 1, 3])
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_cached_scores_equal_uncached(tiny, layer, batch_size):
+@pytest.mark.parametrize("merge", [True, False])
+def test_cached_scores_equal_uncached(tiny, layer, batch_size, merge):
     params = _params(score_layer=layer)
     tokens = _tokens(tiny)
-    cache = StageOneCache(batch_size=batch_size)
+    cache = StageOneCache(batch_size=batch_size, merge=merge)
     for q in QUESTIONS:
         prompt = render_prompt(tiny.family, q)
         ref = stage_one(tiny, tokens, prompt, params)  # (T, h, w), the uncached path
@@ -99,6 +100,22 @@ def test_cache_is_not_mutated_across_questions(tiny):
         assert t0 is t1 and torch.equal(t1, copy0)
     assert [ctx.cache.get_seq_length() for ctx in cache._contexts] == lengths
     assert cache.n_builds == 1
+
+
+@pytest.mark.parametrize(("merge", "passes"), [(True, 1), (False, 3)])
+def test_merged_context_is_one_pass_per_question(tiny, merge, passes):
+    params = _params()  # 3 segments, context batches of 1
+    tokens = _tokens(tiny)
+    cache = StageOneCache(batch_size=1, merge=merge)
+    cache.scores(tiny, tokens, render_prompt(tiny.family, QUESTIONS[0]), params)
+    assert len(cache._contexts) == passes
+    calls = []
+    handle = tiny.layers[0].register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        cache.scores(tiny, tokens, render_prompt(tiny.family, QUESTIONS[1]), params)
+    finally:
+        handle.remove()
+    assert calls == [3] if merge else calls == [1, 1, 1]
 
 
 def test_fork_leaves_the_stored_cache_alone(tiny):
