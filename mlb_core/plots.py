@@ -156,27 +156,28 @@ def plot_fig4(df: pd.DataFrame, metric: str, title: str, caption: str, ylabel: s
     """Paper Fig. 4: quality against the tokens fed to stage two, one point per GAPool
     grid (labelled), the no-compression result as a red dashed line."""
     setup_style()
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
     pts = df[df["compression"]].sort_values("tokens")
-    sns.lineplot(data=pts, x="tokens", y=metric, marker="o", ax=ax, color="#1b9e77", label="GAPool (LLaVA-MLB$^G$)")
-    for _, row in pts.iterrows():
-        ax.annotate(row["grid"], (row["tokens"], row[metric]), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=8.5)
     full = df[~df["compression"]]
     if len(full):
-        ax.axhline(float(full[metric].iloc[0]), color="red", ls="--", lw=1.5,
+        ax.axhline(float(full[metric].iloc[0]), color="red", ls="--", lw=1.5, zorder=1,
                    label=f"no compression ({int(full['tokens'].iloc[0])} tokens)")
+    sns.lineplot(data=pts, x="tokens", y=metric, marker="o", markersize=7, ax=ax, color="#1b9e77", zorder=3,
+                 label="GAPool (LLaVA-MLB$^G$), one point per grid")
+    for _, row in pts.iterrows():
+        ax.annotate(f"{row['grid']}", (row["tokens"], row[metric]), textcoords="offset points", xytext=(0, 8),
+                    ha="center", fontsize=9, zorder=4)
     ax.set_xscale("log")
     ax.set_xticks(pts["tokens"].tolist())
     ax.set_xticklabels([str(int(t)) for t in pts["tokens"]], fontsize=8.5)
     ax.minorticks_off()
     ax.set_xlabel("# input tokens to stage two (GAPool grid, 5-frame segment)")
     ax.set_ylabel(ylabel)
-    lo = min(pts[metric].min(), full[metric].min() if len(full) else 1.0)
-    hi = max(pts[metric].max(), full[metric].max() if len(full) else 0.0)
-    pad = max(0.05, 0.1 * (hi - lo))
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.legend(loc="lower right")
+    lo = min(pts[metric].min(), full[metric].min() if len(full) else np.inf)
+    hi = max(pts[metric].max(), full[metric].max() if len(full) else -np.inf)
+    pad = max(2.0, 0.15 * (hi - lo)) if metric == "accuracy" else max(0.1, 0.15 * (hi - lo))
+    ax.set_ylim(lo - pad, hi + 2 * pad)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=11)
-    add_caption(fig, caption, width=110, y=-0.02)
+    add_caption(fig, caption, width=125, y=-0.02)
     return fig
