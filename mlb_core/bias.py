@@ -15,11 +15,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .analysis import CONDITIONS, frame_order
 from .config import MLBParams
+from .errors import MLBError
 
 if TYPE_CHECKING:
     from .models import VideoLLM
+
+CONDITIONS = ("in_order", "reversed", "repeated")
+
+
+def frame_order(condition: str, n: int, repeat_frame: int | None = None) -> np.ndarray:
+    """Which sampled frame sits at each of the ``n`` input positions (Fig. 2):
+    ``in_order`` 0..n-1, ``reversed`` n-1..0, ``repeated`` one frame (default the middle
+    one) ``n`` times."""
+    if condition == "in_order":
+        return np.arange(n)
+    if condition == "reversed":
+        return np.arange(n)[::-1].copy()
+    if condition == "repeated":
+        f = n // 2 if repeat_frame is None else repeat_frame
+        if not 0 <= f < n:
+            raise MLBError(f"repeat_frame must be in [0, {n}), got {f}")
+        return np.full(n, f)
+    raise MLBError(f"unknown condition {condition!r}; use one of {', '.join(CONDITIONS)}")
 
 
 def attention_scores(vlm: VideoLLM, tokens: torch.Tensor, question: str, score_layer: int) -> np.ndarray:

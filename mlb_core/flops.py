@@ -103,7 +103,8 @@ class Pass:
 def linear_flops(shape: LMShape, n: int) -> float:
     """Projections + MLP of one layer for ``n`` positions."""
     d, hd = shape.hidden, shape.head_dim
-    per_token = d * shape.heads * hd + 2 * d * shape.kv_heads * hd + shape.heads * hd * d + 3 * d * shape.intermediate
+    per_token = (d * shape.heads * hd + 2 * d * shape.kv_heads * hd + shape.heads * hd * d
+                 + 3 * d * shape.intermediate)
     return 2.0 * n * per_token
 
 
@@ -153,7 +154,8 @@ def stage_one_passes(segments: int, length: int, layer: int, batch_size: int = 4
     """Uncached stage one: every segment's ``prefix + segment + suffix`` (``length``
     positions) to the scoring ``layer``, ``batch_size`` segments a pass."""
     full, rest = divmod(segments, batch_size)
-    return [Pass(batch_size, length, 0, layer, True)] * full + ([Pass(rest, length, 0, layer, True)] if rest else [])
+    return ([Pass(batch_size, length, 0, layer, True)] * full
+            + ([Pass(rest, length, 0, layer, True)] if rest else []))
 
 
 def context_passes(segments: int, context: int, layer: int, batch_size: int = 4) -> list[Pass]:
@@ -186,14 +188,16 @@ def eager_extra_bytes(shape: LMShape, tokens: int, layers: int | None = None, dt
     activations."""
     n = shape.layers if layers is None else layers
     probs = batch * shape.heads * tokens * tokens * dtype_bytes
-    return (n + 1) * probs + batch * tokens * tokens * dtype_bytes + activation_bytes(shape, tokens, dtype_bytes, batch)
+    mask = batch * tokens * tokens * dtype_bytes
+    return (n + 1) * probs + mask + activation_bytes(shape, tokens, dtype_bytes, batch)
 
 
 def activation_bytes(shape: LMShape, tokens: int, dtype_bytes: int = 4, batch: int = 1) -> float:
     """Peak activations of one decoder layer without an (L x L) matrix: the residual stream,
     its norm, q/k/v, the attention output, the MLP's gate/up/product."""
     hd = shape.head_dim
-    per_token = 3 * shape.hidden + (shape.heads + 2 * shape.kv_heads) * hd + shape.heads * hd + 3 * shape.intermediate
+    per_token = (3 * shape.hidden + (shape.heads + 2 * shape.kv_heads) * hd + shape.heads * hd
+                 + 3 * shape.intermediate)
     return batch * tokens * per_token * dtype_bytes
 
 

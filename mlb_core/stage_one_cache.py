@@ -73,7 +73,8 @@ def build_context(language_model: nn.Module, embeds: torch.Tensor, layer: int) -
     from transformers import DynamicCache
 
     cache = DynamicCache(config=language_model.config)
-    keys = run_to_layer(language_model, layer, scoring_keys, inputs_embeds=embeds, cache=cache, use_cache=True)
+    keys = run_to_layer(language_model, layer, scoring_keys, inputs_embeds=embeds, cache=cache,
+                        use_cache=True)
     assert keys.shape[0] == embeds.shape[0] and keys.shape[2] == embeds.shape[1], keys.shape  # (B, Hk, C, hd)
     return SegmentContext(cache, keys, int(embeds.shape[1]))
 
@@ -100,7 +101,9 @@ def merge_contexts(contexts: list[SegmentContext]) -> SegmentContext:
     return SegmentContext(cache, torch.cat([c.keys for c in contexts]), contexts[0].length)
 
 
-def score_question(language_model: nn.Module, ctx: SegmentContext, suffix: torch.Tensor, layer: int) -> torch.Tensor:
+def score_question(
+    language_model: nn.Module, ctx: SegmentContext, suffix: torch.Tensor, layer: int
+) -> torch.Tensor:
     """Stage-one scores of one question on cached segments.
 
     Args:
@@ -185,7 +188,8 @@ class StageOneCache:
         contexts = []
         with timed(self.timings, "context", vlm.device):
             chunks = segments.split(self.batch_size)
-            bar = tqdm(chunks, desc="stage one (context)", leave=False, disable=None if len(chunks) > 1 else True)
+            bar = tqdm(chunks, desc="stage one (context)", leave=False,
+                       disable=None if len(chunks) > 1 else True)
             for chunk in bar:
                 n = chunk.shape[0]
                 embeds = torch.cat([pre.expand(n, -1, -1),

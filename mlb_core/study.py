@@ -28,7 +28,6 @@ from typing import Any
 
 import yaml
 
-from .analysis import parse_grid, split_list
 from .config import MLBParams, get_preset
 from .errors import MLBError
 
@@ -40,6 +39,26 @@ GRID_FIELDS = ("grid", "tail_grid")
 
 
 # ---- params.yaml -> MLBParams -------------------------------------------------------------
+# (study.py does not import mlb_core.analysis, so that the evaluation stages, which run this
+# module, do not rerun when only the tables' or figures' code changes.)
+def parse_grid(value: str | Sequence[int]) -> tuple[int, int]:
+    """``"3x3"`` or ``[3, 3]`` -> ``(3, 3)`` (as :func:`mlb_core.analysis.parse_grid`)."""
+    parts = value.lower().replace(" ", "").split("x") if isinstance(value, str) else list(value)
+    try:
+        gh, gw = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise MLBError(f"a grid must look like 3x3, got {value!r}") from None
+    return gh, gw
+
+
+def split_list(text: str) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``: the study's list parameters are comma-separated strings."""
+    out = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not out:
+        raise MLBError(f"expected a comma-separated list, got {text!r}")
+    return out
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping; a one-line :class:`MLBError` when it is missing or malformed."""
     path = Path(path)

@@ -12,7 +12,8 @@ from mlb_core.segattn import stage_one
 from mlb_core.stage_one_cache import StageOneCache, build_context, fork_cache, score_question
 from mlb_core.tiny import build_tiny_model
 
-QUESTIONS = ["What is the man doing?", "Why?", "Describe every object you can see, and the colour of the car."]
+QUESTIONS = ["What is the man doing?", "Why?",
+             "Describe every object you can see, and the colour of the car."]
 
 
 def _tokens(vlm, t=6, seed=0):
