@@ -16,6 +16,8 @@ in one run on this machine's CPU in fp32 (numbers only compare within one run):
 (b) stage one of a later question on a cached video (:mod:`mlb_core.stage_one_cache`)
     against the first question (context + question) and against uncached stage one,
     on the 7B shape (one segment, measured) and on the embedded default (every segment).
+    As :class:`~mlb_core.stage_one_cache.StageOneCache` does by default, question passes
+    run with one CPU thread (:func:`~mlb_core.stage_one_cache.cpu_threads`).
 (c) prefill per question = stage one (amortised over ``--questions`` questions of a video
     with the cache, for the methods that read segment scores) + stage-two prefill, for
     every method in :data:`mlb_core.methods.METHODS` among ``--methods`` (default
@@ -110,6 +112,7 @@ GOALS = {"a_time_ratio_min": 8.0, "a_memory_ratio_max": 0.1, "b_later_over_first
          "c_mlb_over_sf_llava_max": 0.95}
 NQ_CURVE = (1, 2, 3, 5, 10, 20, 50)
 SMALL = 256  # layer calls with at most this many new positions are timed at their own size
+QUESTION_THREADS = 1  # StageOneCache's default question_threads
 
 
 # ---- measuring -----------------------------------------------------------------------------
@@ -233,11 +236,16 @@ def _layer_inputs(lm: Any, batch: int, new: int, past: int) -> dict[str, Any]:
     return kw
 
 
-def time_call(lm: Any, kind: str, batch: int, new: int, past: int, repeats: int) -> float:
-    """Median seconds of one decoder-layer call (``layer``) or one stage-one exit (``exit``)."""
+def time_call(lm: Any, kind: str, batch: int, new: int, past: int, repeats: int,
+              threads: int | None = QUESTION_THREADS) -> float:
+    """Median seconds of one decoder-layer call (``layer``) or one stage-one exit (``exit``);
+    calls after cached positions (question passes) run with ``threads`` CPU threads."""
     from .attention import last_query_probs, last_query_probs_cached
-    from .stage_one_cache import fork_cache
+    from .stage_one_cache import cpu_threads, fork_cache
 
+    if past and threads is not None:  # a question pass: as StageOneCache runs it
+        with cpu_threads(threads):
+            return time_call(lm, kind, batch, new, past, repeats, None)
     kw = _layer_inputs(lm, batch, new, past)
     layer = lm.layers[0]
     with torch.inference_mode():
@@ -269,7 +277,7 @@ def fit_layer_time(lengths: list[int], times: list[float]) -> tuple[float, float
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in a fresh process (see the module docstring); returns JSON-able results."""
     from .attention import last_query_attention, last_query_attention_eager
-    from .stage_one_cache import build_context, score_question
+    from .stage_one_cache import build_context, cpu_threads, score_question
 
     torch.manual_seed(0)
     shape = SHAPES[spec["shape"]]
@@ -300,8 +308,9 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
             ctx = build_context(lm, ctx_embeds, layer)
         ctx_times.append(sw.wall)
         ctx_cpu.append(sw.cpu)
-    cached = score_question(lm, ctx, suffix, layer)
-    q_times = measure(lambda: score_question(lm, ctx, suffix, layer), max(3, repeats), q_cpu)
+    with cpu_threads(QUESTION_THREADS):
+        cached = score_question(lm, ctx, suffix, layer)
+        q_times = measure(lambda: score_question(lm, ctx, suffix, layer), max(3, repeats), q_cpu)
     out["cache"] = {"context_times_s": ctx_times, "question_times_s": q_times, "context_cpu_s": ctx_cpu,
                     "question_cpu_s": q_cpu, "cache_bytes": ctx.nbytes(),
                     "max_abs_diff_vs_uncached": float((cached - first).abs().max())}

@@ -198,3 +198,20 @@ def test_bad_batch_size():
 
     with pytest.raises(MLBError):
         StageOneCache(batch_size=0)
+
+
+def test_question_threads_restored_and_same_scores(tiny):
+    from mlb_core.stage_one_cache import cpu_threads
+
+    params = _params()
+    tokens = _tokens(tiny)
+    prompt = render_prompt(tiny.family, QUESTIONS[2])
+    before = torch.get_num_threads()
+    a = StageOneCache(question_threads=1).scores(tiny, tokens, prompt, params)
+    b = StageOneCache(question_threads=None).scores(tiny, tokens, prompt, params)
+    assert torch.get_num_threads() == before
+    assert (a - b).abs().max().item() <= 1e-6
+    with pytest.raises(RuntimeError), cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError
+    assert torch.get_num_threads() == before
