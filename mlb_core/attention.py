@@ -142,22 +142,6 @@ def stop_hook(attn: nn.Module, fn: Any, sink: dict[str, Any], key: str) -> Itera
         handle.remove()
 
 
-@contextmanager
-def scoring_hook(attn: nn.Module, sink: dict[str, Any]) -> Iterator[None]:
-    """Attach the early-exit scoring hook to ``attn``; removed on exit (even on errors)."""
-
-    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        sink["scores"] = last_query_probs(module, hidden, kwargs["position_embeddings"])
-        raise _StopForward
-
-    handle = attn.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @torch.inference_mode()
 def last_query_attention(language_model: nn.Module, inputs_embeds: torch.Tensor, layer: int) -> torch.Tensor:
     """Stage-one scores: last-query attention at decoder ``layer`` (0-based), heads averaged.
@@ -170,19 +154,7 @@ def last_query_attention(language_model: nn.Module, inputs_embeds: torch.Tensor,
     Returns:
         (B, L) float32 attention probabilities of the last position.
     """
-    layers = language_model.layers
-    if not 0 <= layer < len(layers):
-        from .errors import MLBError
-
-        raise MLBError(f"score_layer {layer} is out of range: the model has {len(layers)} layers")
-    sink: dict[str, Any] = {}
-    with scoring_hook(layers[layer].self_attn, sink):
-        try:
-            language_model(inputs_embeds=inputs_embeds, use_cache=False)
-        except _StopForward:
-            pass
-    assert "scores" in sink, "the scoring layer was never reached"
-    return sink["scores"]
+    return run_to_layer(language_model, layer, last_query_probs, inputs_embeds=inputs_embeds, use_cache=False)
 
 
 @torch.inference_mode()

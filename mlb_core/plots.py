@@ -53,8 +53,9 @@ def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame | Mapping[str,
     return out
 
 
-def square(frame: np.ndarray, size: int = 336) -> np.ndarray:
-    """A frame resized to the vision tower's square input (what the model sees)."""
+def square(frame: np.ndarray, size: int = 192) -> np.ndarray:
+    """A frame resized to a square, as the vision tower sees it (336 px for CLIP-L/336; 192 px
+    is enough for a 2-inch panel and keeps the PDF small)."""
     from PIL import Image
 
     return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))

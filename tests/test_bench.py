@@ -109,17 +109,19 @@ def test_amortised_and_break_even():
 
 def test_fit_layer_time_is_exact_on_a_quadratic():
     lengths = [100, 200, 400]
+    times = [2e-3 * n + 1e-6 * n * n for n in lengths]
+    assert bench.fit_layer_time(lengths, times) == pytest.approx((0.0, 2e-3, 1e-6), rel=1e-6)
+    lengths = [100, 200, 400, 800]  # four lengths: the fixed cost is fitted too
     times = [0.5 + 2e-3 * n + 1e-6 * n * n for n in lengths]
-    c, a, b = bench.fit_layer_time(lengths, times)
-    assert (c, a, b) == pytest.approx((0.5, 2e-3, 1e-6), rel=1e-6)
+    assert bench.fit_layer_time(lengths, times) == pytest.approx((0.5, 2e-3, 1e-6), rel=1e-6)
 
 
 def test_pricer_by_hand():
-    pricing = {"fit_lengths": [1, 2, 3], "fit_times_s": [1.0, 2.0, 3.0], "head_s": 0.5,
+    pricing = {"fit_lengths": [1, 2, 3], "fit_times_s": [1.0, 2.0, 3.0], "head_s": 0.5,  # t(n) = n
                "calls": [{"kind": "layer", "batch": 4, "new": 16, "past": 100, "s": 0.2},
                          {"kind": "exit", "batch": 1, "new": 1000, "past": 0, "s": 0.1},
                          {"kind": "exit", "batch": 4, "new": 16, "past": 100, "s": 0.05}]}
-    price = bench.Pricer(pricing, TOY)  # t(n) = n
+    price = bench.Pricer(pricing, TOY)
     assert price([Pass(2, 1000, 0, 2, True)]) == pytest.approx(2 * (2 * 1000 + 0.1))
     assert price([Pass(4, 16, 100, 2, True)]) == pytest.approx(2 * 0.2 + 0.05)
     assert price([Pass(1, 10, head=True)]) == pytest.approx(TOY.layers * 10 + 0.5)
