@@ -4,11 +4,11 @@ SegAttn (two-stage, attention-guided token selection), GAPool (gridded attention
 and VSTail (a visual summary at the sequence's tail) for a frozen Image LLM.
 """
 
-from .attention import last_query_attention
-from .config import PRESETS, MLBParams, get_preset
-from .errors import MLBError
-from .gapool import gapool, vstail
-from .segattn import segattn, stage_one
+from mlb_core.config import PRESETS, MLBParams, get_preset
+from mlb_core.errors import MLBError
+from mlb_core.selection.attention import last_query_attention
+from mlb_core.selection.gapool import gapool, vstail
+from mlb_core.selection.segattn import segattn, stage_one
 
 __all__ = ["MLBParams", "PRESETS", "get_preset", "MLBError", "gapool", "vstail", "segattn",
            "stage_one", "last_query_attention"]

@@ -1,6 +1,14 @@
-"""Command line: ``mlb answer VIDEO "QUESTION"``, ``mlb eval ...`` (benchmarks, see
-:mod:`mlb_core.evaluate`) and ``mlb synth --out DIR`` (the synthetic probe, see
-:mod:`mlb_core.synthetic`).
+"""The one command, ``mlb``, and its sub-commands (docs/architecture.md, "Entry points"):
+
+- ``mlb answer VIDEO "QUESTION"``: one question about one video;
+- ``mlb eval``: methods x presets (x grids) of models on benchmarks, resumable
+  (:mod:`mlb_core.evaluation.runner`);
+- ``mlb synth``: write the synthetic probe (:mod:`mlb_core.evaluation.synthetic`);
+- ``mlb bench``: the efficiency benchmark (:mod:`mlb_core.bench.command`);
+- ``mlb study check|paper``: validate the study's parameters, run it in paper mode
+  (:mod:`mlb_core.study.params`).
+
+``python -m mlb_core`` is the same command.
 
 Every problem with the input ends in one line ``error: ...`` on stderr and exit status 2,
 never a traceback.
@@ -11,26 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import warnings
 
-from .config import PRESETS, get_preset
-from .errors import MLBError
-
-
-def _parse_grid(text: str) -> tuple[int, int]:
-    try:
-        a, b = text.lower().split("x")
-        return int(a), int(b)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 3x3, got {text!r}") from None
+from mlb_core.config import PRESETS, get_preset
+from mlb_core.errors import MLBError
+from mlb_core.parsing import parse_grid, parse_overrides, split_list
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    from .methods import METHODS
-    from .models import load_model
-    from .pipeline import answer, encode_video
+    from mlb_core.backbones.loading import load_model
+    from mlb_core.methods import METHODS
+    from mlb_core.pipeline import answer, encode_video
 
     overrides = {k: v for k, v in {
         "n_frames": args.frames, "segment_frames": args.segment_frames, "grid": args.grid,
@@ -59,38 +59,31 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_value(text: str):
-    """``--set`` values: JSON where it parses (numbers, lists, null), ``3x3`` grids, else a string."""
-    if re.fullmatch(r"\d+x\d+", text.strip().lower()):
-        return _parse_grid(text)
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, score_saved, summarize
+    from mlb_core.evaluation.runner import benchmark_data, run_eval, score_saved, summarize
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise MLBError(f"--set needs key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = _parse_value(value)
+    overrides = parse_overrides(args.set or [])
     if args.frames is not None:
         overrides["n_frames"] = args.frames
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    presets = [p.strip() for p in args.preset.split(",") if p.strip()]
-    grids = [_parse_grid(g) for g in args.grids.split(",")] if args.grids else None
-    common = dict(methods=methods, presets=presets, model=args.model, out=args.out, overrides=overrides,
-                  grids=grids, limit=args.limit, judge=args.judge, judge_model=args.judge_model,
-                  judge_base_url=args.judge_base_url, judge_key_env=args.judge_key_env,
-                  judge_cache=args.judge_cache, judge_workers=args.judge_workers, progress=not args.quiet)
+    benchmarks, models = split_list(args.benchmark), split_list(args.model)
+    grids = [parse_grid(g) for g in split_list(args.grids)] if args.grids else None
+    reference = split_list(args.reference) if args.reference else []
+    common = dict(methods=split_list(args.methods), out=args.out, overrides=overrides, limit=args.limit or None,
+                  judge=args.judge, judge_model=args.judge_model, judge_base_url=args.judge_base_url,
+                  judge_key_env=args.judge_key_env, judge_cache=args.judge_cache, judge_workers=args.judge_workers,
+                  progress=not args.quiet)
     if args.score_only:
-        results = score_saved(args.benchmark, args.data, **common)
+        results = []
+        for model in models:
+            for bench in benchmarks:
+                for methods, grid_list in ((common["methods"], grids), (reference, None)):
+                    if methods:
+                        results += score_saved(bench, benchmark_data(args.data, bench, len(benchmarks)),
+                                               presets=split_list(args.preset), model=model, grids=grid_list,
+                                               **{**common, "methods": methods})
     else:
-        results = evaluate(args.benchmark, args.data, videos=args.videos, skip_missing=args.skip_missing,
+        results = run_eval(benchmarks, args.data, models, presets=split_list(args.preset), grids=grids,
+                           reference=reference, videos=args.videos, skip_missing=args.skip_missing,
                            score=not args.no_score, device=args.device, backend=args.backend,
                            feature_cache=args.feature_cache, **common)
     for r in results:
@@ -110,9 +103,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import SynthConfig, generate
+    from mlb_core.evaluation.synthetic import SynthConfig, generate
 
-    w, h = _parse_grid(args.size)
+    w, h = parse_grid(args.size)
     cfg = SynthConfig(n_videos=args.videos, n_frames=args.frames, fps=args.fps, size=(w, h),
                       forms=tuple(f.strip() for f in args.forms.split(",") if f.strip()),
                       n_options=args.options, seed=args.seed)
@@ -123,24 +116,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    from .benchmarks import BENCHMARKS
-    from .judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV
+    from mlb_core.evaluation.benchmarks import BENCHMARKS
+    from mlb_core.evaluation.judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV
 
-    p = sub.add_parser("eval", help="evaluate methods on a benchmark (resumable, multi-GPU with accelerate)",
+    p = sub.add_parser("eval", help="evaluate methods on benchmarks (resumable, multi-GPU with accelerate)",
                        description="Answers every question (one JSON line each, resumable), then scores. "
                                    "Writes OUT/<benchmark>/<model>/<preset>/<method>.{predictions.jsonl,"
-                                   "scored.jsonl,metrics.json}. Multi-GPU: accelerate launch -m mlb_core.cli eval ...")
-    p.add_argument("--benchmark", required=True, help=", ".join(BENCHMARKS))
-    p.add_argument("--data", required=True, help="annotation CSV or its folder (synthetic: the mlb synth folder)")
+                                   "scored.jsonl,metrics.json}. Multi-GPU: accelerate launch -m mlb_core eval ...")
+    p.add_argument("--benchmark", "--benchmarks", required=True,
+                   help="comma list of: " + ", ".join(BENCHMARKS))
+    p.add_argument("--data", required=True,
+                   help="annotation CSV or its folder (synthetic: the mlb synth folder); with several "
+                        "benchmarks, a folder with one sub-folder per benchmark")
     p.add_argument("--videos", help="video root (default: <data folder>/videos)")
     p.add_argument("--methods", default="mlb", help="comma-separated, e.g. mlb,segattn-topk")
     p.add_argument("--preset", default="cpu", help=f"comma-separated presets: {', '.join(PRESETS)}")
     p.add_argument("--grids", help="comma-separated GAPool grids to sweep, e.g. 2x2,3x3")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="parameter override (repeatable)")
     p.add_argument("--frames", type=int, help="override n_frames")
-    p.add_argument("--model", default="embedded", help="embedded, a checkpoint folder or a hub id")
+    p.add_argument("--reference", help="comma list of methods run once, outside the --grids sweep (e.g. full)")
+    p.add_argument("--model", "--models", default="embedded",
+                   help="comma list of: embedded, a checkpoint folder or a hub id")
     p.add_argument("--out", default="results/eval")
-    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--limit", type=int, help="first N questions of each benchmark only (0: all)")
     p.add_argument("--skip-missing", action="store_true", help="record missing videos as skipped")
     p.add_argument("--judge", default="auto", choices=["auto", "chat", "offline", "none"],
                    help="auto: offline for synthetic, none for multiple choice, chat otherwise")
@@ -186,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", help="multiple choice: options separated by ';'")
     p.add_argument("--frames", type=int, help="override n_frames")
     p.add_argument("--segment-frames", type=int, help="override segment_frames")
-    p.add_argument("--grid", type=_parse_grid, help="override the GAPool grid, e.g. 2x2")
+    p.add_argument("--grid", type=parse_grid, help="override the GAPool grid, e.g. 2x2")
     p.add_argument("--tail", choices=["none", "pool", "gapool"], help="override the VSTail mode")
     p.add_argument("--score-layer", type=int, help="override the 0-based scoring layer")
     p.add_argument("--max-new-tokens", type=int)
@@ -196,8 +194,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.set_defaults(func=cmd_answer)
     add_eval_parser(sub)
+    add_bench_parser(sub)
+    add_study_parser(sub)
     return parser
 
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    from mlb_core.bench.command import add_arguments, run_from_args
+
+    b = sub.add_parser("bench", help="efficiency benchmark: prefill time and memory per method",
+                       description="Prefill cost per method: a FLOPs model, a 7B-shaped timing and the embedded "
+                                   "default measured side by side (docs/architecture.md, 'Bench').")
+    add_arguments(b)
+    b.set_defaults(func=run_from_args)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from mlb_core.study.params import check_study, run_paper
+
+    if args.action == "paper":
+        return run_paper(args.root, dry=args.dry)
+    for name, params in check_study(args.root).items():
+        print(f"{name}: {json.dumps(params.to_dict())}")
+    return 0
+
+
+def add_study_parser(sub: argparse._SubParsersAction) -> None:
+    from mlb_core.study.params import ROOT
+
+    s = sub.add_parser("study", help="the DVC study: check its parameters, or run it in paper mode")
+    s.add_argument("action", choices=["check", "paper"],
+                   help="check: validate params.yaml and params.yaml + params-paper.yaml; "
+                        "paper: dvc exp run -S <every key of params-paper.yaml>")
+    s.add_argument("--dry", action="store_true", help="paper: only print the plan (dvc exp run --dry)")
+    s.add_argument("--root", default=str(ROOT), help="the repository (params.yaml, dvc.yaml)")
+    s.set_defaults(func=cmd_study)
 
 
 def main(argv: list[str] | None = None) -> int:

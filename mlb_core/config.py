@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 POOL_MODES = ("weighted", "max", "avg")
 TAIL_MODES = ("none", "pool", "gapool")

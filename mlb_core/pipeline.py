@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import MLBParams
-from .errors import MLBError
-from .methods import MethodInput, get_method
-from .models import VideoLLM
-from .prompts import render_prompt
-from .timing import timed
-from .video import load_video
+from mlb_core.backbones.adapter import VideoLLM
+from mlb_core.backbones.prompts import render_prompt
+from mlb_core.config import MLBParams
+from mlb_core.errors import MLBError
+from mlb_core.methods import get_method
+from mlb_core.methods.registry import MethodInput
+from mlb_core.selection.scores import StageOneCache
+from mlb_core.timing import timed
+from mlb_core.video import load_video
 
 
 @dataclass
@@ -72,7 +74,7 @@ def answer(
     params: MLBParams | None = None,
     task: str = "open",
     options: list[str] | None = None,
-    scorer: Any = None,
+    scorer: StageOneCache | None = None,
 ) -> Answer:
     """Answer ``question`` about an encoded video with ``method``.
 
@@ -83,7 +85,7 @@ def answer(
     fn = get_method(method)
     check_grids(params, features.tokens.shape[1], features.tokens.shape[2])
     prompt = render_prompt(vlm.family, question, task, options)
-    inp = MethodInput(vlm, features.tokens, features.frames, prompt, params, scorer=scorer)
+    inp = MethodInput(vlm, features.tokens, features.frames, prompt, params, scorer=scorer or StageOneCache())
     with timed(inp.timings, "method", vlm.device):
         visual = fn(inp)  # (N, D)
     timings = dict(inp.timings)

@@ -12,21 +12,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny():
-    from mlb_core.tiny import build_tiny_model
+    from mlb_core.backbones.tiny import build_tiny_model
 
     return build_tiny_model(seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_eager():
-    from mlb_core.tiny import build_tiny_model
+    from mlb_core.backbones.tiny import build_tiny_model
 
     return build_tiny_model(seed=0, attn_implementation="eager")
 
 
 @pytest.fixture(scope="session")
 def embedded():
-    from mlb_core.models import load_model
+    from mlb_core.backbones.loading import load_model
 
     return load_model("embedded", device="cpu")
 

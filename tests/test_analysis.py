@@ -1,4 +1,4 @@
-"""The study's figure and table computations (mlb_core.analysis) against naive references,
+"""The study's figure and table computations (mlb_core.study.analysis) against naive references,
 and the plotting helpers (every figure saves PNG, PDF and its data as CSV, deterministically)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from mlb_core import analysis
 from mlb_core.errors import MLBError
-from mlb_core.gapool import gapool
+from mlb_core.selection.gapool import gapool
+from mlb_core.study import analysis
 
 FIG4 = {"1x2": 1440, "1x3": 960, "2x2": 720, "2x3": 480, "3x3": 320, "4x4": 180, "6x6": 80}
 
@@ -161,7 +161,7 @@ def test_fig4_points_and_table():
 
 # ---- tables --------------------------------------------------------------------------------------
 def _write_metrics(folder, method, acc_open, acc_mc, positions):
-    """A metrics file in the layout mlb_core.evaluate writes (the fields summarize reads)."""
+    """A metrics file in the layout mlb_core.evaluation.runner writes (the fields summarize reads)."""
     folder.mkdir(parents=True, exist_ok=True)
     stats = lambda acc, n=3, score=True: {"n": n, "answered": n, "skipped": 0, "failed": 0, "accuracy": acc,  # noqa: E731
                                           **({"score": 5 * acc} if score else {})}
@@ -175,7 +175,7 @@ def _write_metrics(folder, method, acc_open, acc_mc, positions):
 
 
 def test_qa_and_ablation_tables_from_evaluate_summaries(tmp_path):
-    from mlb_core.evaluate import summarize
+    from mlb_core.evaluation.runner import summarize
 
     run = tmp_path / "synthetic" / "embedded" / "cpu+n_frames=10"
     _write_metrics(run, "mlb", 2 / 3, 1 / 3, {"early": 0.5, "middle": 0.5, "late": 1.0})
@@ -223,7 +223,7 @@ def test_prefill_table_and_markdown():
 
 # ---- plots ---------------------------------------------------------------------------------------
 def test_figures_save_png_pdf_csv_deterministically(tmp_path):
-    from mlb_core import plots
+    from mlb_core.study import plots
 
     s = _scores(5, 6, 6)
     frames = np.random.default_rng(0).integers(0, 255, (5, 20, 30, 3), dtype=np.uint8)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlb_core.attention import last_query_attention, last_query_attention_eager
+from mlb_core.backbones.tiny import build_tiny_model
 from mlb_core.errors import MLBError
-from mlb_core.tiny import build_tiny_model
+from mlb_core.selection.attention import last_query_attention, last_query_attention_eager
 
 
 def _embeds(b=3, length=70, d=32, seed=1):

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mlb_core.attention import last_query_attention, last_query_attention_eager
+from mlb_core.backbones.adapter import infer_family
+from mlb_core.backbones.prompts import render_prompt
+from mlb_core.backbones.tiny import TINY_FAMILIES, build_tiny_model
 from mlb_core.cli import main
 from mlb_core.config import get_preset
-from mlb_core.methods import METHODS, MethodInput
-from mlb_core.models import infer_family
-from mlb_core.prompts import render_prompt
-from mlb_core.tiny import TINY_FAMILIES, build_tiny_model
+from mlb_core.methods import METHODS
+from mlb_core.methods.registry import MethodInput
+from mlb_core.selection.attention import last_query_attention, last_query_attention_eager
 
 # The study's backbones -> (tiny family, stock class, prompt family, grid side)
 BACKBONES = {

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mlb_core.attention import last_query_attention_eager
-from mlb_core.baselines import (
+from mlb_core.backbones.prompts import render_prompt
+from mlb_core.backbones.tiny import build_tiny_model
+from mlb_core.config import get_preset
+from mlb_core.errors import MLBError
+from mlb_core.methods import METHODS
+from mlb_core.methods.baselines import (
     frame_quotas,
     image_grid,
     mlb_budget,
@@ -17,12 +21,9 @@ from mlb_core.baselines import (
     thumbnail,
     uniform_indices,
 )
-from mlb_core.config import get_preset
-from mlb_core.errors import MLBError
-from mlb_core.methods import METHODS, MethodInput, frames_that_fit
+from mlb_core.methods.registry import MethodInput, frames_that_fit
 from mlb_core.pipeline import VideoFeatures, answer
-from mlb_core.prompts import render_prompt
-from mlb_core.tiny import build_tiny_model
+from mlb_core.selection.attention import last_query_attention_eager
 
 BASELINES = ("full", "uniform-pool", "fastv-topk", "sf-llava", "ig-vlm", "ts-llava")
 # llava-hf/llava-v1.6-vicuna-7b-hf's any-res resolutions (config.json, image_grid_pinpoints)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlb_core import bench
-from mlb_core.flops import (
+from mlb_core.bench import command as bench
+from mlb_core.bench.flops import (
     SHAPES,
     LMShape,
     Pass,
@@ -60,8 +60,8 @@ def test_paper_shapes_have_their_parameter_counts():
 
 def test_passes_match_torch_flop_counter():
     """Eager attention computes whole (L x L) matrices: ``causal=False`` counts them exactly."""
-    from mlb_core.attention import last_query_attention
-    from mlb_core.stage_one_cache import build_context, score_question
+    from mlb_core.selection.attention import last_query_attention
+    from mlb_core.selection.scores import build_context, score_question
 
     lm = bench.shaped_model(TOY, TOY.layers, "eager")
     assert LMShape.from_config(lm.config) == LMShape(lm.config.model_type, 3, 64, 4, 2, 96, 256, 4096)
@@ -136,7 +136,7 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_trace_passes(tiny):
-    from mlb_core.attention import last_query_attention
+    from mlb_core.selection.attention import last_query_attention
 
     x = torch.randn(3, 20, 32)
     with bench.trace_passes(tiny.language_model) as raw:
@@ -153,8 +153,11 @@ def test_trace_methods_counts():
     mlb, sf, full = traces["mlb"], traces["sf-llava"], traces["full"]
     assert mlb["visual"] == 3400 and sf["visual"] == 3680  # method.md budgets
     assert full["visual"] == 6 * 576  # 6 frames fit the 4K context
-    assert [p.batch for p in mlb["passes"]] == [4, 4, 2]
-    assert mlb["passes"][0].new == mlb["prefix_tokens"] + 2880 + mlb["suffix_tokens"]
+    # one question through the stage-one cache: 10 segments' contexts in batches of 4, then one
+    # merged question pass over all 10 segments
+    assert [p.batch for p in mlb["passes"]] == [4, 4, 2, 10]
+    assert mlb["passes"][0].new == mlb["prefix_tokens"] + 2880
+    assert mlb["passes"][-1].new == mlb["suffix_tokens"] and mlb["passes"][-1].past == mlb["prefix_tokens"] + 2880
     assert mlb["first"][0].new == mlb["prefix_tokens"] + 2880 and mlb["later"][0].past == mlb["first"][0].new
     assert sf["passes"] == [] and sf["first"] is None
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlb_core.benchmarks import (
+from mlb_core.errors import MLBError
+from mlb_core.evaluation.benchmarks import (
     BENCHMARKS,
     VideoFinder,
     canonical_name,
@@ -15,7 +16,6 @@ from mlb_core.benchmarks import (
     load_benchmark,
     resolve_videos,
 )
-from mlb_core.errors import MLBError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

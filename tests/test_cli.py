@@ -69,7 +69,7 @@ def test_bad_input_one_line(capfd, bad, embedded, argv, message):
 
 def test_console_script_no_traceback(bad):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mlb_core.cli", "answer", str(bad / "text.mp4"), "Q?"],
+    proc = subprocess.run([sys.executable, "-m", "mlb_core", "answer", str(bad / "text.mp4"), "Q?"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: cannot decode video")

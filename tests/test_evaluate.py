@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from mlb_core.benchmarks import load_benchmark
 from mlb_core.config import get_preset
 from mlb_core.errors import MLBError
-from mlb_core.evaluate import (
+from mlb_core.evaluation.benchmarks import load_benchmark
+from mlb_core.evaluation.judge import read_jsonl
+from mlb_core.evaluation.runner import (
     evaluate,
     make_variants,
     merge_predictions,
@@ -30,10 +31,9 @@ from mlb_core.evaluate import (
     shard_items,
     summarize,
 )
-from mlb_core.judge import read_jsonl
+from mlb_core.evaluation.scoring import metrics, parse_option, score_records
+from mlb_core.evaluation.synthetic import SynthConfig, generate
 from mlb_core.pipeline import answer, encode_video
-from mlb_core.scoring import metrics, parse_option, score_records
-from mlb_core.synthetic import SynthConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -201,7 +201,7 @@ def test_merge_keeps_benchmark_order_and_drops_duplicates(probe, tmp_path):
 
 
 def _cli(probe, out, *extra):
-    return [sys.executable, "-m", "mlb_core.cli", "eval", "--benchmark", "synthetic", "--data", str(probe),
+    return [sys.executable, "-m", "mlb_core", "eval", "--benchmark", "synthetic", "--data", str(probe),
             "--methods", ",".join(METHODS), "--preset", "tiny", "--set", "max_new_tokens=12", "--model", MODEL,
             "--out", str(out), "-q", *extra]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlb_core.errors import MLBError
-from mlb_core.gapool import gapool, gapool_count, gapool_reference, topk_tokens, vstail
+from mlb_core.selection.gapool import gapool, gapool_count, gapool_reference, topk_tokens, vstail
 
 FIG4 = {(1, 2): 1440, (1, 3): 960, (2, 2): 720, (2, 3): 480, (3, 3): 320, (4, 4): 180, (6, 6): 80}
 

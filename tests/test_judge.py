@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mlb_core.benchmarks import load_benchmark
 from mlb_core.errors import MLBError
-from mlb_core.judge import ChatJudge, JudgeCache, KeywordJudge, judge_messages, parse_judgment, read_jsonl
-from mlb_core.scoring import metrics, score_records
+from mlb_core.evaluation.benchmarks import load_benchmark
+from mlb_core.evaluation.judge import ChatJudge, JudgeCache, KeywordJudge, judge_messages, parse_judgment, read_jsonl
+from mlb_core.evaluation.scoring import metrics, score_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "sk-test-DO-NOT-LEAK-5f2c"
@@ -259,8 +259,8 @@ def test_keyword_judge():
 def test_eval_open_ended_benchmark_with_the_chat_judge(server, tmp_path, tiny):
     import torch
 
-    from mlb_core.evaluate import evaluate
-    from mlb_core.synthetic import SynthConfig, generate
+    from mlb_core.evaluation.runner import evaluate
+    from mlb_core.evaluation.synthetic import SynthConfig, generate
 
     generate(tmp_path / "clip", SynthConfig(n_videos=1, n_frames=12, size=(64, 48), forms=("mc",)))
     videos = tmp_path / "videos"

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from mlb_core.backbones.prompts import render_prompt
 from mlb_core.config import get_preset
 from mlb_core.errors import MLBError
-from mlb_core.methods import METHODS, MethodInput
+from mlb_core.methods import METHODS
+from mlb_core.methods.registry import MethodInput
 from mlb_core.pipeline import VideoFeatures, answer, encode_video
-from mlb_core.prompts import render_prompt
-from mlb_core.segattn import segment_inputs, split_segments, stage_one
+from mlb_core.selection.segattn import segment_inputs, split_segments, stage_one
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_stage_one_batched_equals_one_segment_at_a_time(tiny, features):
     # Each segment's scores are that segment's last-query attention over its own tokens.
     segs = split_segments(features.tokens, params.segment_frames)
     embeds, vis = segment_inputs(tiny, segs[1:2], prompt)
-    from mlb_core.attention import last_query_attention
+    from mlb_core.selection.attention import last_query_attention
 
     ref = last_query_attention(tiny.language_model, embeds, params.score_layer)[0, vis]
     torch.testing.assert_close(batched[2:4].reshape(-1), ref)
@@ -87,7 +88,7 @@ def test_multiple_choice_prompt(tiny, features):
 
 
 def test_prompt_longer_than_context(features):
-    from mlb_core.tiny import build_tiny_model
+    from mlb_core.backbones.tiny import build_tiny_model
 
     small = build_tiny_model(max_position_embeddings=128)
     feats = VideoFeatures(features.path, features.frames, features.indices, small.encode_frames(features.frames))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mlb_core.backbones.prompts import render_prompt
+from mlb_core.backbones.tiny import build_tiny_model
 from mlb_core.config import get_preset
-from mlb_core.methods import METHODS, MethodInput
-from mlb_core.prompts import render_prompt
-from mlb_core.segattn import stage_one
-from mlb_core.stage_one_cache import StageOneCache, build_context, fork_cache, score_question
-from mlb_core.tiny import build_tiny_model
+from mlb_core.methods import METHODS
+from mlb_core.methods.registry import MethodInput
+from mlb_core.selection.scores import StageOneCache, build_context, fork_cache, score_question
+from mlb_core.selection.segattn import stage_one
 
 QUESTIONS = ["What is the man doing?", "Why?",
              "Describe every object you can see, and the colour of the car."]
@@ -207,7 +208,7 @@ def test_bad_batch_size():
 
 
 def test_question_threads_restored_and_same_scores(tiny):
-    from mlb_core.stage_one_cache import cpu_threads
+    from mlb_core.selection.scores import cpu_threads
 
     params = _params()
     tokens = _tokens(tiny)

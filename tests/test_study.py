@@ -16,17 +16,44 @@ import pytest
 import torch
 import yaml
 
-from mlb_core import analysis, study
 from mlb_core.config import MLBParams, get_preset
 from mlb_core.errors import MLBError
+from mlb_core.study import analysis
+from mlb_core.study import params as study
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_7B = "llava-hf/llava-v1.6-vicuna-7b-hf"
 
 
+def _lookup(params: dict, dotted: str) -> object:
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+def _expand_foreach(raw: dict, params: dict) -> dict:
+    """dvc.yaml with every ``foreach`` stage expanded into ``name@key`` stages (as DVC does):
+    ``${key}`` substituted, ``${item.field}`` read as the parameter it is (``${<foreach>.<key>.field}``,
+    resolved to its value in deps), other ``${...}`` left for the checks."""
+    stages = {}
+    for name, stage in raw["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        path = re.fullmatch(r"\$\{([\w.]+)\}", stage["foreach"]).group(1)
+        for key in _lookup(params, path):
+            text = yaml.safe_dump(stage["do"]).replace("${key}", key).replace("${item.", "${" + f"{path}.{key}.")
+            expanded = yaml.safe_load(text)
+            expanded["deps"] = [re.sub(r"\$\{([\w.]+)\}", lambda m: str(_lookup(params, m.group(1))), d)
+                                for d in expanded["deps"]]
+            stages[f"{name}@{key}"] = expanded
+    return {**raw, "stages": stages}
+
+
 @pytest.fixture(scope="module")
 def dvc_yaml():
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    return _expand_foreach(yaml.safe_load((ROOT / "dvc.yaml").read_text()),
+                           yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +118,10 @@ def _copy_repo(dst: Path, dvc_yaml: dict) -> None:
         shutil.copy(ROOT / name, dst / name)
     (dst / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", dst / ".dvc" / "config")
-    for sub, pattern in (("notebooks", "*.ipynb"), ("mlb_core", "*.py")):
-        (dst / sub).mkdir()
-        for f in (ROOT / sub).glob(pattern):
-            shutil.copy(f, dst / sub / f.name)
+    (dst / "notebooks").mkdir()
+    for f in (ROOT / "notebooks").glob("*.ipynb"):
+        shutil.copy(f, dst / "notebooks" / f.name)
+    shutil.copytree(ROOT / "mlb_core", dst / "mlb_core", ignore=shutil.ignore_patterns("__pycache__"))
     for stage in dvc_yaml["stages"].values():
         for dep in stage["deps"]:
             path = dst / dep
@@ -106,16 +133,16 @@ def _copy_repo(dst: Path, dvc_yaml: dict) -> None:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="dvc exp run needs git")
 def test_dvc_dry_run_under_paper_mode_prints_the_plan(tmp_path, dvc_yaml):
-    """`python -m mlb_core.study paper --dry` (= dvc exp run --dry -S ...) in a copy of the repo."""
+    """`mlb study paper --dry` (= dvc exp run --dry -S ...) in a copy of the repo."""
     _copy_repo(tmp_path, dvc_yaml)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "study"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "mlb_core.study", "--root", str(tmp_path), "paper", "--dry"],
+    out = subprocess.run([sys.executable, "-m", "mlb_core", "study", "paper", "--dry", "--root", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
-    for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "table_openqa"):
+    for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "table@openqa"):
         assert f"Running stage '{stage}'" in text, stage
     assert f"-p model {PAPER_7B}" in text  # figures on LLaVA-NeXT-7B
     assert "--models llava-hf/llava-v1.6-vicuna-7b-hf,llava-hf/llava-v1.6-34b-hf" in text
@@ -125,12 +152,42 @@ def test_dvc_dry_run_under_paper_mode_prints_the_plan(tmp_path, dvc_yaml):
 
 
 # ---- dvc.yaml ---------------------------------------------------------------------------------------
-def _entry(stage: dict) -> list[str]:
-    """The notebook or mlb_core module a stage's command runs."""
+# The sub-command of `mlb` a stage runs -> the module that implements it.
+SUBCOMMANDS = {"synth": "mlb_core/evaluation/synthetic.py", "eval": "mlb_core/evaluation/runner.py",
+               "bench": "mlb_core/bench/command.py", "train-vision": "mlb_core/train/vision.py",
+               "probe": "mlb_core/evaluation/probe.py"}
+
+
+def _entry_source(stage: dict) -> str:
+    """Python source whose imports are the stage's: a notebook's ``mlb_core`` import lines, or the
+    module of the ``mlb`` sub-command it runs (plus the command line itself)."""
     cmd = stage["cmd"]
     nb = re.findall(r"papermill (?:--\S+ )*(\S+\.ipynb)", cmd)
-    mods = re.findall(r"python -m (mlb_core\.\w+)", cmd)
-    return nb + [m.replace(".", "/") + ".py" for m in mods]
+    if nb:
+        cells = nbformat.read(str(ROOT / nb[0]), as_version=4).cells
+        lines = [ln.strip() for c in cells if c.cell_type == "code" for ln in c.source.splitlines()]
+        return "\n".join(ln for ln in lines if re.match(r"(from mlb_core[\w.]* import [^(]*$|import mlb_core)", ln))
+    sub = re.findall(r"\bmlb ([a-z-]+)", cmd)
+    assert sub and sub[0] in SUBCOMMANDS, f"no notebook or mlb sub-command in {cmd!r}"
+    return (ROOT / SUBCOMMANDS[sub[0]]).read_text() + "\nimport mlb_core.cli\n"
+
+
+def _import_closure(source: str, tmp: Path) -> set[str]:
+    """Every mlb_core file the source can import, directly or not, function-level imports included
+    (the standard library's bytecode scanner, modulefinder), as deps: a wing's folder for a module
+    inside a wing, else the top-level file."""
+    import modulefinder
+
+    script = tmp / "entry.py"
+    script.write_text(source)
+    finder = modulefinder.ModuleFinder(path=[str(ROOT)])
+    finder.run_script(str(script))
+    out = set()
+    for name, mod in finder.modules.items():
+        if name.startswith("mlb_core") and mod.__file__:
+            parts = Path(mod.__file__).resolve().relative_to(ROOT).parts
+            out.add("/".join(parts[:2]) if len(parts) > 2 else "/".join(parts))
+    return out
 
 
 def _parameters_cell(nb_path: Path) -> dict[str, object]:
@@ -142,15 +199,14 @@ def _parameters_cell(nb_path: Path) -> dict[str, object]:
     return {k: v for k, v in scope.items() if not k.startswith("__")}
 
 
-def test_every_stage_names_its_exact_code_deps(dvc_yaml):
+def test_every_stage_names_its_code_deps_by_wing(dvc_yaml, tmp_path):
     for name, stage in dvc_yaml["stages"].items():
-        entries = _entry(stage)
-        assert entries, f"{name}: no notebook or mlb_core entry point in its command"
         deps = set(stage["deps"])
-        needed = set(entries) | set(study.module_deps(entries, ROOT))
+        needed = _import_closure(_entry_source(stage), tmp_path)
+        assert "mlb_core/__init__.py" in needed, f"{name}: the closure found no mlb_core import"
         assert needed <= deps, f"{name}: missing deps {sorted(needed - deps)}"
-        extra = {d for d in deps if d.startswith("mlb_core/")} - needed
-        assert not extra, f"{name}: deps on modules it does not import {sorted(extra)}"
+        extra = {d for d in deps if d.startswith("mlb_core")} - needed
+        assert not extra, f"{name}: deps on code it does not import {sorted(extra)}"
         assert all((ROOT / d).exists() or d.startswith(("data/", "results/")) for d in deps), name
 
 
@@ -201,9 +257,9 @@ def one_thread():
 
 def test_attention_bias_maps_match_eager_reference(tiny_eager, one_thread):
     """Every map is the visual part of the last query's attention of the eager full forward."""
-    from mlb_core.attention import last_query_attention_eager
-    from mlb_core.bias import attention_bias_maps
-    from mlb_core.prompts import render_prompt
+    from mlb_core.backbones.prompts import render_prompt
+    from mlb_core.selection.attention import last_query_attention_eager
+    from mlb_core.study.bias import attention_bias_maps
 
     rng = np.random.default_rng(0)
     clips = {"a": rng.integers(0, 255, (6, 40, 50, 3), dtype=np.uint8),
@@ -227,14 +283,16 @@ def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
     then the table and Fig. 4 computations on what it wrote."""
     import json
 
-    from mlb_core.evaluate import summarize
-    from mlb_core.synthetic import SynthConfig, generate
+    from mlb_core.evaluation.runner import summarize
+    from mlb_core.evaluation.synthetic import SynthConfig, generate
 
     generate(tmp_path / "data" / "synthetic", SynthConfig(n_videos=1, n_frames=12, size=(64, 48)))
     out = tmp_path / "qa"
-    study.main(["eval", "--benchmarks", "synthetic", "--data", str(tmp_path / "data"), "--models", "tiny:llava_next",
-                "--methods", "segattn-topk,mlb", "--preset", "tiny", "--set", "max_new_tokens=3", "--limit", "4",
-                "--out", str(out), "-q"])
+    from mlb_core.cli import main
+
+    assert main(["eval", "--benchmarks", "synthetic", "--data", str(tmp_path / "data"), "--models", "tiny:llava_next",
+                 "--methods", "segattn-topk,mlb", "--preset", "tiny", "--set", "max_new_tokens=3", "--limit", "4",
+                 "--out", str(out), "-q"]) == 0
     rows = summarize(out)
     open_t = analysis.qa_table(rows, "open", ["segattn-topk", "mlb"])
     assert open_t["method"].tolist() == ["segattn-topk", "mlb"] and (open_t["n"] == 2).all()
@@ -242,8 +300,10 @@ def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
     assert len(analysis.ablation_table(rows, ["segattn-topk", "mlb"])) == 2
 
     f4 = tmp_path / "fig4"
-    study.run_eval(["synthetic"], tmp_path / "data", ["tiny:llava_next"], ["mlb-gapool"], "tiny", f4,
-                   {"max_new_tokens": 2}, grids=[(1, 2), (4, 4)], reference=["full"], limit=2, progress=False)
+    from mlb_core.evaluation.runner import run_eval
+
+    run_eval(["synthetic"], tmp_path / "data", ["tiny:llava_next"], ["mlb-gapool"], ["tiny"], out=f4,
+             overrides={"max_new_tokens": 2}, grids=[(1, 2), (4, 4)], reference=["full"], limit=2, progress=False)
     metrics, tokens = [], []
     for path in sorted(f4.rglob("*.metrics.json")):
         m = json.loads(path.read_text())

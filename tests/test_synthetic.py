@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mlb_core.benchmarks import load_benchmark
 from mlb_core.errors import MLBError
-from mlb_core.synthetic import PALETTE, POSITIONS, SHAPES, SynthConfig, generate, third_spans
+from mlb_core.evaluation.benchmarks import load_benchmark
+from mlb_core.evaluation.synthetic import PALETTE, POSITIONS, SHAPES, SynthConfig, generate, third_spans
 
 SMALL = SynthConfig(n_videos=3, n_frames=24, size=(96, 72))
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .judge import Judge
+from mlb_core.evaluation.judge import Judge
 
 LETTERS = string.ascii_uppercase[:5]
 VCG_CRITERIA = {"generic": ("correctness", "detail", "context"), "temporal": ("temporal",)}

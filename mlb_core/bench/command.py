@@ -5,26 +5,26 @@ in one run on this machine's CPU in fp32 (numbers only compare within one run):
 
 (a) stage-one scoring of one 5-frame segment (2880 visual tokens + prompt) on a model of
     Vicuna-7B's layer shape (hidden 4096, 32 heads, MLP 11008, random weights, a small
-    vocabulary): :func:`mlb_core.attention.last_query_attention` (early exit after layer
+    vocabulary): :func:`mlb_core.selection.attention.last_query_attention` (early exit after layer
     K = ``score_layer``) against the eager full forward with ``output_attentions=True``
-    (:func:`~mlb_core.attention.last_query_attention_eager`), time and peak extra memory.
+    (:func:`~mlb_core.selection.attention.last_query_attention_eager`), time and peak extra memory.
     A 32-layer fp32 7B does not fit in 24 GiB (weights 26 GB; the eager probabilities of
     32 layers alone 35 GB), so both run on a ``--layers``-deep model (default 3): the early
     exit never runs a layer after K, so its numbers hold at any depth and are measured; the
     eager path is measured at depths ``--layers`` and 1 and extrapolated linearly to 32
     layers (time: per-layer time x 32; memory: the per-layer slope between the two depths).
-(b) stage one of a later question on a cached video (:mod:`mlb_core.stage_one_cache`)
+(b) stage one of a later question on a cached video (:mod:`mlb_core.selection.scores`)
     against the first question (context + question) and against uncached stage one,
     on the 7B shape (one segment, measured) and on the embedded default (every segment).
-    As :class:`~mlb_core.stage_one_cache.StageOneCache` does by default, question passes
-    run with one CPU thread (:func:`~mlb_core.stage_one_cache.cpu_threads`).
+    As :class:`~mlb_core.selection.scores.StageOneCache` does by default, question passes
+    run with one CPU thread (:func:`~mlb_core.selection.scores.cpu_threads`).
 (c) prefill per question = stage one (amortised over ``--questions`` questions of a video
     with the cache, for the methods that read segment scores) + stage-two prefill, for
     every method in :data:`mlb_core.methods.METHODS` among ``--methods`` (default
     ``mlb, segattn-topk, full, sf-llava, fastv-topk``), at its default budget, on the 7B
     shape. Every method runs for real on a *stand-in* (the tiny model with the 7B's context
     and prompt template, random 24 x 24 grid tokens for ``--preset``'s frames), which gives
-    its visual-token count and the exact decoder passes it makes (:class:`mlb_core.flops.Pass`).
+    its visual-token count and the exact decoder passes it makes (:class:`mlb_core.bench.flops.Pass`).
     Each pass is then priced with per-layer times measured on the 7B-shaped layer: short
     calls (questions on a cache, score exits) measured at their own size, long layer calls
     from ``t(n) = a n + b n^2`` fitted to layers timed at ``--fit-lengths``. The direct
@@ -34,7 +34,7 @@ in one run on this machine's CPU in fp32 (numbers only compare within one run):
 (d) the same as (c), every part measured end to end, on the embedded default
     (SmolLM2-135M LLaVA-NeXT) on a real clip at ``--preset`` (default ``mlb``, 50 frames).
 
-Alongside, the analytic FLOPs model (:mod:`mlb_core.flops`) predicts the same ratios for
+Alongside, the analytic FLOPs model (:mod:`mlb_core.bench.flops`) predicts the same ratios for
 the real Vicuna-7B and Yi-34B shapes on a GPU (and for the embedded default's SmolLM2-135M,
 to set beside its measured ratios), from the same passes.
 
@@ -48,9 +48,9 @@ sample is kept in the JSON, with process CPU times as a contention-robust check.
 
 CLI::
 
-    python -m mlb_core.bench                 # everything: 17-30 min on 2 shared CPU cores
-    python -m mlb_core.bench --quick         # embedded at preset cpu + FLOPs model: ~5 min
-    python -m mlb_core.bench --parts flops,embedded --preset cpu --repeats 1 --out results/bench
+    python -m mlb_core.bench.command                 # everything: 17-30 min on 2 shared CPU cores
+    python -m mlb_core.bench.command --quick         # embedded at preset cpu + FLOPs model: ~5 min
+    python -m mlb_core.bench.command --parts flops,embedded --preset cpu --repeats 1 --out results/bench
 
 Options: ``--parts`` (any of ``flops``, ``7b``, ``embedded``), ``--preset``, ``--video``,
 ``--questions`` (per video, default 5), ``--methods`` (comma list or ``all``), ``--repeats``
@@ -90,8 +90,7 @@ from typing import Any
 
 import torch
 
-from .errors import MLBError
-from .flops import (
+from mlb_core.bench.flops import (
     SHAPES,
     LMShape,
     Pass,
@@ -101,6 +100,7 @@ from .flops import (
     predict_cached,
     predict_stage_one,
 )
+from mlb_core.errors import MLBError
 
 QUESTIONS = [
     "What is happening in the video?",
@@ -253,8 +253,8 @@ def time_call(lm: Any, kind: str, batch: int, new: int, past: int, repeats: int,
               threads: int | None = QUESTION_THREADS) -> float:
     """Median seconds of one decoder-layer call (``layer``) or one stage-one exit (``exit``);
     calls after cached positions (question passes) run with ``threads`` CPU threads."""
-    from .attention import last_query_probs, last_query_probs_cached
-    from .stage_one_cache import cpu_threads, fork_cache
+    from mlb_core.selection.attention import last_query_probs, last_query_probs_cached
+    from mlb_core.selection.scores import cpu_threads, fork_cache
 
     if past and threads is not None:  # a question pass: as StageOneCache runs it
         with cpu_threads(threads):
@@ -292,8 +292,8 @@ def fit_layer_time(lengths: list[int], times: list[float]) -> tuple[float, float
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in a fresh process (see the module docstring); returns JSON-able results."""
-    from .attention import last_query_attention, last_query_attention_eager
-    from .stage_one_cache import build_context, cpu_threads, score_question
+    from mlb_core.selection.attention import last_query_attention, last_query_attention_eager
+    from mlb_core.selection.scores import build_context, cpu_threads, score_question
 
     global ESTIMATOR
     ESTIMATOR = spec.get("estimator", ESTIMATOR)
@@ -350,8 +350,8 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run :func:`_worker` in a fresh Python process; its last stdout line is the JSON result."""
-    cmd = [sys.executable, "-m", "mlb_core.bench", "--worker", json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    cmd = [sys.executable, "-m", "mlb_core", "bench", "--worker", json.dumps(spec)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -405,11 +405,12 @@ def trace_methods(
     passes (uncached, per question), first, later (with the stage-one cache; ``None`` if the
     method reads no segment scores)}}``, or ``{method: {error}}`` when it cannot run here.
     """
-    from .config import get_preset
-    from .methods import METHODS, MethodInput
-    from .prompts import render_prompt
-    from .stage_one_cache import StageOneCache
-    from .tiny import build_tiny_model
+    from mlb_core.backbones.prompts import render_prompt
+    from mlb_core.backbones.tiny import build_tiny_model
+    from mlb_core.config import get_preset
+    from mlb_core.methods import METHODS
+    from mlb_core.methods.registry import MethodInput
+    from mlb_core.selection.scores import StageOneCache
 
     params = get_preset(preset)
     vlm = build_tiny_model("llava_next", seed=0, prompt_family=family, max_position_embeddings=shape.context)
@@ -430,7 +431,7 @@ def trace_methods(
                                    "prefix_tokens": len(vlm.embed_text(prompts[0].prefix, True)),
                                    "suffix_tokens": len(vlm.embed_text(prompts[0].suffix, False)),
                                    "passes": to_passes(raw, n_layers), "first": None, "later": None}
-            if inp._scores is not None:  # reads segment scores: the cache applies
+            if inp.scored:  # reads segment scores: the cache applies
                 cache = StageOneCache()
                 runs = []
                 for prompt in prompts[:2]:
@@ -573,7 +574,10 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
               "prefix": prefix, "visual": params.segment_frames * 576, "suffix": suffix}
     _log(f"7B shape: early exit, cache and per-layer pricing ({args.layers} layers; about 4-8 min)")
     early = run_worker({**common, "kind": "early", "layers": args.layers, "repeats": args.repeats_7b,
-                        "fit_lengths": args.fit_lengths, "calls": calls_to_measure(traces, shape)})
+                        "fit_lengths": args.fit_lengths,
+                        # the traced calls, and the uncached one-segment pass priced for (a)
+                        "calls": calls_to_measure(traces, shape) + [
+                            {"kind": "exit", "batch": 1, "new": context + suffix, "past": 0}]})
     _log(f"7B shape: eager reference at {args.layers} layers")
     eager = run_worker({**common, "kind": "eager", "layers": args.layers, "repeats": args.repeats_7b})
     load = [os.getloadavg()[0]]
@@ -640,11 +644,13 @@ def part_7b(args: argparse.Namespace, traces: dict[str, Any], params: Any) -> tu
 
 def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> tuple[dict[str, Any], list]:
     """(b) and (d) on the embedded default, every number measured end to end."""
-    from .methods import METHODS, MethodInput
-    from .models import load_model
-    from .pipeline import encode_video
-    from .prompts import render_prompt
-    from .stage_one_cache import StageOneCache
+    from mlb_core.backbones.loading import load_model
+    from mlb_core.backbones.prompts import render_prompt
+    from mlb_core.methods import METHODS
+    from mlb_core.methods.registry import MethodInput
+    from mlb_core.pipeline import encode_video
+    from mlb_core.selection.scores import StageOneCache
+    from mlb_core.selection.segattn import stage_one
 
     vlm = load_model("embedded", device="cpu")
     feats = encode_video(vlm, args.video, params.n_frames)
@@ -679,9 +685,9 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
                              ("prefill_cpu", sw_prefill.cpu)):
                 samples[name].setdefault(key, []).append(val)
             info[name] = {"visual": int(visual.shape[0]), "prompt": int(embeds.shape[1]),
-                          "uses_segment_scores": inp._scores is not None}
+                          "uses_segment_scores": inp.scored}
             if name == "mlb":
-                ref_scores = inp._scores
+                ref_scores = stage_one(vlm, tokens, prompts[0], params)  # the uncached path
         if "mlb" in methods:  # the stage-one cache over the questions of the video, through the method
             _log(f"embedded: mlb with the stage-one cache, {len(prompts)} questions")
             cache, times, cpus = StageOneCache(), [], []
@@ -692,7 +698,7 @@ def part_embedded(args: argparse.Namespace, methods: list[str], params: Any) -> 
                 times.append(inp.timings["stage_one"])
                 cpus.append(sw.cpu)
                 if i == 0:
-                    diff = float((inp._scores - ref_scores).abs().max())
+                    diff = float((cache.scores(vlm, tokens, prompt, params) - ref_scores).abs().max())
             cache_runs.append(times)
             cache_cpu.append(cpus)
             cache_bytes = cache.nbytes()
@@ -793,8 +799,8 @@ def goals(result: dict[str, Any], n_questions: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected parts; write ``bench.json`` and ``prefill.csv`` under ``args.out``."""
-    from .config import get_preset
-    from .methods import METHODS
+    from mlb_core.config import get_preset
+    from mlb_core.methods import METHODS
 
     params = get_preset(args.preset)
     wanted = (list(METHODS) if args.methods == "all"
@@ -813,7 +819,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "estimator": ESTIMATOR,
                  "preset": args.preset, "params": params.to_dict(), "questions_per_video": args.questions,
                  "methods": methods, "methods_not_registered": missing, "parts": args.parts,
-                 "command": " ".join(["python -m mlb_core.bench"] + sys.argv[1:])},
+                 "command": " ".join(["python -m mlb_core.bench.command"] + sys.argv[1:])},
     }
     rows: list[dict[str, Any]] = []
     traces = {}
@@ -862,8 +868,8 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mlb_core.bench", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``mlb bench``."""
     p.add_argument("--quick", action="store_true",
                    help="embedded default at preset cpu + FLOPs model (see --single-run-s)")
     p.add_argument("--parts", default="flops,7b,embedded", help="comma list of flops, 7b, embedded")
@@ -887,12 +893,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="summary of repeated timings (default min: best of N)")
     p.add_argument("--out", default="results/bench", help="output folder")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """``mlb bench``: run the parts asked for and write their results."""
     global ESTIMATOR
-    args = build_parser().parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
@@ -921,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                            ) from None
         if len(args.fit_lengths) < 2:
             raise MLBError("--fit-lengths needs at least two lengths")
-        from .config import get_preset
+        from mlb_core.config import get_preset
 
         if args.layers < 2 or args.layers <= get_preset(args.preset).score_layer:
             raise MLBError("--layers must be at least 2 and deeper than the scoring layer")
@@ -933,6 +938,13 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(result))
     print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'prefill.csv'}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlb_core.bench``: an alias of ``mlb bench``."""
+    from mlb_core.cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 
 def cell_bounds(size: int, cell: int) -> list[tuple[int, int]]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from .attention import last_query_attention
-from .config import MLBParams
-from .errors import MLBError
-from .gapool import gapool, gapool_count, topk_tokens, vstail
-from .models import VideoLLM
-from .prompts import Prompt
+from mlb_core.backbones.adapter import VideoLLM
+from mlb_core.backbones.prompts import Prompt
+from mlb_core.config import MLBParams
+from mlb_core.errors import MLBError
+from mlb_core.selection.attention import last_query_attention
+from mlb_core.selection.gapool import gapool, gapool_count, topk_tokens, vstail
 
 
 def split_segments(tokens: torch.Tensor, segment_frames: int) -> torch.Tensor:

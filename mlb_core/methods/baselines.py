@@ -27,12 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attention import last_query_attention
-from .config import MLBParams
-from .errors import MLBError
-from .gapool import gapool_count, topk_tokens, vstail
-from .methods import MethodInput, frames_that_fit, register
-from .timing import timed
+from mlb_core.config import MLBParams
+from mlb_core.errors import MLBError
+from mlb_core.methods.registry import MethodInput, frames_that_fit, register
+from mlb_core.selection.gapool import gapool_count, topk_tokens, vstail
 
 SF_SLOW_RATIO = 5  # SF-LLaVA: 10 slow frames of 50 [slow_10frms ... 50_frms config]
 SF_FAST_GRID = (4, 4)  # SF-LLaVA: fast pathway adaptive-avg-pooled to 4 x 4 a frame
@@ -105,16 +103,15 @@ def fastv_topk(inp: MethodInput) -> torch.Tensor:
 
     The pass must fit the context: if all ``T*h*w`` tokens do not, only the frames that fit
     (chosen uniformly over the video, as ``full`` does) are scored, and the top-k is taken
-    among them (LLaVA-NeXT-7B's 4K context holds 6 of 50 frames). Timed as ``stage_one``.
+    among them (LLaVA-NeXT-7B's 4K context holds 6 of 50 frames). The pass is one segment of
+    the stage-one cache, so later questions about the video reuse its question-independent
+    part. Timed as ``stage_one``.
     """
-    vlm, params = inp.vlm, inp.params
     t, h, w, d = inp.tokens.shape
-    keep = frames_that_fit(vlm, inp, h * w)
+    keep = frames_that_fit(inp.vlm, inp, h * w)
     tokens = inp.tokens[torch.as_tensor(keep)]  # (T', h, w, D)
-    with timed(inp.timings, "stage_one", vlm.device):
-        embeds, vis = vlm.build_inputs(inp.prompt, tokens.reshape(-1, d))  # (1, L, D)
-        scores = last_query_attention(vlm.language_model, embeds, params.score_layer)[0, vis]  # (T'*h*w,)
-    return topk_tokens(tokens, scores.reshape(len(keep), h, w), budget(inp))
+    scores = inp.segment_scores(frames=keep, segment_frames=len(keep))  # (T', h, w): one segment
+    return topk_tokens(tokens, scores, budget(inp))
 
 
 # ---- sf-llava -------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

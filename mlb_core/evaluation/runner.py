@@ -44,7 +44,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +52,30 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .benchmarks import BENCHMARKS, Item, canonical_name, default_video_root, load_benchmark, resolve_videos
-from .config import MLBParams, get_preset
-from .errors import MLBError
-from .judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV, ChatJudge, Judge, KeywordJudge, read_jsonl
-from .methods import METHODS
-from .models import VideoLLM
-from .pipeline import VideoFeatures, answer, encode_video
-from .scoring import metrics, score_records
-from .segattn import stage_one
+from mlb_core.backbones.adapter import VideoLLM
+from mlb_core.config import MLBParams, get_preset
+from mlb_core.errors import MLBError
+from mlb_core.evaluation.benchmarks import (
+    BENCHMARKS,
+    Item,
+    canonical_name,
+    default_video_root,
+    load_benchmark,
+    resolve_videos,
+)
+from mlb_core.evaluation.judge import (
+    DEFAULT_BASE_URL,
+    DEFAULT_JUDGE_MODEL,
+    DEFAULT_KEY_ENV,
+    ChatJudge,
+    Judge,
+    KeywordJudge,
+    read_jsonl,
+)
+from mlb_core.evaluation.scoring import metrics, score_records
+from mlb_core.methods import METHODS
+from mlb_core.pipeline import VideoFeatures, answer, encode_video
+from mlb_core.selection.scores import StageOneCache
 
 EMBEDDED_NOTE = ("embedded default: real SmolLM2-135M language model, untrained (seeded random) vision "
                  "tower; its answers about video content are not meaningful")
@@ -265,29 +280,6 @@ class FeatureCache:
         return feats, cached
 
 
-class _StageOneShare:
-    """Stage-one scores of the current question, shared by the methods that read them."""
-
-    def __init__(self) -> None:
-        self.store: dict[tuple[int, int, int], tuple[torch.Tensor, float]] = {}
-        self.last_shared: bool | None = None  # None: the method did not ask for stage one
-
-    def scorer(self, key: tuple[int, int, int]) -> Callable[[Any], torch.Tensor]:
-        def run(inp: Any) -> torch.Tensor:
-            if key not in self.store:
-                t0 = time.perf_counter()
-                scores = stage_one(inp.vlm, inp.tokens, inp.prompt, inp.params)
-                if inp.vlm.device.type == "cuda":
-                    torch.cuda.synchronize(inp.vlm.device)
-                self.store[key] = (scores, time.perf_counter() - t0)
-                self.last_shared = False
-            else:
-                self.last_shared = True
-            return self.store[key][0]
-
-        return run
-
-
 # ---- answering ---------------------------------------------------------------------------------------
 def _base_record(item: Item, benchmark: str, model: str, variant: Variant, rank: int = 0) -> dict[str, Any]:
     rec = {"qid": item.qid, "benchmark": benchmark, "model": model, "method": variant.method,
@@ -317,6 +309,7 @@ def answer_items(
     bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="ans", disable=not progress,
                dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
     by_video: dict[str, list[tuple[Item, Variant]]] = {}
+    stage_one = StageOneCache(max_entries=max(2, len(variants)))  # reused across a video's questions
     for it, v in todo:
         by_video.setdefault(it.video, []).append((it, v))
     try:
@@ -339,20 +332,15 @@ def answer_items(
                 except torch.cuda.OutOfMemoryError:  # one huge video must not end a long run
                     torch.cuda.empty_cache()
                     feats[n] = MLBError(f"CUDA out of memory encoding {n} frames")
-            share: dict[str, _StageOneShare] = {}
             for it, v in work:
                 rec = _base_record(it, benchmark, model, v, rank)
                 f = feats[v.params.n_frames]
                 if isinstance(f, MLBError):
                     rec.update(status="failed", error=str(f))
                 else:
-                    s1 = share.setdefault(it.qid, _StageOneShare())
-                    key = (v.params.n_frames, v.params.segment_frames, v.params.score_layer)
-                    scorer = s1.scorer(key)
-                    s1.last_shared = None
                     try:
                         ans = answer(vlm, f, it.question, v.method, v.params, task=it.task,
-                                     options=list(it.options) if it.task == "mc" else None, scorer=scorer)
+                                     options=list(it.options) if it.task == "mc" else None, scorer=stage_one)
                     except MLBError as exc:
                         rec.update(status="failed", error=str(exc))
                     except torch.cuda.OutOfMemoryError:
@@ -360,16 +348,18 @@ def answer_items(
                         rec.update(status="failed", error="CUDA out of memory")
                     else:
                         timings = dict(ans.timings)
-                        if s1.last_shared is not None and "stage_one" in timings:
-                            timings["stage_one"] = s1.store[key][1]  # the measured cost, also when shared
+                        shared = None
+                        if "stage_one" in timings:  # what this question's scores cost, also when shared
+                            cost = stage_one.last_cost
+                            timings.update(stage_one=cost["context"] + cost["question"],
+                                           stage_one_context=cost["context"], stage_one_question=cost["question"])
+                            shared = stage_one.last_shared
                         rec.update(status="answered", prediction=ans.text, n_visual_tokens=ans.n_visual_tokens,
-                                   n_prompt_tokens=ans.n_prompt_tokens, timings=timings,
-                                   stage_one_shared=bool(s1.last_shared),
+                                   n_prompt_tokens=ans.n_prompt_tokens, timings=timings, stage_one_shared=shared,
                                    video_timings=dict(f.timings), features_cached=cached[v.params.n_frames])
                 files[v].append(rec)
                 counts[rec["status"]] += 1
                 bar.update(1)
-            share.clear()
     finally:
         bar.close()
     return counts
@@ -390,7 +380,7 @@ def make_judge(kind: str, benchmark: str, out: str | Path, model: str = DEFAULT_
         if spec.kind == "vcgbench":
             raise MLBError("VCGBench needs an LLM judge (--judge chat)")
         if spec.kind == "synthetic":
-            from .synthetic import PALETTE
+            from mlb_core.evaluation.synthetic import PALETTE
 
             return KeywordJudge(PALETTE)
         return KeywordJudge()
@@ -501,10 +491,10 @@ def evaluate(
     """Evaluate ``methods`` x ``presets`` (x ``grids``) of ``model`` on a benchmark.
 
     Args:
-        benchmark: a name in :data:`mlb_core.benchmarks.BENCHMARKS`.
+        benchmark: a name in :data:`mlb_core.evaluation.benchmarks.BENCHMARKS`.
         data: the annotation CSV or its folder (synthetic: the folder ``mlb synth`` wrote).
         videos: the video root; default ``<data folder>/videos``.
-        model: a :func:`mlb_core.models.load_model` name; with ``vlm`` given, only its label.
+        model: a :func:`mlb_core.backbones.adapter.load_model` name; with ``vlm`` given, only its label.
         judge: ``auto``, ``chat``, ``offline``, ``none`` or a :class:`Judge`.
         score: False only answers (e.g. on GPU nodes without network); :func:`score_saved` later.
         feature_cache: a folder to keep grid tokens across runs (in memory only by default).
@@ -523,7 +513,7 @@ def evaluate(
     if score and rank == 0 and isinstance(judge_obj, ChatJudge) and BENCHMARKS[bench].kind != "mc":
         judge_obj.check_ready()
     if vlm is None:
-        from .models import load_model
+        from mlb_core.backbones.loading import load_model
 
         if device is None and world > 1 and torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
@@ -639,3 +629,43 @@ def summarize(out: str | Path, groups: Iterable[str] = ("task", "type", "positio
                              "skipped": s["skipped"], "failed": s["failed"], "accuracy": s["accuracy"],
                              "score": s.get("score"), "per_question_s": None})
     return rows
+
+
+def benchmark_data(data: str | Path, benchmark: str, n_benchmarks: int = 1) -> Path:
+    """The annotation CSV or folder of ``benchmark``: ``<data>/<benchmark>`` when that folder
+    exists or several benchmarks share ``data``, else ``data`` itself."""
+    sub = Path(data) / benchmark
+    return sub if sub.is_dir() or n_benchmarks > 1 else Path(data)
+
+
+def run_eval(
+    benchmarks: Sequence[str],
+    data: str | Path,
+    models: Sequence[str],
+    methods: Sequence[str],
+    presets: Sequence[str] = ("cpu",),
+    grids: Sequence[tuple[int, int]] | None = None,
+    reference: Sequence[str] = (),
+    videos: str | Path | None = None,
+    device: str | None = None,
+    **runner: Any,
+) -> list[dict[str, Any]]:
+    """Every model x benchmark through :func:`evaluate`, each model loaded once.
+
+    ``data`` is one benchmark's CSV or folder, or a folder with one sub-folder per benchmark
+    (:func:`benchmark_data`); ``videos`` likewise. ``grids`` sweeps the GAPool grid of
+    ``methods``; ``reference`` methods (e.g. ``full``) run once, without the sweep. Other
+    keyword arguments go to :func:`evaluate`. Returns the metrics of every run."""
+    from mlb_core.backbones.loading import load_model
+
+    results: list[dict[str, Any]] = []
+    for model in models:
+        vlm = runner.pop("vlm", None) or load_model(model, device=device)
+        for bench in benchmarks:
+            common = dict(data=benchmark_data(data, bench, len(benchmarks)), presets=list(presets), model=model,
+                          vlm=vlm, videos=benchmark_data(videos, bench, len(benchmarks)) if videos else None,
+                          **runner)
+            results += evaluate(bench, methods=list(methods), grids=list(grids) if grids else None, **common)
+            if reference:
+                results += evaluate(bench, methods=list(reference), **common)
+    return results

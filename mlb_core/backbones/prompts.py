@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 OPEN_PRIME = "In the video,"
 MC_PRIME = "Best option:("

@@ -1,7 +1,7 @@
 """Plotting helpers of the study (seaborn): paper Fig. 1, Fig. 2 and Fig. 4, and saving.
 
 Every figure is saved as PNG and PDF with the plotted data as CSV beside it
-(:func:`save_figure`); the data come from :mod:`mlb_core.analysis`. Saving is
+(:func:`save_figure`); the data come from :mod:`mlb_core.study.analysis`. Saving is
 deterministic (no creation dates in the files), so reruns on the same inputs give the
 same bytes.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .analysis import CONDITION_LABELS, CONDITIONS
+from mlb_core.study.analysis import CONDITION_LABELS, CONDITIONS
 
 SELECTION_COLOURS = {"global top-k": "#d95f02", "GAPool": "#1b9e77"}
 CONDITION_COLOURS = dict(zip(CONDITIONS, ("#4c72b0", "#dd8452", "#55a868"), strict=True))

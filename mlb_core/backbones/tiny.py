@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from .errors import MLBError
-from .models import VideoLLM
+from mlb_core.backbones.adapter import VideoLLM
+from mlb_core.errors import MLBError
 
-# family -> prompt family (mlb_core.prompts)
+# family -> prompt family (mlb_core.backbones.prompts)
 TINY_FAMILIES: dict[str, str] = {
     "llava_next": "smollm2",
     "llava_next_vicuna": "vicuna",
@@ -84,7 +84,7 @@ def build_tiny_model(
     The default (``llava_next``) is a LLaVA-NeXT with a 4-layer GQA Llama (hidden 32) and a
     CLIP vision tower at 56 px, patch 7 -> an 8 x 8 token grid.
     """
-    from .embedded import load_tokenizer
+    from mlb_core.backbones.embedded import load_tokenizer
 
     if family not in TINY_FAMILIES:
         raise MLBError(f"no tiny model for family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .bias import CONDITIONS, frame_order
-from .errors import MLBError
-from .gapool import gapool_count
+from mlb_core.errors import MLBError
+from mlb_core.parsing import parse_grid, split_list
+from mlb_core.selection.gapool import gapool_count
+from mlb_core.study.bias import CONDITIONS, frame_order
 
-__all__ = ["CONDITIONS", "frame_order"]  # re-exported: defined with the maps they order (mlb_core.bias)
+__all__ = ["CONDITIONS", "frame_order"]  # re-exported: defined with the maps they order (mlb_core.study.bias)
 
 EMBEDDED = "embedded"
 UNTRAINED_CAVEAT = (
@@ -43,33 +44,8 @@ CONDITION_LABELS = {
 
 
 # ---- parsing of the study's compact parameter strings -------------------------------------
-def parse_grid(value: str | Sequence[int]) -> tuple[int, int]:
-    """``"3x3"`` or ``[3, 3]`` -> ``(3, 3)``; a one-line :class:`MLBError` otherwise."""
-    if isinstance(value, str):
-        parts = value.lower().replace(" ", "").split("x")
-    else:
-        parts = list(value)
-    try:
-        gh, gw = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise MLBError(f"a grid must look like 3x3, got {value!r}") from None
-    if gh < 1 or gw < 1:
-        raise MLBError(f"a grid needs two positive sizes, got {value!r}")
-    return gh, gw
-
-
 def grid_name(grid: Sequence[int]) -> str:
     return f"{grid[0]}x{grid[1]}"
-
-
-def split_list(text: str | Sequence[str], sep: str = ",") -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]`` (DVC cannot pass lists to a command, so the
-    study's list parameters are separated strings); a list passes through."""
-    items = text.split(sep) if isinstance(text, str) else list(text)
-    out = [str(s).strip() for s in items if str(s).strip()]
-    if not out:
-        raise MLBError(f"expected a {sep!r}-separated list, got {text!r}")
-    return out
 
 
 def parse_grids(text: str | Sequence[str]) -> list[tuple[int, int]]:
@@ -233,7 +209,7 @@ def fig4_points(metrics: Sequence[Mapping[str, Any]], tokens: Sequence[float], r
     ``reference`` method: no compression), its mean stage-two visual tokens and its accuracy
     (percent) and judge score over ``task`` (``all``, ``open`` or ``mc``).
 
-    ``metrics`` are :mod:`mlb_core.evaluate` metrics dicts; ``tokens`` the mean
+    ``metrics`` are :mod:`mlb_core.evaluation.runner` metrics dicts; ``tokens`` the mean
     ``n_visual_tokens`` of each run's predictions."""
     if len(metrics) != len(tokens):
         raise MLBError("one token count per run is needed")
@@ -278,7 +254,7 @@ def _ordered(df: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
 def qa_table(rows: Sequence[Mapping[str, Any]], task: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Open-ended (``task="open"``: accuracy and score) or multiple-choice (``"mc"``:
     accuracy) results, one row per (model, preset, benchmark, method), from the tidy rows of
-    :func:`mlb_core.evaluate.summarize` (their ``task`` group). Accuracy in percent."""
+    :func:`mlb_core.evaluation.runner.summarize` (their ``task`` group). Accuracy in percent."""
     if task not in ("open", "mc"):
         raise MLBError(f"task must be open or mc, got {task!r}")
     df = pd.DataFrame(list(rows))
@@ -340,7 +316,7 @@ PREFILL_COLUMNS = ("model", "basis", "unit", "preset", "method", "visual_tokens"
 
 def prefill_table(rows: Sequence[Mapping[str, Any]], methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Prefill time (or cost) per question and method, from the efficiency benchmark's
-    ``prefill.csv`` (:mod:`mlb_core.bench`): ``stage_one`` (amortised over the questions
+    ``prefill.csv`` (:mod:`mlb_core.bench.command`): ``stage_one`` (amortised over the questions
     of a video), stage-two ``prefill`` and their ``total``, in ``unit`` (s or GFLOP), by
     ``basis`` (``measured`` on this machine, ``cpu-priced`` 7B shape, ``flops``)."""
     df = pd.DataFrame(list(rows))

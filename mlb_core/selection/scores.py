@@ -2,7 +2,7 @@
 
 Stage one feeds every segment as ``prompt prefix + segment tokens + suffix`` (the suffix
 holds the question) through the decoder up to the scoring layer K and reads the last
-query's attention (paper Fig. 3, stage one; :func:`mlb_core.segattn.stage_one`). Under
+query's attention (paper Fig. 3, stage one; :func:`mlb_core.selection.segattn.stage_one`). Under
 causal attention the prefix and segment positions never see the question, so their keys
 and values at layers 0..K-1, and their keys at layer K, are the same for every question
 about the video. :class:`StageOneCache` computes them once per video
@@ -28,7 +28,7 @@ Usage (any method that reads stage-one scores picks it up through ``MethodInput.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -38,15 +38,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attention import last_query_probs_cached, run_to_layer, scoring_keys
-from .config import MLBParams
-from .models import VideoLLM
-from .prompts import Prompt
-from .segattn import split_segments
-from .timing import timed
+from mlb_core.backbones.adapter import VideoLLM
+from mlb_core.backbones.prompts import Prompt
+from mlb_core.config import MLBParams
+from mlb_core.errors import MLBError
+from mlb_core.selection.attention import last_query_probs_cached, run_to_layer, scoring_keys
+from mlb_core.selection.segattn import split_segments
+from mlb_core.timing import timed
 
 if TYPE_CHECKING:
-    from .methods import MethodInput
+    from mlb_core.methods.registry import MethodInput
 
 
 @contextmanager
@@ -134,7 +135,7 @@ def score_question(
 
     Returns:
         (B, C + Q) float32: the last position's attention at layer K, heads averaged; equal
-        to :func:`mlb_core.attention.last_query_attention` on ``prefix + segment + suffix``.
+        to :func:`mlb_core.selection.attention.last_query_attention` on ``prefix + segment + suffix``.
     """
     b, q, _ = suffix.shape
     assert b == ctx.keys.shape[0], f"{b} questions rows for {ctx.keys.shape[0]} cached segments"
@@ -144,73 +145,101 @@ def score_question(
                         use_cache=True, position_ids=positions)
 
 
+@dataclass
+class _Entry:
+    """One cached layout of one video: its segments' contexts and where the visual tokens sit."""
+
+    tokens: torch.Tensor  # the video's (T, h, w, D) grid tokens (the object, for identity)
+    key: tuple
+    contexts: list[SegmentContext]
+    vis: slice
+    memo: tuple | None = None  # (suffix, scores, cost) of the last question
+
+
 class StageOneCache:
-    """Per-video stage-one cache; a drop-in ``scorer`` for :class:`mlb_core.methods.MethodInput`
-    and :func:`mlb_core.pipeline.answer`.
+    """The one stage-one score cache (docs/method.md, "SegAttn"): used by ``mlb answer``,
+    ``mlb eval``, ``mlb bench`` and every method that reads stage-one scores.
 
     The first question about a video builds the context of every segment (batched by
     ``batch_size``); later questions with the same video tokens, prompt prefix, segment
-    length and scoring layer reuse it. A different video (another ``tokens`` tensor, or the
-    same one modified in place) replaces it. With ``merge`` (default) the batches' contexts
-    are concatenated once, so that each question is a single pass over all segments (fewer
-    weight reads and less per-pass overhead); without it, a question runs batch by batch
-    (lower peak memory: no concatenated copy). On a CPU, question passes run with
-    ``question_threads`` intra-op threads (default 1, see :func:`cpu_threads`; ``None``
-    keeps torch's setting).
+    length and scoring layer reuse it, and several methods asking about the same question
+    share its scores (memoised). A different video (another ``tokens`` tensor, or the same
+    one modified in place) replaces it. ``frames`` selects a subset of the frames and
+    ``segment_frames`` overrides the segment length: ``fastv-topk`` scores the frames that
+    fit the context as one segment, and keeps its own entry beside the segmented one
+    (``max_entries`` layouts are kept, least recently used dropped). With ``merge``
+    (default) the batches' contexts are concatenated once, so that each question is a single
+    pass over all segments; without it, a question runs batch by batch (lower peak memory).
+    On a CPU, question passes run with ``question_threads`` intra-op threads (default 1, see
+    :func:`cpu_threads`; ``None`` keeps torch's setting).
 
     Attributes:
         timings: seconds spent, cumulated: ``context`` (building) and ``question`` (scoring).
+        last_cost: seconds that computing the last :meth:`scores` call's scores took
+            (``context``: 0 when the context was reused; ``question``), also when they were
+            shared from the memo (``last_shared``).
         n_builds, n_questions: how many contexts were built and questions scored.
     """
 
-    def __init__(self, batch_size: int = 4, merge: bool = True, question_threads: int | None = 1) -> None:
-        if batch_size < 1:
-            from .errors import MLBError
-
-            raise MLBError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, batch_size: int = 4, merge: bool = True, question_threads: int | None = 1,
+                 max_entries: int = 2) -> None:
+        if batch_size < 1 or max_entries < 1:
+            raise MLBError(f"batch_size and max_entries must be >= 1, got {batch_size}, {max_entries}")
         self.batch_size = batch_size
         self.merge = merge
         self.question_threads = question_threads
+        self.max_entries = max_entries
         self.timings: dict[str, float] = {}
+        self.last_cost: dict[str, float] = {}
+        self.last_shared = False
         self.n_builds = 0
         self.n_questions = 0
-        self._tokens: torch.Tensor | None = None
-        self._key: tuple | None = None
-        self._contexts: list[SegmentContext] = []
-        self._vis = slice(0, 0)
+        self._entries: list[_Entry] = []  # most recently used last
 
     def __call__(self, inp: MethodInput) -> torch.Tensor:
         """The ``scorer`` protocol: (T, h, w) stage-one scores for ``inp``'s question."""
         return self.scores(inp.vlm, inp.tokens, inp.prompt, inp.params)
 
+    @property
+    def _contexts(self) -> list[SegmentContext]:
+        """The contexts of the most recently used layout."""
+        return self._entries[-1].contexts if self._entries else []
+
     def clear(self) -> None:
         """Drop the cached video."""
-        self._tokens, self._key, self._contexts = None, None, []
+        self._entries = []
 
     def nbytes(self) -> int:
-        """Bytes held by the cached video's contexts."""
-        return sum(ctx.nbytes() for ctx in self._contexts)
+        """Bytes held by the cached contexts."""
+        return sum(ctx.nbytes() for e in self._entries for ctx in e.contexts)
 
-    def _video_key(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> tuple:
+    @staticmethod
+    def _video_key(vlm: VideoLLM, tokens: torch.Tensor, prefix: str, segment_frames: int, layer: int,
+                   frames: tuple[int, ...] | None) -> tuple:
         try:
             version = tokens._version  # bumped by in-place changes
         except RuntimeError:  # inference tensors have no version counter (and are rarely modified)
             version = -1
-        return (id(vlm.model), version, tuple(tokens.shape), prefix, params.segment_frames,
-                params.score_layer, vlm.dtype)
+        return (id(vlm.model), version, tuple(tokens.shape), prefix, segment_frames, layer, vlm.dtype, frames)
 
-    def build(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams) -> None:
+    def build(self, vlm: VideoLLM, tokens: torch.Tensor, prefix: str, params: MLBParams,
+              frames: Sequence[int] | None = None, segment_frames: int | None = None) -> _Entry:
         """Build (or keep) the context of every segment of ``tokens`` (T, h, w, D)."""
-        key = self._video_key(vlm, tokens, prefix, params)
-        if self._tokens is tokens and self._key == key:
-            return
-        self.clear()
+        frames_key = tuple(int(f) for f in frames) if frames is not None else None
+        seg = segment_frames or params.segment_frames
+        key = self._video_key(vlm, tokens, prefix, seg, params.score_layer, frames_key)
+        for i, e in enumerate(self._entries):
+            if e.tokens is tokens and e.key == key:
+                self._entries.append(self._entries.pop(i))
+                return e
+        # another video replaces every entry; another layout of the same video is added
+        self._entries = [e for e in self._entries if e.tokens is tokens and e.key[:4] == key[:4]]
+        used = tokens[torch.as_tensor(frames_key)] if frames_key is not None else tokens
         pre = vlm.embed_text(prefix, first=True)  # (P, D)
-        segments = split_segments(tokens, params.segment_frames)  # (S, f, h, w, D)
+        segments = split_segments(used, seg)  # (S, f, h, w, D)
         s, f, h, w, d = segments.shape
-        self._vis = slice(len(pre), len(pre) + f * h * w)
         contexts = []
-        with timed(self.timings, "context", vlm.device):
+        with timed(self.timings, "context", vlm.device), timed(self.last_cost, "context", vlm.device):
             chunks = segments.split(self.batch_size)
             bar = tqdm(chunks, desc="stage one (context)", leave=False,
                        disable=None if len(chunks) > 1 else True)
@@ -222,20 +251,33 @@ class StageOneCache:
                 contexts.append(build_context(vlm.language_model, embeds, params.score_layer))
             if self.merge:
                 contexts = [merge_contexts(contexts)]
-        self._contexts, self._tokens, self._key = contexts, tokens, key
+        entry = _Entry(tokens, key, contexts, slice(len(pre), len(pre) + f * h * w))
+        self._entries = (self._entries + [entry])[-self.max_entries:]
         self.n_builds += 1
+        return entry
 
-    def scores(self, vlm: VideoLLM, tokens: torch.Tensor, prompt: Prompt, params: MLBParams) -> torch.Tensor:
-        """(T, h, w) float32 stage-one scores; the same as :func:`mlb_core.segattn.stage_one`."""
-        t, h, w, _ = tokens.shape
-        self.build(vlm, tokens, prompt.prefix, params)
+    def scores(self, vlm: VideoLLM, tokens: torch.Tensor, prompt: Prompt, params: MLBParams,
+               frames: Sequence[int] | None = None, segment_frames: int | None = None) -> torch.Tensor:
+        """(T', h, w) float32 stage-one scores of the ``frames`` of ``tokens`` (default all T),
+        segments of ``segment_frames`` (default ``params.segment_frames``); the same as
+        :func:`mlb_core.selection.segattn.stage_one` on those frames."""
+        self.last_cost, self.last_shared = {"context": 0.0, "question": 0.0}, False
+        entry = self.build(vlm, tokens, prompt.prefix, params, frames, segment_frames)
+        if entry.memo is not None and entry.memo[0] == prompt.suffix:
+            self.last_cost, self.last_shared = dict(entry.memo[2]), True
+            return entry.memo[1]
+        t = len(frames) if frames is not None else tokens.shape[0]
+        _, h, w, _ = tokens.shape
         suffix = vlm.embed_text(prompt.suffix, first=False)  # (Q, D)
         out = []
-        with timed(self.timings, "question", vlm.device), cpu_threads(self.question_threads, vlm.device):
-            for ctx in self._contexts:
+        with (timed(self.timings, "question", vlm.device), timed(self.last_cost, "question", vlm.device),
+              cpu_threads(self.question_threads, vlm.device)):
+            for ctx in entry.contexts:
                 vlm.check_length(ctx.length + len(suffix))
                 n = ctx.keys.shape[0]
                 probs = score_question(vlm.language_model, ctx, suffix.expand(n, -1, -1), params.score_layer)
-                out.append(probs[:, self._vis])  # (n, f*h*w)
+                out.append(probs[:, entry.vis])  # (n, f*h*w)
         self.n_questions += 1
-        return torch.cat(out).reshape(t, h, w)
+        scores = torch.cat(out).reshape(t, h, w)
+        entry.memo = (prompt.suffix, scores, dict(self.last_cost))
+        return scores

