@@ -115,6 +115,31 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mlb_core.evaluation.probe import ProbeConfig, generate_probe
+
+    cfg = ProbeConfig(n_frames=args.frames, segment_frames=args.segment_frames, side=args.side,
+                      sizes=split_list(args.sizes), orders=split_list(args.orders), repeats=args.repeats,
+                      forms=split_list(args.forms), seed=args.seed)
+    manifest = generate_probe(args.out, cfg)
+    print(f"wrote {manifest['n_videos']} videos and {manifest['n_questions']} questions to {args.out}")
+    return 0
+
+
+def add_probe_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("probe", help="write probe v2: evidence in one frame, by slot and segment (mp4 + CSV)")
+    s.add_argument("--out", required=True, help="output folder (videos/, probe.csv, manifest.json)")
+    s.add_argument("--frames", type=int, default=10, help="frames per clip (a multiple of --segment-frames)")
+    s.add_argument("--segment-frames", type=int, default=5)
+    s.add_argument("--side", type=int, default=336, help="frame side in pixels")
+    s.add_argument("--sizes", default="large,small", help="target sizes: large, small")
+    s.add_argument("--orders", default="forward,reversed", help="forward, reversed (the control)")
+    s.add_argument("--repeats", type=int, default=1, help="clips per (segment, slot, size) cell")
+    s.add_argument("--forms", default="open,mc", help="question forms: open, mc")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_probe)
+
+
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     from mlb_core.evaluation.benchmarks import BENCHMARKS
     from mlb_core.evaluation.judge import DEFAULT_BASE_URL, DEFAULT_JUDGE_MODEL, DEFAULT_KEY_ENV
@@ -194,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.set_defaults(func=cmd_answer)
     add_eval_parser(sub)
+    add_probe_parser(sub)
     add_bench_parser(sub)
     add_study_parser(sub)
     return parser

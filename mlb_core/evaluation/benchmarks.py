@@ -22,6 +22,7 @@ benchmark          default file                    columns
                    ``Consistency_QA1.csv``,        criteria; QA1/QA2 rows pair by question_id)
                    ``Consistency_QA2.csv``
 ``synthetic``      ``synthetic.csv``               see :mod:`mlb_core.evaluation.synthetic`
+``probe``          ``probe.csv``                   probe v2, see :mod:`mlb_core.evaluation.probe`
 =================  ==============================  =============================================
 
 In the multiple-choice files ``answer`` is the correct option's *text* (IG-VLM compares
@@ -93,6 +94,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "synthetic": BenchmarkSpec(
         "synthetic", "synthetic", ("synthetic.csv",),
         ("video_name", "question_id", "question", "answer", "question_type", "task", "position"), None),
+    "probe": BenchmarkSpec(
+        "probe", "synthetic", ("probe.csv",),
+        ("video_name", "question_id", "question", "answer", "question_type", "task", "position", "slot",
+         "segment", "size", "order"), None),
 }
 ALIASES = {"msvd": "msvd-qa", "msrvtt": "msrvtt-qa", "tgif": "tgif-qa", "tgif-frameqa": "tgif-qa",
            "activitynet": "activitynet-qa", "anet": "activitynet-qa", "nextqa": "next-qa",
@@ -287,9 +292,9 @@ def _load_synthetic(path: Path, spec: BenchmarkSpec) -> list[Item]:
         task = row["task"]
         if task not in ("open", "mc"):
             raise MLBError(f"{where}: task must be open or mc, got {task!r}")
-        extra: dict[str, Any] = {k: int(row[k]) for k in ("evidence_start", "evidence_end") if row.get(k)}
-        if row.get("shape"):
-            extra["shape"] = row["shape"]
+        extra: dict[str, Any] = {k: int(row[k]) for k in ("evidence_start", "evidence_end", "slot", "segment")
+                                 if row.get(k)}
+        extra.update({k: row[k] for k in ("shape", "size", "order") if row.get(k)})
         if task == "mc":
             options = _options(row)
             idx = _answer_index(row, options, where)

@@ -162,7 +162,8 @@ def group_stats(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-ORDER = {"early": 0, "middle": 1, "late": 2}  # evidence positions in time order, then the rest sorted
+# evidence positions in time order (first probe: thirds; probe v2: segments), then the rest sorted
+ORDER = {"early": 0, "first": 0, "middle": 1, "late": 2, "last": 2}
 
 
 def _grouped(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:

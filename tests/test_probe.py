@@ -1,0 +1,75 @@
+"""Probe v2: every sampled frame has a known segment and slot; the target is in exactly one frame."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mlb_core.errors import MLBError
+from mlb_core.evaluation.benchmarks import load_benchmark
+from mlb_core.evaluation.probe import PALETTE, ProbeConfig, design, generate_probe, render_clip, target_frame_of
+from mlb_core.video import load_video
+
+SMALL = ProbeConfig(n_frames=15, segment_frames=5, side=96, sizes=("large", "small"))
+
+
+def _target_pixels(frame: np.ndarray, colour: str) -> int:
+    return int((np.abs(frame.astype(int) - PALETTE[colour]).sum(-1) < 60).sum())
+
+
+def test_design_crosses_segments_slots_and_sizes():
+    clips = design(SMALL)
+    cells = [(seg, slot, size) for seg in ("first", "middle", "last") for slot in range(1, 6) for size in ("large", "small")]
+    assert Counter((c.segment_label, c.slot, c.size) for c in clips) == dict.fromkeys(cells, 1)
+    for c in clips:
+        frames = render_clip(SMALL, c)
+        hits = [t for t, f in enumerate(frames) if _target_pixels(f, c.colour) > 0]
+        assert hits == [target_frame_of(SMALL, c, "forward")]  # exactly one frame shows the target colour
+        assert c.colour not in c.distractor_colours
+        assert all(shape != c.shape for _, shape, _, _ in c.distractors)
+        # distractors only in other frames
+        assert target_frame_of(SMALL, c, "forward") not in {t for t, *_ in c.distractors}
+    big, small = (next(c for c in clips if c.size == s) for s in ("large", "small"))
+    assert _target_pixels(render_clip(SMALL, big)[target_frame_of(SMALL, big, "forward")], big.colour) > \
+        4 * _target_pixels(render_clip(SMALL, small)[target_frame_of(SMALL, small, "forward")], small.colour)
+
+
+def test_two_segments_have_no_middle():
+    assert ProbeConfig(n_frames=10).segments() == {"first": 0, "last": 1}
+    assert ProbeConfig(n_frames=50).segments() == {"first": 0, "middle": 4, "last": 9}
+
+
+def test_files_rows_and_reversed_control(tmp_path):
+    cfg = ProbeConfig(n_frames=10, side=96, sizes=("large",))
+    manifest = generate_probe(tmp_path, cfg)
+    again = generate_probe(tmp_path / "again", cfg)
+    assert manifest["files"] == again["files"]  # byte-identical reruns
+    rows = list(csv.DictReader(open(tmp_path / "probe.csv")))
+    assert manifest["n_questions"] == len(rows) == 10 * 2 * 2  # 2 segments x 5 slots, 2 orders, 2 forms
+    by_name = {r["video_name"]: r for r in rows if r["task"] == "open"}
+    for name, r in by_name.items():
+        t = int(r["evidence_start"])
+        assert (int(r["segment"]) - 1) * 5 + int(r["slot"]) - 1 == t
+        frames, idx = load_video(tmp_path / "videos" / f"{name}.mp4", cfg.n_frames)
+        assert list(idx) == list(range(cfg.n_frames))  # every frame of the file is sampled once
+        counts = [_target_pixels(f, r["answer"]) for f in frames]
+        assert int(np.argmax(counts)) == t and sorted(counts)[-2] < counts[t] / 5
+        if name.endswith("r"):  # the control: the same clip reversed, evidence mirrored
+            fwd = by_name[name[:-1] + "f"]
+            assert int(fwd["evidence_start"]) == cfg.n_frames - 1 - t and fwd["answer"] == r["answer"]
+    mc = [r for r in rows if r["task"] == "mc"]
+    assert all(r[f"a{int(r['answer_number'])}"] == r["answer"] for r in mc)
+    items = load_benchmark("probe", tmp_path)
+    assert {it.position for it in items} == {"first", "last"}
+    assert {it.extra["slot"] for it in items} == {1, 2, 3, 4, 5} and {it.extra["order"] for it in items} == {
+        "forward", "reversed"}
+
+
+@pytest.mark.parametrize("kw", [dict(n_frames=12), dict(side=33), dict(sizes=("huge",)), dict(orders=()),
+                                dict(distractor_share=2.0)])
+def test_bad_configs(kw):
+    with pytest.raises(MLBError):
+        ProbeConfig(**kw)
