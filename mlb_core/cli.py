@@ -3,7 +3,8 @@
 - ``mlb answer VIDEO "QUESTION"``: one question about one video;
 - ``mlb eval``: methods x presets (x grids) of models on benchmarks, resumable
   (:mod:`mlb_core.evaluation.runner`);
-- ``mlb synth``: write the synthetic probe (:mod:`mlb_core.evaluation.synthetic`);
+- ``mlb synth``: write the first synthetic probe (:mod:`mlb_core.evaluation.synthetic`);
+- ``mlb probe``: write probe v2, evidence by slot and segment (:mod:`mlb_core.evaluation.probe`);
 - ``mlb bench``: the efficiency benchmark (:mod:`mlb_core.bench.command`);
 - ``mlb study check|paper``: validate the study's parameters, run it in paper mode
   (:mod:`mlb_core.study.params`).

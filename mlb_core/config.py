@@ -1,6 +1,6 @@
 """Method parameters: one frozen dataclass and its named presets.
 
-Values follow ``shared/design/method.md``: fields marked [paper] are fixed by the paper's
+Values follow docs/method.md, "Parameters": fields marked [paper] are fixed by the paper's
 figure captions, the rest are our reading and can be overridden from ``params.yaml``.
 """
 

@@ -1,4 +1,4 @@
-"""One question about one video, end to end (architecture.md, "Data flow").
+"""One question about one video, end to end (docs/architecture.md, "Data flow").
 
 video --decode+sample--> frames --encode--> grid tokens (T, h, w, D)   [cache per video]
       --method (stage one + compression for MLB)--> visual sequence (N, D)

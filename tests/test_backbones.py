@@ -27,7 +27,7 @@ BACKBONES = {
 }
 FAMILIES = [v[0] for v in BACKBONES.values()]
 
-# The exact prompts (method.md, "Evaluation protocol facts"): image between prefix and suffix.
+# The exact prompts (docs/method.md, "Evaluation protocol"): image between prefix and suffix.
 EXPECTED_OPEN = {
     "vicuna": "USER: <image>\nWhat is he doing? ASSISTANT: In the video,",
     "chatml": "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\n"

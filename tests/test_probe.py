@@ -22,7 +22,8 @@ def _target_pixels(frame: np.ndarray, colour: str) -> int:
 
 def test_design_crosses_segments_slots_and_sizes():
     clips = design(SMALL)
-    cells = [(seg, slot, size) for seg in ("first", "middle", "last") for slot in range(1, 6) for size in ("large", "small")]
+    cells = [(seg, slot, size) for seg in ("first", "middle", "last") for slot in range(1, 6)
+             for size in ("large", "small")]
     assert Counter((c.segment_label, c.slot, c.size) for c in clips) == dict.fromkeys(cells, 1)
     for c in clips:
         frames = render_clip(SMALL, c)

@@ -2,7 +2,7 @@
 
 What the method needs from a model, and nothing more:
 - :meth:`VideoLLM.encode_frames`: every frame at the model's *base resolution* only (no
-  any-res tiles, no newline tokens) -> grid tokens (T, h, w, D) (method.md, "Setting");
+  any-res tiles, no newline tokens) -> grid tokens (T, h, w, D) (docs/method.md, "Setting");
 - :meth:`VideoLLM.build_inputs`: visual tokens spliced between the prompt's prefix and
   suffix embeddings (no ``<image>`` placeholder expansion, so any sequence can be fed);
 - :meth:`VideoLLM.prefill` and :meth:`VideoLLM.generate`: stage two, greedy decoding.

@@ -1,4 +1,4 @@
-"""Every prompt template, one per model family and task kind (method.md, "Evaluation protocol").
+"""Every prompt template, one per model family and task kind (docs/method.md, "Evaluation protocol").
 
 A prompt is split at the image: ``prefix`` comes before the visual tokens, ``suffix`` after
 them (question, options, the assistant turn and the answer priming). Open-ended answers

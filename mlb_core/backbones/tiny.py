@@ -2,7 +2,7 @@
 (as transformers' own ``ModelTester`` does). Built in memory in well under a second; the
 tokenizer is the embedded default's (SmolLM2), extracted once from the shipped GGUF file.
 
-One tiny model per backbone family of the study (architecture.md, "Models"); each has the
+One tiny model per backbone family of the study (docs/architecture.md, "Backbones"); each has the
 class, vision tower, feature selection and prompt family of its real counterpart, at toy
 size:
 

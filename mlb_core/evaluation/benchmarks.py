@@ -1,4 +1,4 @@
-"""Benchmark loaders for the IG-VLM CSV layouts, and video lookup (architecture.md, "Videos").
+"""Benchmark loaders for the IG-VLM CSV layouts, and video lookup (docs/architecture.md, "Videos").
 
 Eight public benchmarks and the synthetic probe (:mod:`mlb_core.evaluation.synthetic`) load into one
 list of :class:`Item`. The layouts are those of IG-VLM's ``data/`` folder (public code);

@@ -1,4 +1,4 @@
-"""Judges for open-ended answers (method.md, "Evaluation protocol facts").
+"""Judges for open-ended answers (docs/method.md, "Evaluation protocol").
 
 :class:`ChatJudge` talks to any OpenAI-compatible ``/chat/completions`` server with the
 judge prompts of the public protocol (Video-ChatGPT's quantitative evaluation, reused by

@@ -1,4 +1,4 @@
-"""Evaluation at scale: benchmark x method x preset x model (architecture.md, "Scale").
+"""Evaluation at scale: benchmark x method x preset x model (docs/architecture.md, "Evaluation at scale").
 
 Python API: :func:`evaluate` (answer, merge, score), :func:`score_saved` (re-score saved
 predictions), :func:`summarize` (a tidy list of dicts over every metrics file). CLI:

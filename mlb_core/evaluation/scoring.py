@@ -1,5 +1,5 @@
 """Scoring: multiple-choice option parsing, judged open-ended QA, VCGBench's five scores
-(method.md, "Evaluation protocol facts").
+(docs/method.md, "Evaluation protocol").
 
 - Multiple choice: :func:`parse_option` reads the option a prediction picks; accuracy is
   correct / answered, overall and per question type (and per evidence position for the

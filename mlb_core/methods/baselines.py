@@ -1,4 +1,4 @@
-"""Baselines as methods of the same harness (method.md, "Baselines to run in the same harness").
+"""Baselines as methods of the same harness (docs/method.md, "Baselines").
 
 Each baseline maps the shared grid tokens (T, h, w, D) -- and, where it needs them, the
 decoded frames or attention scores -- to a stage-two visual sequence (N, D). Encoding and

@@ -1,6 +1,6 @@
 """LLaVA-MLB and its ablations as methods: ``full`` (no compression), ``segattn-topk`` (SegAttn
 with top-k, paper Fig. 1), ``mlb-gapool`` (SegAttn + GAPool) and ``mlb`` (SegAttn + GAPool +
-VSTail, paper Fig. 3); docs/method.md."""
+VSTail, paper Fig. 3); docs/method.md, "Variants"."""
 
 from __future__ import annotations
 

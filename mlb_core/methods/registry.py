@@ -1,5 +1,5 @@
 """Every method is a function from grid tokens (and stage-one scores where it needs them)
-to a stage-two visual sequence (architecture.md, "Data flow"). Encoding and generation are
+to a stage-two visual sequence (docs/architecture.md, "Data flow"). Encoding and generation are
 shared, so all methods are compared on identical inputs.
 
 Register a method with :func:`register`; :data:`METHODS` maps names to functions.

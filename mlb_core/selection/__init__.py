@@ -1,5 +1,5 @@
 """Selection: last-query attention, GAPool and VSTail, SegAttn's two stages, and the one
-stage-one score cache (docs/method.md)."""
+stage-one score cache (docs/method.md, "SegAttn")."""
 
 from mlb_core.selection.attention import last_query_attention
 from mlb_core.selection.gapool import gapool, vstail

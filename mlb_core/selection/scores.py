@@ -1,4 +1,4 @@
-"""Stage one amortised across the questions of a video (issue 5; method.md "SegAttn", step 3).
+"""Stage one amortised across the questions of a video (issue 5; docs/method.md, "SegAttn", step 3).
 
 Stage one feeds every segment as ``prompt prefix + segment tokens + suffix`` (the suffix
 holds the question) through the decoder up to the scoring layer K and reads the last

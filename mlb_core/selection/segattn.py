@@ -1,4 +1,4 @@
-"""SegAttn: compress, then expand (paper Fig. 3; method.md "SegAttn").
+"""SegAttn: compress, then expand (paper Fig. 3; docs/method.md, "SegAttn").
 
 Stage one runs the LLM over every segment of ``segment_frames`` frames (prompt prefix +
 segment tokens + question) only up to the scoring layer and reads the last query token's
