@@ -102,3 +102,21 @@ def test_prompt_longer_than_context(features):
 def test_unknown_method(tiny, features):
     with pytest.raises(MLBError, match="unknown method"):
         answer(tiny, features, "What?", "nope", get_preset("tiny"))
+
+
+def test_mlb_avg_is_mlb_with_plain_means_and_never_scores(tiny, features):
+    """The attention-blind control: the same cells and tail as mlb, every cell a plain mean
+    (checked against a plain loop over the cells), and stage one never runs."""
+    params = get_preset("tiny").replace(grid=(2, 2), tail_grid=(2, 2))  # tail: a 2 x 2 summary, cells of 4 x 4
+    prompt = render_prompt(tiny.family, "What colour is the circle?")
+    inp = MethodInput(tiny, features.tokens, None, prompt, params)
+    got = METHODS["mlb-avg"](inp)
+    assert not inp.scored and inp.scorer.n_questions == 0
+    t, h, w, d = features.tokens.shape
+    body = [features.tokens[f, i:i + 2, j:j + 2].reshape(-1, d).mean(0)
+            for f in range(t) for i in range(0, h, 2) for j in range(0, w, 2)]
+    tail = [features.tokens[f, i:i + 4, j:j + 4].reshape(-1, d).mean(0)
+            for f in range(t) for i in range(0, h, 4) for j in range(0, w, 4)]
+    torch.testing.assert_close(got, torch.stack(body + tail), rtol=1e-5, atol=1e-6)
+    same = METHODS["mlb"](MethodInput(tiny, features.tokens, None, prompt, params.replace(pool_mode="avg")))
+    torch.testing.assert_close(got, same)

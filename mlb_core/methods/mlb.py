@@ -40,6 +40,18 @@ def mlb(inp: MethodInput) -> torch.Tensor:
     return visual
 
 
+@register("mlb-avg", "LLaVA-MLB with attention-blind average pooling (same cells, same tail): the control")
+def mlb_avg(inp: MethodInput) -> torch.Tensor:
+    """The like-for-like attention-blind control of ``mlb`` (docs/method.md, "Variants"): the same
+    GAPool cells and VSTail, every cell a plain mean (``pool_mode: avg``), so stage one never
+    runs. Differences between ``mlb`` and ``mlb-avg`` are what the attention weights add."""
+    params = inp.params.replace(pool_mode="avg", tail_mode="pool" if inp.params.tail_mode == "gapool"
+                                else inp.params.tail_mode)
+    t, h, w, _ = inp.tokens.shape
+    visual, _ = segattn(inp.vlm, inp.tokens, inp.prompt, params, select="gapool", scores=torch.ones(t, h, w))
+    return visual
+
+
 def _scores_if_needed(inp: MethodInput) -> Any:
     """Stage one is skipped when nothing reads its scores (``avg`` pooling, ``pool`` tail)."""
     if inp.params.pool_mode == "avg" and inp.params.tail_mode != "gapool":

@@ -1,0 +1,158 @@
+"""Probe v2 results: accuracy by slot, by segment and by target size, with 95% intervals
+(docs/method.md, "Where the bias bites"; the probe: :mod:`mlb_core.evaluation.probe`).
+
+The paper's hypotheses, stated before the methods are run and reported as measured:
+``segattn-topk`` loses early slots of a segment; ``mlb-gapool`` is flat across slots; ``mlb``
+beats ``mlb-gapool`` when the evidence sits early in the video. :func:`hypotheses` reads the
+three comparisons off the tables with their intervals and says which hold; it never decides
+the design.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlb_core.errors import MLBError
+
+Z95 = 1.959964
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (``nan`` bounds for ``n = 0``)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def load_scored(folder: str | Path, benchmark: str = "probe") -> list[dict[str, Any]]:
+    """Every scored record under ``<folder>/<benchmark>/`` (the runner's ``*.scored.jsonl``)."""
+    root = Path(folder) / benchmark
+    files = sorted(root.rglob("*.scored.jsonl"))
+    if not files:
+        raise MLBError(f"no scored predictions under {root} (run mlb eval --benchmark {benchmark} first)")
+    out = []
+    for path in files:
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise MLBError(f"{path} line {i}: not JSON") from None
+    return out
+
+
+def accuracy_by(records: Iterable[dict[str, Any]], by: Sequence[str],
+                methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Accuracy (%) with its 95% Wilson interval per group of ``by`` (e.g. ``method``, ``slot``).
+
+    Only answered records count (``n``); a record is right when the judge or the option
+    parser said so (``correct``). Methods keep the order of ``methods``."""
+    rows = [r for r in records if r.get("status") == "answered" and (methods is None or r["method"] in methods)]
+    if not rows:
+        raise MLBError("no answered records to tabulate")
+    df = pd.DataFrame([{**{k: r.get(k) for k in by}, "correct": bool(r.get("correct"))} for r in rows])
+    out = df.groupby(list(by), sort=True, dropna=False)["correct"].agg(n="count", k="sum").reset_index()
+    bounds = [wilson(int(k), int(n)) for k, n in zip(out["k"], out["n"], strict=True)]
+    out["accuracy"] = 100 * out["k"] / out["n"]
+    out["lo"] = [100 * lo for lo, _ in bounds]
+    out["hi"] = [100 * hi for _, hi in bounds]
+    if methods is not None and "method" in by:
+        out["method"] = pd.Categorical(out["method"], categories=list(methods), ordered=True)
+        out = out.sort_values(["method", *[b for b in by if b != "method"]]).reset_index(drop=True)
+        out["method"] = out["method"].astype(str)
+    return out.round({"accuracy": 1, "lo": 1, "hi": 1})
+
+
+def probe_tables(records: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The probe's tables: by ``slot`` and by ``position`` (segment) in forward clips, by
+    ``size``, by ``order`` (the reversed control), each per method, plus ``overall``."""
+    forward = [r for r in records if r.get("order", "forward") == "forward"]
+    return {
+        "overall": accuracy_by(records, ["method"], methods),
+        "slot": accuracy_by(forward, ["method", "slot"], methods),
+        "segment": accuracy_by(forward, ["method", "position"], methods),
+        "size": accuracy_by(records, ["method", "size"], methods),
+        "order": accuracy_by(records, ["method", "order"], methods),
+    }
+
+
+def _row(df: pd.DataFrame, **where: Any) -> pd.Series | None:
+    sel = df
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    return sel.iloc[0] if len(sel) else None
+
+
+def hypotheses(tables: dict[str, pd.DataFrame], n_slots: int) -> list[dict[str, Any]]:
+    """The paper's three predictions, read off the tables. A prediction ``holds`` when the
+    95% intervals separate in its direction, ``fails`` when they separate the other way (or,
+    for flatness, when two slots separate), and is ``undecided`` otherwise."""
+    slot, seg = tables["slot"], tables["segment"]
+    out = []
+
+    def compare(name: str, a: pd.Series | None, b: pd.Series | None, claim: str) -> None:
+        if a is None or b is None:
+            out.append({"hypothesis": name, "claim": claim, "verdict": "not measured"})
+            return
+        verdict = ("holds" if a["hi"] < b["lo"] else "fails" if a["lo"] > b["hi"] else "undecided")
+        out.append({"hypothesis": name, "claim": claim, "verdict": verdict,
+                    "a": f"{a['accuracy']:.0f} [{a['lo']:.0f}, {a['hi']:.0f}]",
+                    "b": f"{b['accuracy']:.0f} [{b['lo']:.0f}, {b['hi']:.0f}]"})
+
+    compare("topk-early-slots", _row(slot, method="segattn-topk", slot=1),
+            _row(slot, method="segattn-topk", slot=n_slots), "segattn-topk: slot 1 below the last slot")
+    g = slot[slot["method"] == "mlb-gapool"]
+    if len(g):
+        lo_row, hi_row = g.loc[g["accuracy"].idxmin()], g.loc[g["accuracy"].idxmax()]
+        flat = "fails" if lo_row["hi"] < hi_row["lo"] else "holds (no two slots separate)"
+        out.append({"hypothesis": "gapool-flat", "claim": "mlb-gapool: flat across slots", "verdict": flat,
+                    "a": f"slot {lo_row['slot']}: {lo_row['accuracy']:.0f}", "b": f"slot {hi_row['slot']}: "
+                                                                               f"{hi_row['accuracy']:.0f}"})
+    else:
+        out.append({"hypothesis": "gapool-flat", "claim": "mlb-gapool: flat across slots", "verdict": "not measured"})
+    compare("tail-helps-early", _row(seg, method="mlb-gapool", position="first"),
+            _row(seg, method="mlb", position="first"), "mlb above mlb-gapool when the evidence is in the first segment")
+    return out
+
+
+METHOD_COLOURS = {"segattn-topk": "#d95f02", "mlb-gapool": "#1b9e77", "mlb": "#7570b3", "full": "#e7298a",
+                  "sf-llava": "#66a61e", "mlb-avg": "#a6761d"}
+
+
+def plot_probe(tables: dict[str, pd.DataFrame], stem: str | Path, caption: str) -> list[Path]:
+    """Two panels: accuracy against the evidence's slot inside its segment, and against its
+    segment (forward clips), one line per method with 95% intervals. Writes PNG, PDF and CSVs."""
+    import matplotlib.pyplot as plt
+
+    from mlb_core.study.plots import add_caption, save_figure, setup_style
+
+    setup_style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, (key, label) in zip(axes, (("slot", "slot of the evidence frame in its segment"),
+                                       ("position", "segment of the evidence frame")), strict=True):
+        df = tables["slot" if key == "slot" else "segment"]
+        order = sorted(df[key].unique(), key=lambda v: ("first", "middle", "last").index(v)
+                       if v in ("first", "middle", "last") else int(v))
+        for i, (method, g) in enumerate(df.groupby("method", sort=False)):
+            g = g.set_index(key).reindex(order)
+            x = [j + (i - len(METHOD_COLOURS) / 2) * 0.04 for j in range(len(order))]  # small dodge
+            ax.errorbar(x, g["accuracy"], yerr=[g["accuracy"] - g["lo"], g["hi"] - g["accuracy"]], marker="o",
+                        capsize=3, label=method, color=METHOD_COLOURS.get(method))
+        ax.set_xticks(range(len(order)), [str(o) for o in order])
+        ax.set_xlabel(label)
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("accuracy (%), 95% interval")
+    axes[1].legend(loc="lower right", fontsize=8)
+    add_caption(fig, caption, y=-0.02)
+    paths = save_figure(fig, stem, {"slot": tables["slot"], "segment": tables["segment"]})
+    plt.close(fig)
+    return paths

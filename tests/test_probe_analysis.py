@@ -1,0 +1,50 @@
+"""Probe v2 tables: Wilson intervals against a brute-force reference, grouping and hypotheses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mlb_core.errors import MLBError
+from mlb_core.study.probe_analysis import accuracy_by, hypotheses, probe_tables, wilson
+
+
+def test_wilson_matches_the_inverted_score_test():
+    """The interval is the set of p whose score test at 95% does not reject k of n (scan)."""
+    for k, n in ((0, 10), (3, 10), (10, 10), (17, 40)):
+        lo, hi = wilson(k, n)
+        inside = [i / 10000 for i in range(10001)
+                  if abs(k / n - i / 10000) <= 1.959964 * math.sqrt(max(i / 10000 * (1 - i / 10000), 1e-12) / n)]
+        assert lo == pytest.approx(min(inside), abs=2e-4) and hi == pytest.approx(max(inside), abs=2e-4)
+    assert all(math.isnan(b) for b in wilson(0, 0))
+
+
+def _records():
+    recs = []
+    for method, right_slots in (("segattn-topk", {4, 5}), ("mlb-gapool", {1, 2, 3, 4, 5}), ("mlb", {1, 2, 3, 4, 5})):
+        for slot in range(1, 6):
+            for pos in ("first", "last"):
+                for rep in range(12):
+                    recs.append({"status": "answered", "method": method, "slot": slot, "position": pos,
+                                 "size": "large", "order": "forward", "correct": slot in right_slots or rep == 0})
+    recs.append({"status": "failed", "method": "mlb", "slot": 1, "position": "first", "order": "forward"})
+    return recs
+
+
+def test_tables_and_verdicts():
+    tables = probe_tables(_records(), ["segattn-topk", "mlb-gapool", "mlb"])
+    slot = tables["slot"]
+    assert list(slot["method"].unique()) == ["segattn-topk", "mlb-gapool", "mlb"]
+    row = slot[(slot["method"] == "segattn-topk") & (slot["slot"] == 1)].iloc[0]
+    assert row["n"] == 24 and row["k"] == 2 and row["accuracy"] == pytest.approx(8.3, abs=0.05)
+    assert tables["overall"].set_index("method").loc["mlb", "n"] == 120  # the failed record does not count
+    verdicts = {h["hypothesis"]: h["verdict"] for h in hypotheses(tables, 5)}
+    assert verdicts["topk-early-slots"] == "holds"
+    assert verdicts["gapool-flat"].startswith("holds")
+    assert verdicts["tail-helps-early"] == "undecided"  # equal accuracies: no separation
+
+
+def test_no_records_is_an_error():
+    with pytest.raises(MLBError):
+        accuracy_by([], ["method"])
