@@ -136,3 +136,37 @@ def summarise_mechanism(df: pd.DataFrame, by: Sequence[str] = ("slot",)) -> pd.D
     out = fwd.groupby(list(by))[metrics].mean().reset_index()
     out.insert(len(by), "n", fwd.groupby(list(by)).size().values)
     return out
+
+
+def plot_mechanism(by_slot: pd.DataFrame, by_segment: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
+    """Left: evidence enrichment of each selection by slot (1 = attention-blind). Right: stage
+    two's attention on the evidence frame's body and tail tokens (``mlb``) by segment, against
+    a uniform share per frame."""
+    import matplotlib.pyplot as plt
+
+    from mlb_core.study.plots import add_caption, save_figure, setup_style
+    from mlb_core.study.probe_analysis import METHOD_COLOURS
+
+    setup_style()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in SELECTIONS:
+        a.plot(by_slot["slot"], by_slot[f"enrichment[{name}]"], marker="o", label=name, color=METHOD_COLOURS.get(name))
+    a.axhline(1.0, color="grey", lw=0.8, ls="--")
+    a.set_xlabel("slot of the evidence frame in its segment")
+    a.set_ylabel("evidence kept / attention-blind")
+    a.set_xticks(sorted(by_slot["slot"].unique()))
+    a.legend(fontsize=8)
+    order = [p for p in ("first", "middle", "last") if p in set(by_segment["position"])]
+    seg = by_segment.set_index("position").reindex(order)
+    x = np.arange(len(order))
+    b.bar(x - 0.2, seg["body_attention[mlb]"], 0.4, label="body tokens of the evidence frame", color="#7570b3")
+    b.bar(x + 0.2, seg["tail_attention[mlb]"], 0.4, label="tail tokens of the evidence frame", color="#e6ab02")
+    b.axhline(float(seg["uniform_frame_share"].iloc[0]), color="grey", lw=0.8, ls="--", label="1 / frames")
+    b.set_xticks(x, order)
+    b.set_xlabel("segment of the evidence frame")
+    b.set_ylabel("share of stage-two attention (mlb)")
+    b.legend(fontsize=8)
+    add_caption(fig, caption, y=-0.02)
+    paths = save_figure(fig, stem, {"slot": by_slot, "segment": by_segment})
+    plt.close(fig)
+    return paths
