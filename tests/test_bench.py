@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlb_core.bench import command as bench
+from mlb_core.bench.command import main
 from mlb_core.bench.flops import (
     SHAPES,
     LMShape,
@@ -29,6 +29,10 @@ from mlb_core.bench.flops import (
     question_passes,
     stage_one_passes,
 )
+from mlb_core.bench.measure import PeakMemory, estimate
+from mlb_core.bench.price import Pricer, fit_layer_time, shaped_model
+from mlb_core.bench.results import Curve, PricedCost, curve, jsonable, method_rows
+from mlb_core.bench.trace import to_passes, trace_methods, trace_passes
 
 TOY = LMShape("toy", 3, 64, 4, 2, 96, 256, 4096)  # head_dim 16, GQA 2 query heads per KV head
 
@@ -63,7 +67,7 @@ def test_passes_match_torch_flop_counter():
     from mlb_core.selection.attention import last_query_attention
     from mlb_core.selection.scores import build_context, score_question
 
-    lm = bench.shaped_model(TOY, TOY.layers, "eager")
+    lm = shaped_model(TOY, TOY.layers, "eager")
     assert LMShape.from_config(lm.config) == LMShape(lm.config.model_type, 3, 64, 4, 2, 96, 256, 4096)
     x = torch.randn(2, 50, 64, generator=torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
@@ -110,10 +114,10 @@ def test_amortised_and_break_even():
 def test_fit_layer_time_is_exact_on_a_quadratic():
     lengths = [100, 200, 400]
     times = [2e-3 * n + 1e-6 * n * n for n in lengths]
-    assert bench.fit_layer_time(lengths, times) == pytest.approx((0.0, 2e-3, 1e-6), rel=1e-6)
+    assert fit_layer_time(lengths, times) == pytest.approx((0.0, 2e-3, 1e-6), rel=1e-6)
     lengths = [100, 200, 400, 800]  # four lengths: the fixed cost is fitted too
     times = [0.5 + 2e-3 * n + 1e-6 * n * n for n in lengths]
-    assert bench.fit_layer_time(lengths, times) == pytest.approx((0.5, 2e-3, 1e-6), rel=1e-6)
+    assert fit_layer_time(lengths, times) == pytest.approx((0.5, 2e-3, 1e-6), rel=1e-6)
 
 
 def test_pricer_by_hand():
@@ -121,15 +125,39 @@ def test_pricer_by_hand():
                "calls": [{"kind": "layer", "batch": 4, "new": 16, "past": 100, "s": 0.2},
                          {"kind": "exit", "batch": 1, "new": 1000, "past": 0, "s": 0.1},
                          {"kind": "exit", "batch": 4, "new": 16, "past": 100, "s": 0.05}]}
-    price = bench.Pricer(pricing, TOY)
+    price = Pricer(pricing, TOY)
     assert price([Pass(2, 1000, 0, 2, True)]) == pytest.approx(2 * (2 * 1000 + 0.1))
     assert price([Pass(4, 16, 100, 2, True)]) == pytest.approx(2 * 0.2 + 0.05)
     assert price([Pass(1, 10, head=True)]) == pytest.approx(TOY.layers * 10 + 0.5)
 
 
+def test_estimator_is_explicit():
+    import mlb_core.bench.command as command
+
+    assert estimate([3.0, 1.0, 2.0, 10.0]) == 1.0
+    assert estimate([3.0, 1.0, 2.0, 10.0], "median") == 2.5
+    with pytest.raises(ValueError):
+        estimate([1.0], "mean")
+    assert not hasattr(command, "ESTIMATOR")
+
+
+def test_rows_and_curve_as_in_bench_json():
+    costs = {"mlb": PricedCost(10, 20, 5.0, 4.0, 1.0, 2.0), "sf-llava": PricedCost(30, 40, 1.0, 1.0, 1.0, 5.0)}
+    rows = method_rows("m", "flops", "GFLOP", "p", costs, 2)
+    assert [r.method for r in rows] == ["mlb", "sf-llava"]
+    assert rows[0].stage_one == 2.5 and rows[0].total == 4.5 and rows[0].total_over_sf_llava == pytest.approx(0.75)
+    c = curve(costs)
+    assert isinstance(c["mlb"], Curve) and c["mlb"].break_even_questions == 2
+    out = jsonable(c)["mlb"]
+    assert list(out) == ["total_over_sf_llava_by_questions", "asymptote", "break_even_questions_for_0.95"]
+    assert out["total_over_sf_llava_by_questions"]["1"] == pytest.approx(1.0)
+    assert jsonable(costs["mlb"]) == {"visual": 10, "prompt": 20, "uncached": 5.0, "first": 4.0, "later": 1.0,
+                                      "prefill": 2.0}
+
+
 # ---- measuring and tracing -------------------------------------------------------------------
 def test_peak_memory_sees_an_allocation():
-    with bench.PeakMemory() as mem:
+    with PeakMemory() as mem:
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB
         del x
     assert mem.extra >= 48 * 2**20
@@ -139,33 +167,34 @@ def test_trace_passes(tiny):
     from mlb_core.selection.attention import last_query_attention
 
     x = torch.randn(3, 20, 32)
-    with bench.trace_passes(tiny.language_model) as raw:
+    with trace_passes(tiny.language_model) as raw:
         last_query_attention(tiny.language_model, x, 2)
         with torch.inference_mode():
             tiny.language_model(inputs_embeds=x[:1])
-    assert bench.to_passes(raw, len(tiny.layers)) == [Pass(3, 20, 0, 2, True), Pass(1, 20)]
+    assert to_passes(raw, len(tiny.layers)) == [Pass(3, 20, 0, 2, True), Pass(1, 20)]
     for layer in tiny.layers:
         assert not layer._forward_pre_hooks and not layer._forward_hooks
 
 
 def test_trace_methods_counts():
-    traces = bench.trace_methods(SHAPES["vicuna-7b"], "vicuna", "mlb", ["mlb", "sf-llava", "full"], 2)
+    traces = trace_methods(SHAPES["vicuna-7b"], "vicuna", "mlb", ["mlb", "sf-llava", "full"], 2)
     mlb, sf, full = traces["mlb"], traces["sf-llava"], traces["full"]
-    assert mlb["visual"] == 3400 and sf["visual"] == 3680  # method.md budgets
-    assert full["visual"] == 6 * 576  # 6 frames fit the 4K context
+    assert mlb.visual == 3400 and sf.visual == 3680  # method.md budgets
+    assert full.visual == 6 * 576  # 6 frames fit the 4K context
     # one question through the stage-one cache: 10 segments' contexts in batches of 4, then one
     # merged question pass over all 10 segments
-    assert [p.batch for p in mlb["passes"]] == [4, 4, 2, 10]
-    assert mlb["passes"][0].new == mlb["prefix_tokens"] + 2880
-    assert mlb["passes"][-1].new == mlb["suffix_tokens"] and mlb["passes"][-1].past == mlb["prefix_tokens"] + 2880
-    assert mlb["first"][0].new == mlb["prefix_tokens"] + 2880 and mlb["later"][0].past == mlb["first"][0].new
-    assert sf["passes"] == [] and sf["first"] is None
+    assert [p.batch for p in mlb.passes] == [4, 4, 2, 10]
+    assert mlb.passes[0].new == mlb.prefix_tokens + 2880
+    assert mlb.passes[-1].new == mlb.suffix_tokens and mlb.passes[-1].past == mlb.prefix_tokens + 2880
+    assert mlb.first[0].new == mlb.prefix_tokens + 2880 and mlb.later[0].past == mlb.first[0].new
+    assert sf.passes == [] and sf.first is None
+    assert jsonable(mlb)["passes"][0] == mlb.passes[0].to_dict()  # bench.json's "traces"
 
 
 # ---- the command --------------------------------------------------------------------------------
 def test_bench_smoke_tiny(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = bench.main(["--parts", "flops,7b", "--shape", "tiny", "--preset", "tiny", "--layers", "3",
+    rc = main(["--parts", "flops,7b", "--shape", "tiny", "--preset", "tiny", "--layers", "3",
                      "--fit-lengths", "256,512,1024", "--questions", "2", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())
@@ -189,7 +218,7 @@ def test_bench_smoke_tiny(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["--parts", "nope"], ["--questions", "0"], ["--fit-lengths", "a,b"],
                                   ["--methods", "nope"], ["--layers", "1"]])
 def test_bad_arguments_one_line_error(argv, capsys, tmp_path):
-    assert bench.main(argv + ["--out", str(tmp_path)]) == 2
+    assert main(argv + ["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
@@ -197,7 +226,7 @@ def test_bad_arguments_one_line_error(argv, capsys, tmp_path):
 @pytest.mark.slow
 def test_bench_embedded_smoke(tmp_path):
     out = tmp_path / "bench"
-    rc = bench.main(["--parts", "embedded", "--preset", "tiny", "--repeats", "1", "--questions", "2",
+    rc = main(["--parts", "embedded", "--preset", "tiny", "--repeats", "1", "--questions", "2",
                      "--methods", "mlb,sf-llava", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())
