@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from mlb_core.errors import MLBError
 from mlb_core.selection.gapool import gapool
 from mlb_core.study import analysis
 
+ROOT = Path(__file__).resolve().parents[1]
 FIG4 = {"1x2": 1440, "1x3": 960, "2x2": 720, "2x3": 480, "3x3": 320, "4x4": 180, "6x6": 80}
 
 
@@ -131,6 +133,56 @@ def test_shares_and_average_maps_agree():
         analysis.normalise_maps(np.zeros((1, 5, 2, 2)))
 
 
+def test_maps_file_round_trip_is_byte_stable(tmp_path):
+    """save_maps / load_maps: the maps file fig2_maps writes and fig2 reads (np.load-able npz, the
+    metadata as JSON beside it), the same bytes for the same maps."""
+    from mlb_core.study.bias import load_maps, save_maps
+
+    rng = np.random.default_rng(2)
+    maps = {c: rng.random((3, 5, 4, 4)).astype(np.float32) for c in ("reversed", "in_order")}
+    orders = {c: analysis.frame_order(c, 5) for c in maps}
+    labels = ["a.mp4#1|What?", "a.mp4#2|What?", "b.mp4#1|Who is there?"]
+    meta = {"model": "embedded", "source": "samples", "n_inputs": 3, "grid": [4, 4]}
+    paths = save_maps(tmp_path / "a" / "maps.npz", maps, orders, labels, meta)
+    assert [p.name for p in paths] == ["maps.npz", "maps.json"]
+    back = load_maps(paths[0])
+    assert list(back.maps) == ["in_order", "reversed"]  # the order of CONDITIONS
+    for c in maps:
+        np.testing.assert_array_equal(back.maps[c], maps[c])
+        assert back.maps[c].dtype == np.float32 and back.orders[c].tolist() == orders[c].tolist()
+    assert back.labels == labels and back.meta == meta
+    with np.load(paths[0]) as z:  # the convention: maps_<condition>, order_<condition>, labels
+        assert sorted(z.files) == ["labels", "maps_in_order", "maps_reversed", "order_in_order", "order_reversed"]
+    again = save_maps(tmp_path / "b" / "maps.npz", dict(reversed(maps.items())), orders, labels, meta)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
+    for bad in ({"shuffled": maps["in_order"]}, {}):
+        with pytest.raises(MLBError):
+            save_maps(tmp_path / "c.npz", bad, orders, labels)
+    with pytest.raises(MLBError):
+        save_maps(tmp_path / "c.npz", maps, orders, labels[:2])
+    with pytest.raises(MLBError):
+        save_maps(tmp_path / "c.npz", maps, {"in_order": orders["in_order"]}, labels)
+    with pytest.raises(MLBError):
+        load_maps(tmp_path / "missing.npz")
+
+
+def test_shares_record_and_significant_digits():
+    assert analysis.round_sig(0.123456789) == 0.123457 and analysis.round_sig(123456789.0) == 123457000.0
+    assert analysis.round_sig(1 / 3, 2) == 0.33 and math.isnan(analysis.round_sig(math.nan))
+    df = analysis.round_frame(pd.DataFrame({"a": [1 / 3, 2e-7 / 3], "n": [1, 2], "s": ["x", "y"]}))
+    assert df["a"].tolist() == [0.333333, 6.66667e-08] and df["n"].tolist() == [1, 2]
+    maps = {c: np.random.default_rng(3).random((4, 5, 2, 2)) for c in analysis.CONDITIONS}
+    orders = {c: analysis.frame_order(c, 5) for c in analysis.CONDITIONS}
+    summary = analysis.share_summary(analysis.fig2_shares_table(maps, orders, list("abcd")))
+    rec = analysis.shares_record(summary, {"model": "embedded", "source": "samples", "score_layer": 2})
+    assert list(rec) == ["model", "source", "score_layer", "shares", "n_inputs"] and rec["n_inputs"] == 4
+    assert list(rec["shares"]) == list(analysis.CONDITIONS) and len(rec["shares"]["in_order"]) == 5
+    for c, row in rec["shares"].items():
+        assert all(len(f"{x:.15g}".lstrip("0.").replace(".", "").rstrip("0")) <= 6 for x in row)
+        np.testing.assert_allclose(row, summary.loc[c, [f"pos{p}" for p in range(1, 6)]].to_numpy(float), rtol=1e-5)
+    assert json.loads(json.dumps(rec)) == rec
+
+
 # ---- Fig. 4 --------------------------------------------------------------------------------------
 def test_grid_token_counts_are_the_papers():
     grids = analysis.parse_grids(",".join(FIG4))
@@ -157,6 +209,48 @@ def test_fig4_points_and_table():
         analysis.fig4_points(runs, [1, 2])
     with pytest.raises(MLBError):
         analysis.fig4_table([{"grid": "2x2"}])
+
+
+def _write_run(folder, method, grid, tokens, statuses=None, acc=0.5):
+    """A run in the layout mlb_core.evaluation.runner writes: metrics + predictions (one line each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    statuses = statuses or ["answered"] * len(tokens)
+    preds = [{"qid": str(i), "status": st, **({"n_visual_tokens": t} if st == "answered" else {})}
+             for i, (t, st) in enumerate(zip(tokens, statuses, strict=True))]
+    (folder / f"{method}.predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    m = _metrics(method, grid, acc, n=len(tokens)) | {"predictions": f"{method}.predictions.jsonl"}
+    (folder / f"{method}.metrics.json").write_text(json.dumps(m))
+
+
+def test_load_runs_and_fig4_inputs(tmp_path):
+    from mlb_core.study.runs import fig4_inputs, load_runs
+
+    root = tmp_path / "synthetic" / "embedded"
+    _write_run(root / "cpu+grid=2x2", "mlb-gapool", (2, 2), [720, 720, 0], ["answered", "answered", "failed"])
+    _write_run(root / "cpu+grid=1x2", "mlb-gapool", (1, 2), [1440, 1441], acc=0.25)
+    _write_run(root / "cpu+grid=6x6", "mlb-gapool", (6, 6), [80, 80])
+    _write_run(root / "cpu", "full", (3, 3), [2880, 2880], acc=0.75)
+    _write_run(root / "cpu", "mlb", (3, 3), [1000, 1000])
+    runs = load_runs(root)
+    assert [r.path.parent.name for r in runs] == ["cpu", "cpu", "cpu+grid=1x2", "cpu+grid=2x2", "cpu+grid=6x6"]
+    assert [r.mean_visual_tokens for r in runs] == [2880.0, 1000.0, 1440.5, 720.0, 80.0]  # answered ones only
+    assert [r.method for r in load_runs(root, ["full"])] == ["full"]
+    inputs = fig4_inputs(root, "1x2,2x2", "mlb-gapool", "full")
+    assert [p["grid"] for p in inputs.points] == [None, "1x2", "2x2"]
+    assert [r.method for r in inputs.runs] == ["full", "mlb-gapool", "mlb-gapool"]
+    table = analysis.fig4_table(inputs.points)
+    assert table["label"].tolist() == ["1x2 (1440)", "2x2 (720)", "no compression (2880)"]
+    assert table["accuracy"].tolist() == [25.0, 50.0, 75.0]
+    assert len(fig4_inputs(root).points) == 4  # every grid
+    assert fig4_inputs(root, task="mc").points[0]["accuracy"] == 37.5
+    with pytest.raises(MLBError):
+        load_runs(tmp_path / "nowhere")
+    _write_run(tmp_path / "bad", "mlb-gapool", (2, 2), [0], ["failed"])
+    with pytest.raises(MLBError):
+        fig4_inputs(tmp_path / "bad")
+    (tmp_path / "bad" / "mlb-gapool.predictions.jsonl").unlink()
+    with pytest.raises(MLBError):
+        load_runs(tmp_path / "bad")
 
 
 # ---- tables --------------------------------------------------------------------------------------
@@ -219,6 +313,49 @@ def test_prefill_table_and_markdown():
     assert md.count("\n|") == 2 + len(df)
     with pytest.raises(MLBError):
         analysis.prefill_table([{"model": "x"}])
+
+
+def test_table_specs_write_csv_and_markdown(tmp_path):
+    """mlb_core.study.tables: every table kind of params.yaml has a spec; write_table builds it
+    from a stage's results and writes <table>.csv (6 significant digits) and <table>.md."""
+    import yaml
+
+    from mlb_core.study.tables import TABLES, get_table, write_table
+
+    specs = yaml.safe_load(open(ROOT / "params.yaml"))["tables"]["specs"]
+    assert set(specs) == set(TABLES) and all(get_table(k).name == k for k in specs)
+    assert [k for k, t in TABLES.items() if t.timed] == ["prefill"]
+    run = tmp_path / "qa" / "synthetic" / "embedded" / "cpu+n_frames=10"
+    _write_metrics(run, "mlb", 2 / 3, 1 / 3, {"early": 0.5, "middle": 0.5, "late": 1.0})
+    _write_metrics(run, "segattn-topk", 1 / 3, 0.0, {"early": 0.0, "middle": 0.0, "late": 1.0})
+    out = tmp_path / "tables"
+    openqa = write_table("openqa", tmp_path / "qa", "segattn-topk,ig-vlm,mlb", out)
+    assert openqa.frame["method"].tolist() == ["segattn-topk", "mlb"]
+    assert openqa.frame["accuracy"].tolist() == [33.3333, 66.6667]  # rounded to 6 significant digits
+    csv = (out / "openqa.csv").read_text()
+    assert "33.3333" in csv and "33.33333" not in csv and "1.66667" in csv
+    md = (out / "openqa.md").read_text()
+    assert md == openqa.markdown and md.startswith("**" + TABLES["openqa"].title + "**")
+    assert "| segattn-topk | 33.3 / 1.67 |" in md and "- questions: `synthetic: 3`" in md
+    assert "Cells: accuracy (%) / score (0-5). Open-ended" in md and "untrained" in md
+    mc = write_table("mc", tmp_path / "qa", ["segattn-topk", "mlb"], out)
+    assert "| mlb | 33.3 |" in mc.markdown and "option parser" in mc.markdown
+    abl = write_table("ablation", tmp_path / "qa", "segattn-topk,mlb", out, digits=1)
+    assert "offline-keyword (open-ended); option parser (multiple choice)" in abl.markdown
+    assert abl.frame["late_acc"].tolist() == [100.0, 100.0]
+    again = write_table("ablation", tmp_path / "qa", "segattn-topk,mlb", tmp_path / "again", digits=1)
+    assert [p.read_bytes() for p in again.paths] == [p.read_bytes() for p in abl.paths]
+
+    rows = [{c: 0 for c in analysis.PREFILL_COLUMNS} | {"model": "embedded", "basis": "measured", "unit": "s",
+                                                         "preset": "cpu", "method": m, "total": t / 3}
+            for m, t in (("mlb", 1.0), ("sf-llava", 2.0))]
+    pd.DataFrame(rows).to_csv(tmp_path / "prefill.csv", index=False)
+    pre = write_table("prefill", tmp_path / "prefill.csv", "sf-llava,mlb", out)
+    assert pre.frame["total"].tolist() == [0.666667, 0.333333]
+    assert "- basis: `measured (s)`" in pre.markdown and "- judge: `none (timings)`" in pre.markdown
+    for bad in (("nope", tmp_path / "qa"), ("prefill", tmp_path / "missing.csv"), ("mc", tmp_path / "missing")):
+        with pytest.raises(MLBError):
+            write_table(bad[0], bad[1], "mlb", out)
 
 
 # ---- plots ---------------------------------------------------------------------------------------

@@ -281,8 +281,6 @@ def test_attention_bias_maps_match_eager_reference(tiny_eager, one_thread):
 def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
     """The evaluation glue of the eval_qa / fig4_eval stages on the tiny model and a tiny probe,
     then the table and Fig. 4 computations on what it wrote."""
-    import json
-
     from mlb_core.evaluation.runner import summarize
     from mlb_core.evaluation.synthetic import SynthConfig, generate
 
@@ -304,13 +302,27 @@ def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
 
     run_eval(["synthetic"], tmp_path / "data", ["tiny:llava_next"], ["mlb-gapool"], ["tiny"], out=f4,
              overrides={"max_new_tokens": 2}, grids=[(1, 2), (4, 4)], reference=["full"], limit=2, progress=False)
-    metrics, tokens = [], []
-    for path in sorted(f4.rglob("*.metrics.json")):
-        m = json.loads(path.read_text())
-        preds = [json.loads(x) for x in path.with_name(m["predictions"]).read_text().splitlines()]
-        metrics.append(m)
-        tokens.append(np.mean([p["n_visual_tokens"] for p in preds]))
-    table = analysis.fig4_table(analysis.fig4_points(metrics, tokens))
+    # what the fig4 notebook does: the runs of one benchmark and model -> the points -> the table
+    from mlb_core.evaluation.runner import model_slug
+    from mlb_core.study.runs import fig4_inputs, load_runs
+
+    folder = f4 / "synthetic" / model_slug("tiny:llava_next")
+    runs = load_runs(folder)
+    assert sorted(r.method for r in runs) == ["full", "mlb-gapool", "mlb-gapool"]
+    assert all(len(r.predictions) == 2 for r in runs)
+    inputs = fig4_inputs(folder, "1x2,4x4", "mlb-gapool", "full", "all")
+    table = analysis.fig4_table(inputs.points)
     # tiny preset: 4 frames of 8 x 8 tokens; grids 1x2 and 4x4 -> 128 and 16; full -> 256
     assert table["tokens"].tolist() == [128, 16, 256]
     assert table["grid"].tolist()[:2] == ["1x2", "4x4"] and table["grid"].isna().tolist() == [False, False, True]
+    assert inputs.runs[0].params["n_frames"] == 4 and (table["n"] == 2).all()
+    only = fig4_inputs(folder, "4x4")  # a grid subset keeps the reference
+    assert len(only.points) == 2 and {p["grid"] for p in only.points} == {None, "4x4"}
+
+    # and the tables notebook: each table's spec builds it from the runs and writes CSV + Markdown
+    from mlb_core.study.tables import write_table
+
+    written = write_table("ablation", out, "segattn-topk,mlb", tmp_path / "tables")
+    assert written.frame["method"].tolist() == ["segattn-topk", "mlb"]
+    assert [p.name for p in written.paths] == ["ablation.csv", "ablation.md"]
+    assert written.paths[1].read_text() == written.markdown and "tiny:llava_next" in written.markdown

@@ -12,7 +12,11 @@ model or touches the disk.
 - Fig. 4 (paper): answer quality against the number of tokens fed to stage two for the
   seven GAPool grids (:func:`grid_token_counts`, :func:`fig4_table`).
 - Tables: open-ended QA, multiple choice, component ablation, prefill time
-  (:func:`metrics_table`, :func:`prefill_table`, :func:`markdown_table`).
+  (:func:`qa_table`, :func:`ablation_table`, :func:`prefill_table`, :func:`markdown_table`;
+  each table's spec is in :mod:`mlb_core.study.tables`).
+- Written numbers: every float the study writes (figure CSVs, tables, ``shares.json``) is
+  rounded to :data:`SIG_DIGITS` significant digits (:func:`round_sig`, :func:`round_frame`,
+  :data:`FLOAT_FORMAT`), so reruns give the same bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,26 @@ CONDITION_LABELS = {
     "reversed": "(b) frames reversed",
     "repeated": "(c) one frame repeated",
 }
+
+
+# ---- numbers as written ------------------------------------------------------------------------
+SIG_DIGITS = 6
+FLOAT_FORMAT = f"%.{SIG_DIGITS}g"  # pandas' float_format for every CSV of the study
+
+
+def round_sig(value: float, digits: int = SIG_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits (NaN and infinities unchanged)."""
+    value = float(value)
+    return value if not math.isfinite(value) else float(f"{value:.{digits}g}")
+
+
+def round_frame(df: pd.DataFrame, digits: int = SIG_DIGITS) -> pd.DataFrame:
+    """A copy of ``df`` with every float column rounded to ``digits`` significant digits."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = [round_sig(v, digits) for v in out[col]]
+    return out
 
 
 # ---- parsing of the study's compact parameter strings -------------------------------------
@@ -194,6 +218,16 @@ def share_summary(shares: pd.DataFrame) -> pd.DataFrame:
     mean["n_inputs"] = shares.groupby("condition")["input"].nunique()
     order = [c for c in CONDITIONS if c in mean.index] + [c for c in mean.index if c not in CONDITIONS]
     return mean.loc[order]
+
+
+def shares_record(summary: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``shares.json`` metrics of Fig. 2: ``meta`` (model, source, score layer ...), the mean
+    share per condition and position (a list per condition, rounded to :data:`SIG_DIGITS`
+    significant digits) and the number of inputs, from :func:`share_summary`."""
+    pos = [c for c in summary.columns if str(c).startswith("pos")]
+    return {**meta,
+            "shares": {str(c): [round_sig(x) for x in row[pos]] for c, row in summary.iterrows()},
+            "n_inputs": int(summary["n_inputs"].iloc[0])}
 
 
 # ---- Fig. 4: quality against stage-two tokens for the GAPool grids -----------------------

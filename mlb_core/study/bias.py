@@ -3,14 +3,20 @@
 :func:`attention_scores`: the last query token's attention at the scoring layer over the
 visual tokens of one input of T frames (Fig. 1). :func:`attention_bias_maps`: those maps
 for many inputs under the three conditions of Fig. 2 (frames in order, reversed, one
-frame repeated). The figures' analysis of the maps is in :mod:`mlb_core.study.analysis`.
+frame repeated). :func:`save_maps` / :func:`load_maps`: the maps file the Fig. 2 stages pass
+on (``fig2_maps`` writes it, ``fig2`` reads it). The figures' analysis of the maps is in
+:mod:`mlb_core.study.analysis`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
+import json
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -111,3 +117,67 @@ def benchmark_inputs(benchmark: str, data: str | Path, videos: str | Path | None
     items = load_benchmark(benchmark, data, limit=limit)
     found, _ = resolve_videos(items, videos or default_video_root(benchmark, data))
     return [found[it.video] for it in items], [it.question for it in items]
+
+
+# ---- the maps file of the Fig. 2 stages --------------------------------------------------------
+@dataclass(frozen=True)
+class AttentionMaps:
+    """What :func:`attention_bias_maps` computed, as stored by :func:`save_maps`: maps[condition]
+    (N, T, h, w) float32, orders[condition] (T,) int, the N input labels and the run's metadata."""
+
+    maps: dict[str, np.ndarray]
+    orders: dict[str, np.ndarray]
+    labels: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _npz_member(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))  # no timestamp: same bytes on rerun
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    z.writestr(info, buf.getvalue())
+
+
+def save_maps(path: str | Path, maps: Mapping[str, np.ndarray], orders: Mapping[str, np.ndarray],
+              labels: Sequence[str], meta: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write the maps of every condition as ``path`` (an ``.npz`` readable by ``np.load``: arrays
+    ``maps_<condition>`` float32, ``order_<condition>`` and ``labels``) and ``meta`` as JSON
+    beside it (``path`` with the suffix ``.json``). Byte-stable: the same maps give the same
+    files. Returns the two paths."""
+    path = Path(path)
+    unknown = set(maps) - set(CONDITIONS)
+    if unknown or not maps:
+        raise MLBError(f"maps must be keyed by conditions among {', '.join(CONDITIONS)}, got {sorted(maps)}")
+    if set(orders) != set(maps):
+        raise MLBError("one frame order per condition of the maps is needed")
+    n = {np.shape(m)[0] for m in maps.values()}
+    if n != {len(labels)}:
+        raise MLBError(f"{len(labels)} labels for maps of {sorted(n)} inputs")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        for c in sorted(maps, key=CONDITIONS.index):
+            _npz_member(z, f"maps_{c}", np.asarray(maps[c], dtype=np.float32))
+            _npz_member(z, f"order_{c}", np.asarray(orders[c], dtype=np.int64))
+        _npz_member(z, "labels", np.array([str(s) for s in labels], dtype=str))
+    meta_path = path.with_suffix(".json")
+    meta_path.write_text(json.dumps(dict(meta or {}), indent=1) + "\n")
+    return [path, meta_path]
+
+
+def load_maps(path: str | Path) -> AttentionMaps:
+    """The maps, orders, labels and metadata written by :func:`save_maps` (conditions in the
+    order of :data:`CONDITIONS`; the metadata empty if the JSON file is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MLBError(f"no attention maps at {path}")
+    with np.load(path, allow_pickle=False) as z:
+        maps = {c: z[f"maps_{c}"] for c in CONDITIONS if f"maps_{c}" in z.files}
+        if not maps:
+            raise MLBError(f"{path} holds no maps_<condition> arrays")
+        orders = {c: z[f"order_{c}"] for c in maps}
+        labels = [str(s) for s in z["labels"]]
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return AttentionMaps(maps, orders, labels, meta)

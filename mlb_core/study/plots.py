@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from mlb_core.study.analysis import CONDITION_LABELS, CONDITIONS
+from mlb_core.study.analysis import CONDITION_LABELS, CONDITIONS, FLOAT_FORMAT
 
 SELECTION_COLOURS = {"global top-k": "#d95f02", "GAPool": "#1b9e77"}
 CONDITION_COLOURS = dict(zip(CONDITIONS, ("#4c72b0", "#dd8452", "#55a868"), strict=True))
@@ -48,7 +48,7 @@ def save_figure(fig: Figure, stem: str | Path, data: pd.DataFrame | Mapping[str,
     tables = {"": data} if isinstance(data, pd.DataFrame) else dict(data)
     for name, df in tables.items():
         path = stem.with_name(f"{stem.name}_{name}.csv" if name else f"{stem.name}.csv")
-        df.to_csv(path, index=False, float_format="%.6g")
+        df.to_csv(path, index=False, float_format=FLOAT_FORMAT)
         out.append(path)
     return out
 
