@@ -25,7 +25,7 @@ import warnings
 
 from mlb_core.config import PRESETS, get_preset
 from mlb_core.errors import MLBError
-from mlb_core.parsing import parse_grid, parse_overrides, split_list
+from mlb_core.parsing import parse_device, parse_grid, parse_options, parse_overrides, split_list
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
@@ -40,8 +40,35 @@ def cmd_answer(args: argparse.Namespace) -> int:
     params = get_preset(args.preset, **overrides)
     if args.method not in METHODS:
         raise MLBError(f"unknown method {args.method!r}; choose one of {', '.join(sorted(METHODS))}")
-    options = [o.strip() for o in args.options.split(";")] if args.options else None
-    vlm = load_model(args.model, device=args.device)
+    for name, text in (("question", args.question), *((("options", args.options),) if args.options else ())):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+            raise MLBError(f"the {name} is not valid UTF-8 text: {text.encode('utf-8', 'replace')[:80]!r}") from None
+    options = parse_options(args.options)
+    device = parse_device(args.device)
+    from mlb_core.video import resolve_video
+
+    resolve_video(args.video)  # a missing file is said before the model loads
+    vlm = load_model(args.model, device=device)
+    # the context check before decoding and encoding: a lower bound of the visual tokens
+    h, w = vlm.grid_hw
+    from mlb_core.methods.baselines import SF_FAST_GRID, mlb_budget
+
+    budget_methods = {"mlb", "mlb-gapool", "mlb-avg", "segattn-topk", "uniform-pool", "fastv-topk"}
+    if args.method in budget_methods:
+        visual = params.budget or mlb_budget(params.n_frames, h, w, params)
+    elif args.method == "sf-llava":
+        visual = params.n_frames * SF_FAST_GRID[0] * SF_FAST_GRID[1]
+    else:  # full and the image methods fit their frames to the context themselves
+        visual = 0
+    if visual:
+        try:
+            vlm.check_length(visual, params.max_new_tokens)
+        except MLBError:
+            raise MLBError(f"{args.method} with {params.n_frames} frames needs at least {visual} visual tokens "
+                           f"(+{params.max_new_tokens} to generate), which exceeds the model's context of "
+                           f"{vlm.context_length}; use fewer --frames or a coarser --grid") from None
     features = encode_video(vlm, args.video, params.n_frames, args.backend)
     result = answer(vlm, features, args.question, args.method, params,
                     task="mc" if options else "open", options=options)
@@ -64,6 +91,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mlb_core.evaluation.runner import benchmark_data, run_eval, score_saved, summarize
 
     overrides = parse_overrides(args.set or [])
+    for name in ("limit", "judge_workers"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "limit" else 1):
+            raise MLBError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'limit' else '>= 1'}, got {value}")
     if args.frames is not None:
         overrides["n_frames"] = args.frames
     benchmarks, models = split_list(args.benchmark), split_list(args.model)
@@ -85,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         results = run_eval(benchmarks, args.data, models, presets=split_list(args.preset), grids=grids,
                            reference=reference, videos=args.videos, skip_missing=args.skip_missing,
-                           score=not args.no_score, device=args.device, backend=args.backend,
+                           score=not args.no_score, device=parse_device(args.device), backend=args.backend,
                            feature_cache=args.feature_cache, **common)
     for r in results:
         c = r["counts"]
@@ -95,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = "".join(f" {k}={100 * v['accuracy']:.0f}%" for k, v in pos.items() if v["accuracy"] is not None)
         sec = (r.get("time") or {}).get("per_question_s")
         print(f"{r['benchmark']} {r['model']} {r['preset']} {r['method']}: accuracy={acc}{sc}{split} "
-              f"answered={c['answered']} skipped={c['skipped']} failed={c['failed']} "
+              f"answered={c['answered']} skipped={c['skipped']} failed={c['failed']} missing={c.get('missing', 0)} "
               f"judge_failed={c['judge_failed']} judge={r['judge'].get('name')}"
               + (f" {sec:.2f}s/question" if sec else ""))
     if args.summary and results:
@@ -270,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MLBError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeError as exc:  # text that is not UTF-8 (an argument, a CSV): one line, not a traceback
+        print(f"error: text is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+              + (f" in {exc.object[:60]!r}" if isinstance(exc.object, bytes) else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

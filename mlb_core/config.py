@@ -7,6 +7,7 @@ figure captions, the rest are our reading and can be overridden from ``params.ya
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,19 @@ class MLBParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        for name in ("n_frames", "segment_frames", "score_layer", "max_new_tokens"):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name)))
+        if self.budget is not None:
+            object.__setattr__(self, "budget", _check_int("budget", self.budget))
+        for name in ("pool_mode", "tail_mode"):
+            if not isinstance(getattr(self, name), str):
+                raise MLBError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("grid", "tail_grid"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+                raise MLBError(f"{name} must be two positive integers like (3, 3), got {value!r}")
+            for g in value:
+                _check_int(name, g)
         object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "tail_grid", tuple(int(g) for g in self.tail_grid))
         if self.n_frames < 1:
@@ -84,6 +98,13 @@ class MLBParams:
         d = dataclasses.asdict(self)
         d["grid"], d["tail_grid"] = list(self.grid), list(self.tail_grid)
         return d
+
+
+def _check_int(name: str, value: Any) -> int:
+    """An integer (numpy's too), not a bool, a float (``4.0``) or a string (``"abc"``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MLBError(f"{name} must be an integer, got {value!r}")
+    return int(value)
 
 
 PRESETS: dict[str, MLBParams] = {

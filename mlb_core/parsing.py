@@ -21,9 +21,17 @@ GRID_FIELDS = ("grid", "tail_grid")
 
 
 def parse_grid(value: str | Sequence[int]) -> tuple[int, int]:
-    """``"3x3"`` or ``[3, 3]`` -> ``(3, 3)``; both sides positive integers."""
-    parts = value.lower().replace(" ", "").split("x") if isinstance(value, str) else list(value)
+    """``"3x3"`` or ``[3, 3]`` -> ``(3, 3)``; both sides positive integers.
+
+    A bare number is refused: YAML reads ``grid: 0x3`` as the hexadecimal integer 3 (and
+    ``3x3`` would be a string), so a number here is always a mistake."""
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        raise MLBError(f"a grid must look like 3x3, got the number {value!r} (YAML reads 0x3 as hexadecimal 3; "
+                       "write grids as strings, e.g. '3x3')")
     try:
+        parts = value.lower().replace(" ", "").split("x") if isinstance(value, str) else list(value)
+        if len(parts) != 2 or any(isinstance(p, (bool, float)) for p in parts):
+            raise ValueError
         gh, gw = (int(p) for p in parts)
     except (TypeError, ValueError):
         raise MLBError(f"a grid must look like 3x3, got {value!r}") from None
@@ -60,6 +68,40 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             raise MLBError(f"--set needs KEY=VALUE with KEY one of {', '.join(sorted(FIELDS))}; got {pair!r}")
         out[key] = parse_grid(str(value)) if key in GRID_FIELDS else parse_value(value)
     return out
+
+
+def parse_device(text: str | None) -> str | None:
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps`` ... checked before any model is loaded: a
+    one-line error for a name torch does not know or a device this machine lacks."""
+    if text is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise MLBError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MLBError(f"--device {text}: no CUDA GPU is available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MLBError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise MLBError(f"--device {text}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise MLBError(f"unsupported device {text!r}; use cpu, cuda or cuda:N")
+    return text
+
+
+def parse_options(text: str | None) -> list[str] | None:
+    """Multiple-choice options separated by ``;``: at least two, none empty."""
+    if text is None:
+        return None
+    options = [o.strip() for o in text.split(";")]
+    if len(options) < 2 or any(not o for o in options):
+        raise MLBError(f"--options needs two or more non-empty options separated by ';', got {text!r}")
+    return options
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -105,11 +105,37 @@ def _decode_decord(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     return frames, indices
 
 
-def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _count_packets(container, stream) -> int:
+    """Frames of ``stream`` by a demux-only pass (no decoding, no conversion)."""
+    n = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                n += 1
+    except Exception:  # a damaged tail: the decode pass finds the real count
+        pass
+    return n
+
+
+def _to_rgb(frame) -> np.ndarray:
+    """One decoded frame as (H, W, 3) uint8 RGB (the only conversion the decoder does)."""
+    return frame.to_ndarray(format="rgb24")
+
+
+def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | None, bool, int, str]:
+    """One decode pass for ``n_total`` frames: converts to RGB only the sampled frames, each
+    written straight into the (n_frames, H, W, 3) output. Returns ``(frames, complete,
+    frames decoded, damage reason or "")``; ``complete`` when every sampled frame was found."""
     import av
 
-    decoded: list[np.ndarray] = []
-    truncated = ""
+    indices = sample_indices(max(n_total, 1), n_frames)
+    slots: dict[int, list[int]] = {}
+    for pos, idx in enumerate(indices.tolist()):
+        slots.setdefault(idx, []).append(pos)
+    out: np.ndarray | None = None
+    filled = 0
+    n = 0
+    damage = ""
     with quiet_stderr():
         try:
             container = av.open(str(path))
@@ -120,18 +146,58 @@ def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
                 raise MLBError(f"no video stream in {path}")
             try:
                 for frame in container.decode(container.streams.video[0]):
-                    decoded.append(frame.to_ndarray(format="rgb24"))
+                    if n in slots:
+                        rgb = _to_rgb(frame)
+                        if out is None:
+                            out = np.empty((n_frames, *rgb.shape), np.uint8)
+                        if rgb.shape == out.shape[1:]:  # a mid-stream size change: left unfilled
+                            for pos in slots[n]:
+                                out[pos] = rgb
+                                filled += 1
+                    n += 1
             except Exception as exc:  # a truncated file: keep the frames decoded so far
-                if not decoded:
+                if not n:
                     raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
-                truncated = _reason(exc)
-    if not decoded:
+                damage = _reason(exc)
+    return out, filled == n_frames, n, damage
+
+
+def _frame_count(path: Path) -> int:
+    """The stream's frame count from its metadata, else from a demux-only pass; 0 if unknown."""
+    import av
+
+    with quiet_stderr():
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise MLBError(f"no video stream in {path}")
+                stream = container.streams.video[0]
+                return int(stream.frames or 0) or _count_packets(container, stream)
+        except MLBError:
+            raise
+        except Exception as exc:
+            raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+
+
+def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode in one pass, converting to RGB only the sampled frames, so memory is bounded by
+    ``n_frames`` frames whatever the video's length. The frame count comes from the stream's
+    metadata (or a demux-only pass); when the decoder finds another count (wrong metadata, a
+    damaged file), a second pass samples from the frames that really decode."""
+    n_total = _frame_count(path)
+    frames, complete, n_decoded, damage = _pyav_pass(path, n_total, n_frames)
+    if n_decoded == 0:
         raise MLBError(f"no decodable frames in {path}")
-    if truncated:
-        print(f"warning: {path} is damaged ({truncated}); sampling from its first "
-              f"{len(decoded)} decodable frames", file=sys.stderr)
-    indices = sample_indices(len(decoded), n_frames)
-    return np.stack([decoded[i] for i in indices]), indices
+    if n_decoded != n_total:
+        frames = None  # free the first pass's frames before the second
+        frames, complete, n_again, damage = _pyav_pass(path, n_decoded, n_frames)
+        complete = complete and n_again == n_decoded
+    if not complete or frames is None:  # passes that disagree, or frames of changing size: never guess
+        raise MLBError(f"cannot decode frames of {path}: the sampled frames did not decode consistently")
+    if damage:
+        print(f"warning: {path} is damaged ({damage}); sampling from its first "
+              f"{n_decoded} decodable frames", file=sys.stderr)
+    return frames, sample_indices(n_decoded, n_frames)
 
 
 def load_video(

@@ -311,7 +311,7 @@ def test_feature_cache_on_disk_skips_encoding_in_a_later_run(tiny_vlm, probe, tm
     cache = tmp_path / "features"
     first = evaluate("synthetic", probe, ["mlb"], ["tiny"], MODEL, tmp_path / "a", limit=6, vlm=tiny_vlm,
                      feature_cache=cache, progress=False)
-    assert len(list(cache.glob("*.pt"))) == 1
+    assert len(list(cache.glob("*.safetensors"))) == 1
     calls = []
     tiny_vlm.encode_frames = lambda *a, **k: calls.append(1)  # must not be called
     try:

@@ -83,6 +83,7 @@ class FakeJudgeServer:
                     score = next(v for k, v in CRITERION_SCORES.items() if k in system)
                     content = f"{{'score': {score}}}"
                 return self._send(200, {"id": "x", "object": "chat.completion", "model": req["model"],
+                                        "system_fingerprint": "fp_test",
                                         "choices": [{"index": 0, "finish_reason": "stop",
                                                      "message": {"role": "assistant", "content": content}}]})
 
@@ -276,7 +277,8 @@ def test_eval_open_ended_benchmark_with_the_chat_judge(server, tmp_path, tiny):
     finally:
         torch.set_num_threads(threads)
     assert res["judge"] == {"name": "judge-model-0125", "kind": "openai-chat", "base_url": server.url,
-                            "api_key_env": "MLB_TEST_JUDGE_KEY", "temperature": None}
+                            "api_key_env": "MLB_TEST_JUDGE_KEY", "temperature": None,
+                            "served_models": ["judge-model-0125"], "system_fingerprints": ["fp_test"]}
     assert res["counts"]["answered"] == 3 and res["counts"]["judged"] == 3
     assert res["accuracy"] == 0.0 and res["score"] == 1.0  # the server's canned "no", 1
     assert sum(server.calls.values()) == 3
@@ -285,3 +287,121 @@ def test_eval_open_ended_benchmark_with_the_chat_judge(server, tmp_path, tiny):
             assert SECRET not in path.read_text()
     cached = read_jsonl(tmp_path / "out" / "judge-cache.jsonl")
     assert len(cached) == 3 and {c["judge"] for c in cached} == {"judge-model-0125"}
+
+
+# ---- a dead judge stops at once ---------------------------------------------------------------------
+class _RefusingServer:
+    """Answers every POST with one HTTP status (401 by default)."""
+
+    def __init__(self, code=401):
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                outer.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = b'{"error": "invalid api key"}'
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _unused_url():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.mark.parametrize("code", [401, 403, 404])
+def test_refusing_judge_stops_at_the_first_reply(tmp_path, code):
+    from mlb_core.evaluation.judge import JudgeUnavailable
+
+    srv = _RefusingServer(code)
+    try:
+        judge = ChatJudge("m", srv.url, "NO_SUCH_KEY_ENV", tmp_path / "c.jsonl", timeout=2, max_retries=6,
+                          backoff=1.0, workers=2)
+        t0 = time.perf_counter()
+        with pytest.raises(JudgeUnavailable) as err:
+            score_records([_open_record(str(i), f"p{i}") for i in range(9)], judge)
+        assert time.perf_counter() - t0 < 3
+        assert judge.n_requests <= 2 and srv.hits <= 2  # one per worker at most, never retried
+        msg = str(err.value)
+        assert f"{srv.url}/chat/completions" in msg and f"HTTP {code}" in msg and "\n" not in msg
+    finally:
+        srv.close()
+
+
+def test_unreachable_judge_fails_fast(tmp_path):
+    from mlb_core.evaluation.judge import JudgeUnavailable
+
+    url = _unused_url()
+    judge = ChatJudge("m", url, "NO_SUCH_KEY_ENV", None, timeout=5, max_retries=6, backoff=1.0, workers=1)
+    t0 = time.perf_counter()
+    with pytest.raises(JudgeUnavailable, match="cannot be reached"):
+        judge.judge("qa", "q", "a", "p")
+    assert time.perf_counter() - t0 < 2 and judge.n_requests == 1
+
+
+def test_retries_are_bounded_in_time(server, tmp_path):
+    judge = ChatJudge("m", server.url, "MLB_TEST_JUDGE_KEY", None, timeout=TIMEOUT, max_retries=50, backoff=0.2,
+                      max_retry_s=1.0, workers=1)
+    t0 = time.perf_counter()
+    out = judge.judge("qa", "q", "a", "correct [always500]")
+    assert time.perf_counter() - t0 < 2.5
+    assert out.error.startswith("request failed: HTTP 500 (retry time of 1 s used up)")
+
+
+def test_served_model_and_fingerprint_are_recorded(server, tmp_path):
+    judge = _judge(server, tmp_path / "c.jsonl")
+    out = judge.judge("qa", "q", "a", "correct")
+    assert (out.served_model, out.system_fingerprint) == ("judge-model-0125", "fp_test")
+    again = _judge(server, tmp_path / "c.jsonl")  # from the cache
+    assert again.judge("qa", "q", "a", "correct") == out and again.n_requests == 0
+    assert again.describe()["system_fingerprints"] == ["fp_test"]
+
+
+def test_cli_dead_judge_exits_2_and_keeps_answers(tmp_path, capsys):
+    import json as _json
+
+    from mlb_core.cli import main
+    from mlb_core.evaluation.runner import make_variants, predictions_path
+
+    model = "tiny:llava_next"
+    variant = make_variants(["mlb"], ["tiny"])[0]
+    pred = predictions_path(tmp_path, "msvd-qa", model, variant)
+    pred.parent.mkdir(parents=True)
+    recs = [{**it.to_dict(), **it.extra, "qid": it.qid, "status": "answered", "prediction": "a cat",
+             "fingerprint": variant.fingerprint(model)} for it in load_benchmark("msvd-qa", FIXTURES)]
+    pred.write_text("".join(_json.dumps(r) + "\n" for r in recs))
+    before = pred.read_bytes()
+    srv = _RefusingServer(401)
+    try:
+        argv = ["eval", "--score-only", "--benchmark", "msvd-qa", "--data", str(FIXTURES), "--model", model,
+                "--preset", "tiny", "--judge", "chat", "--judge-base-url", srv.url, "--out", str(tmp_path), "-q"]
+        assert main(argv) == 2
+    finally:
+        srv.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: judge server {srv.url}") and "HTTP 401" in err
+    assert _json.loads(pred.read_bytes().splitlines()[0]) == _json.loads(before.splitlines()[0])
+    assert len(read_jsonl(pred)) == len(recs)
+    main(["eval", "--score-only", "--benchmark", "msvd-qa", "--data", str(FIXTURES), "--model", model,
+          "--preset", "tiny", "--judge", "chat", "--judge-base-url", _unused_url(), "--out", str(tmp_path), "-q"])
+    assert "cannot be reached" in capsys.readouterr().err

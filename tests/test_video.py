@@ -87,3 +87,26 @@ def test_directory_and_backend_errors(tmp_path):
         load_video(tmp_path, 4)
     with pytest.raises(MLBError, match="unknown video backend"):
         load_video("bigbuckbunny.mp4", 4, backend="opencv")
+
+
+def test_pyav_converts_only_the_sampled_frames(monkeypatch):
+    """Memory bounded by the sampled frames: one RGB conversion per distinct sampled index,
+    in one pass, equal to decord's frames."""
+    import mlb_core.video as video
+
+    calls = []
+    real = video._to_rgb
+    monkeypatch.setattr(video, "_to_rgb", lambda frame: calls.append(1) or real(frame))
+    frames, idx = load_video("bigbuckbunny.mp4", 9, backend="pyav")
+    ref, ref_idx = load_video("bigbuckbunny.mp4", 9, backend="decord")
+    assert len(calls) == 9 and np.array_equal(idx, ref_idx)
+    assert np.abs(frames.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_pyav_wrong_frame_count_metadata_still_samples_like_decord(monkeypatch):
+    import mlb_core.video as video
+
+    monkeypatch.setattr(video, "_frame_count", lambda path: 40)  # wrong metadata: the real count is 132
+    frames, idx = load_video("bigbuckbunny.mp4", 5, backend="pyav")
+    ref, ref_idx = load_video("bigbuckbunny.mp4", 5, backend="decord")
+    assert np.array_equal(idx, ref_idx) and np.array_equal(frames, ref)

@@ -148,11 +148,90 @@ def _calibrate_projector(model) -> None:
         proj.linear_2.bias.mul_(target / norm)
 
 
+# ---- integrity of the built folder ------------------------------------------------------------
+INTEGRITY_FILE = "MLB_INTEGRITY.json"  # written last: every file's size and sha256
+
+
+def write_integrity(folder: Path) -> None:
+    """Record the size and sha256 of every file in ``folder`` (atomically, as the last file)."""
+    import hashlib
+
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != INTEGRITY_FILE:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            files[p.name] = {"size": p.stat().st_size, "sha256": h.hexdigest()}
+    tmp = folder / f".{INTEGRITY_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"build_version": BUILD_VERSION, "files": files}, indent=1))
+    os.replace(tmp, folder / INTEGRITY_FILE)
+
+
+def integrity_problem(folder: Path, full: bool = False) -> str | None:
+    """Why ``folder`` is not a complete build (``None`` if it is): no marker, another build
+    version, a file missing or of another size (a truncated ``model.safetensors``); with
+    ``full``, also a sha256 mismatch."""
+    import hashlib
+
+    try:
+        marker = json.loads((folder / INTEGRITY_FILE).read_text())
+        files = marker["files"]
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no complete build"
+    if marker.get("build_version") != BUILD_VERSION or config.get("mlb_build_version") != BUILD_VERSION:
+        return "an older build"
+    for name, info in files.items():
+        p = folder / name
+        if not p.is_file() or p.stat().st_size != info["size"]:
+            return f"{name} is missing or truncated"
+        if full and hashlib.sha256(p.read_bytes()).hexdigest() != info["sha256"]:
+            return f"{name} is corrupt (sha256 mismatch)"
+    return None
+
+
+def safetensors_complete(path: Path) -> bool:
+    """True when the file is as long as its own header says (a truncated file is not)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return False
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
+
+
+def _adopt_legacy(folder: Path) -> bool:
+    """A folder built before the integrity marker existed: kept (and given a marker) when its
+    config is of this build version and its safetensors files are complete."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = list(folder.glob("*.safetensors"))
+    if (config.get("mlb_build_version") != BUILD_VERSION or (folder / INTEGRITY_FILE).exists() or not weights
+            or not all(safetensors_complete(p) for p in weights)):
+        return False
+    write_integrity(folder)
+    return True
+
+
 def ensure_embedded() -> Path:
-    """The embedded default's checkpoint folder, built on first use."""
+    """The embedded default's checkpoint folder, built on first use; rebuilt when the folder
+    is incomplete (checked against the integrity marker written after the build)."""
     out = cache_dir() / EMBEDDED_NAME
-    config = out / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("mlb_build_version") == BUILD_VERSION:
+    problem = integrity_problem(out)
+    if problem is None or (problem == "no complete build" and _adopt_legacy(out)):
         return out
+    if out.exists():
+        print(f"[mlb] {out}: {problem}; rebuilding", file=sys.stderr)
     build_embedded(out)
+    write_integrity(out)
     return out

@@ -292,8 +292,13 @@ def _load_synthetic(path: Path, spec: BenchmarkSpec) -> list[Item]:
         task = row["task"]
         if task not in ("open", "mc"):
             raise MLBError(f"{where}: task must be open or mc, got {task!r}")
-        extra: dict[str, Any] = {k: int(row[k]) for k in ("evidence_start", "evidence_end", "slot", "segment")
-                                 if row.get(k)}
+        extra: dict[str, Any] = {}
+        for k in ("evidence_start", "evidence_end", "slot", "segment"):
+            if row.get(k):
+                try:
+                    extra[k] = int(row[k])
+                except ValueError:
+                    raise MLBError(f"{where}: {k} must be an integer, got {row[k]!r}") from None
         extra.update({k: row[k] for k in ("shape", "size", "order") if row.get(k)})
         if task == "mc":
             options = _options(row)

@@ -30,6 +30,9 @@ How it runs:
   on its own device (``cuda:LOCAL_RANK``); rank 0 waits until every question has a line,
   merges the shards into ``<method>.predictions.jsonl`` (benchmark order) and scores.
   The output folder must be shared by all ranks (one node, or a shared file system).
+- **One run per folder.** ``evaluate`` / ``score_saved`` hold an OS lock on ``OUT/.mlb-eval.lock``
+  (rank 0 for a multi-rank launch): a second run on the same ``out`` fails at once, naming the
+  holder's pid, and changes nothing. A ``failed`` record is retried by the next run.
 - **Progress.** A tqdm bar per rank: done / total, rate and ETA.
 - Missing videos raise one error listing them, or with ``skip_missing`` are recorded as
   ``status: skipped``; an undecodable video or a prompt that does not fit is recorded as
@@ -38,17 +41,21 @@ How it runs:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import socket
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -76,6 +83,7 @@ from mlb_core.evaluation.scoring import metrics, score_records
 from mlb_core.methods import METHODS
 from mlb_core.pipeline import VideoFeatures, answer, encode_video
 from mlb_core.selection.scores import StageOneCache
+from mlb_core.video import load_video
 
 EMBEDDED_NOTE = ("embedded default: real SmolLM2-135M language model, untrained (seeded random) vision "
                  "tower; its answers about video content are not meaningful")
@@ -172,14 +180,87 @@ def shard_items(items: list[Item], rank: int, world: int) -> list[Item]:
     return [it for it in items if it.video in mine]
 
 
+# ---- the output folder's lock --------------------------------------------------------------------
+LOCK_NAME = ".mlb-eval.lock"
+
+
+class OutputLocked(MLBError):
+    """Another process holds the output folder."""
+
+
+_held: dict[str, list[Any]] = {}  # resolved folder -> [open lock file, depth] (re-entrant per process)
+_held_guard = threading.Lock()
+
+
+def _try_lock(fd: int) -> bool:
+    if os.name == "nt":  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except (BlockingIOError, PermissionError):
+        return False
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive OS file lock on ``folder/.mlb-eval.lock`` for the block (re-entrant in
+    one process). A second run on the same folder fails at once with :class:`OutputLocked`
+    naming the folder and the holder; a killed holder's lock is freed by the OS."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+        else:
+            path = folder / LOCK_NAME
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                try:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise OutputLocked(f"output folder {folder} is in use by another mlb run ({holder}); "
+                                   "wait for it to finish or use another --out")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+            _held[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                fd = _held.pop(key)[0]
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                os.close(fd)  # closing the descriptor releases the lock
+
+
 # ---- the prediction files ------------------------------------------------------------------------
+def _is_done(rec: dict[str, Any]) -> bool:
+    """A record that needs no new answer: anything but ``status: failed`` (retried on the next run)."""
+    return "qid" in rec and rec.get("status") != "failed"
+
+
 class PredictionFile:
-    """An append-only JSONL of prediction records, one per question (``qid``)."""
+    """An append-only JSONL of prediction records, one per question (``qid``); a question
+    whose record is ``failed`` is not done, and a later record replaces it when merged."""
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = {r["qid"] for r in read_jsonl(path, repair=True) if "qid" in r}
+        self.done = {r["qid"] for r in read_jsonl(path, repair=True) if _is_done(r)}
         self._f = None
 
     def append(self, record: dict[str, Any]) -> None:
@@ -198,34 +279,39 @@ class PredictionFile:
             self._f = None
 
 
-def _done_qids(main: Path, fingerprint: str | None = None) -> set[str]:
-    """qids with a record in ``main`` or its shards; with ``fingerprint``, a record made
-    with other settings is an error (use another ``out`` or delete the old files)."""
+def _done_qids(main: Path, fingerprint: str | None = None, include_failed: bool = False) -> set[str]:
+    """qids with a record in ``main`` or its shards (``failed`` ones only with
+    ``include_failed``); with ``fingerprint``, a record made with other settings is an error
+    (use another ``out`` or delete the old files)."""
     done: set[str] = set()
     for p in [main, *_shard_files(main)]:
         for r in read_jsonl(p):
             if fingerprint and r.get("fingerprint", fingerprint) != fingerprint:
                 raise MLBError(f"{p} holds answers made with other settings (model, method or parameters); "
                                "use another --out or delete that file")
-            if "qid" in r:
+            if "qid" in r and (include_failed or _is_done(r)):
                 done.add(r["qid"])
     return done
 
 
 def merge_predictions(main: Path, items: list[Item]) -> list[dict[str, Any]]:
-    """Merge ``main`` and its rank shards into ``main`` in benchmark order (first record of a
-    qid wins; records of questions no longer in ``items`` are kept at the end), written
-    atomically; the shards are then removed. Returns the records of ``items``' questions."""
+    """Merge ``main`` and its rank shards into ``main`` in benchmark order (the first record of
+    a qid wins, except that a ``failed`` record gives way to a later one: a retry; records of
+    questions no longer in ``items`` are kept at the end), written atomically; the shards are
+    then removed. Returns the records of ``items``' questions. The caller holds the output
+    folder's lock (:func:`output_lock`), so no other process appends meanwhile."""
     shards = _shard_files(main)
     by_qid: dict[str, dict[str, Any]] = {}
     for p in [main, *shards]:
         for rec in read_jsonl(p):
-            by_qid.setdefault(rec.get("qid", ""), rec)
+            q = rec.get("qid", "")
+            if q not in by_qid or not _is_done(by_qid[q]):
+                by_qid[q] = rec
     order = [it.qid for it in items]
     known = set(order)
     records = [by_qid[q] for q in order if q in by_qid]
     extras = [r for q, r in by_qid.items() if q not in known and q]
-    tmp = main.with_suffix(".jsonl.tmp")
+    tmp = main.with_name(f".{main.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in records + extras:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -238,9 +324,20 @@ def merge_predictions(main: Path, items: list[Item]) -> list[dict[str, Any]]:
 
 
 # ---- feature caches --------------------------------------------------------------------------------
+FRAME_METHODS = ("ig-vlm", "ts-llava")  # methods that re-encode the decoded frames as an image
+CACHE_FORMAT = 1
+
+
 class FeatureCache:
     """Grid tokens per (model, video file, n_frames, backend): in memory for the run, and
-    on disk under ``folder`` when given (``torch.save`` of tokens, frames, indices, timings)."""
+    on disk under ``folder`` when given.
+
+    On disk: one ``<key>.safetensors`` per entry holding only tensors (``tokens``, ``indices``)
+    and JSON metadata (timings, shape), so loading runs no code. Decoded frames are *not*
+    stored: a method that needs them (:data:`FRAME_METHODS`) gets them decoded again
+    (:meth:`frames`). Written through a unique temporary name and ``os.replace``, so runs
+    sharing a folder never collide; an unreadable file (truncated, empty, garbage) is a miss
+    with one warning line naming it, and is overwritten."""
 
     def __init__(self, vlm: VideoLLM, folder: str | Path | None = None, backend: str = "auto"):
         self.vlm, self.backend = vlm, backend
@@ -255,29 +352,70 @@ class FeatureCache:
                            n_frames, self.backend, float(w.flatten()[:64].float().sum())])
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
+    def _read(self, disk: Path, path: Path, n_frames: int) -> VideoFeatures | None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(disk), framework="pt") as f:
+                meta = f.metadata() or {}
+                tokens, indices = f.get_tensor("tokens"), f.get_tensor("indices")
+            timings = json.loads(meta.get("timings", "{}"))
+            if (int(meta.get("format", -1)) != CACHE_FORMAT or tokens.dim() != 4 or tokens.shape[0] != n_frames
+                    or tuple(indices.shape) != (n_frames,) or not isinstance(timings, dict)):
+                raise ValueError("unexpected contents")
+        except Exception as exc:  # safetensors raises its own errors on a torn or foreign file
+            print(f"warning: feature cache file {disk} is unreadable ({_short(exc)}); encoding again",
+                  file=sys.stderr)
+            return None
+        return VideoFeatures(str(path), None, indices.numpy(), tokens.to(self.vlm.device),  # type: ignore[arg-type]
+                             {k: float(v) for k, v in timings.items()})
+
+    def _write(self, disk: Path, feats: VideoFeatures) -> None:
+        from safetensors.torch import save_file
+
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        tmp = disk.with_name(f".{disk.name}.{os.getpid()}.{threading.get_ident()}.{time.time_ns()}.tmp")
+        try:
+            save_file({"tokens": feats.tokens.detach().cpu().contiguous(),
+                       "indices": torch.as_tensor(np.asarray(feats.indices, dtype=np.int64))},
+                      str(tmp), metadata={"format": str(CACHE_FORMAT), "timings": json.dumps(feats.timings),
+                                          "model": self.vlm.name, "video": feats.path})
+            os.replace(tmp, disk)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def get(self, path: Path, n_frames: int) -> tuple[VideoFeatures, bool]:
-        """``(features, cached)``; ``cached`` is True when no encoding was needed."""
+        """``(features, cached)``; ``cached`` is True when no encoding was needed. Features
+        read from disk have ``frames=None`` (see :meth:`frames`)."""
         mem_key = (str(path), n_frames)
         if mem_key in self._mem:
             return self._mem[mem_key], True
-        disk = self.folder / f"{self._key(path, n_frames)}.pt" if self.folder else None
-        if disk is not None and disk.exists():
-            blob = torch.load(disk, weights_only=False)
-            feats = VideoFeatures(str(path), blob["frames"], blob["indices"],
-                                  blob["tokens"].to(self.vlm.device), blob["timings"])
+        disk = self.folder / f"{self._key(path, n_frames)}.safetensors" if self.folder else None
+        feats = self._read(disk, path, n_frames) if disk is not None and disk.exists() else None
+        cached = feats is not None
+        if feats is not None:
             self.hits += 1
-            cached = True
         else:
             feats = encode_video(self.vlm, path, n_frames, self.backend)
-            cached = False
             if disk is not None:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_suffix(".tmp")
-                torch.save({"frames": feats.frames, "indices": feats.indices, "tokens": feats.tokens.cpu(),
-                            "timings": feats.timings}, tmp)
-                os.replace(tmp, disk)
+                self._write(disk, feats)
         self._mem = {mem_key: feats} | {k: v for k, v in self._mem.items() if k[0] == str(path)}
         return feats, cached
+
+    def frames(self, feats: VideoFeatures, n_frames: int) -> VideoFeatures:
+        """``feats`` with its decoded frames (decoded again when they came from disk)."""
+        if feats.frames is None:
+            frames, indices = load_video(feats.path, n_frames, self.backend)
+            if not np.array_equal(indices, feats.indices):
+                raise MLBError(f"{feats.path} decodes to other frames than its cached features; "
+                               "delete the feature cache")
+            feats.frames = frames
+        return feats
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:120] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # ---- answering ---------------------------------------------------------------------------------------
@@ -339,6 +477,8 @@ def answer_items(
                     rec.update(status="failed", error=str(f))
                 else:
                     try:
+                        if v.method in FRAME_METHODS:
+                            f = feature_cache.frames(f, v.params.n_frames)
                         ans = answer(vlm, f, it.question, v.method, v.params, task=it.task,
                                      options=list(it.options) if it.task == "mc" else None, scorer=stage_one)
                     except MLBError as exc:
@@ -452,13 +592,27 @@ def score_variant(
     if model_slug(model).startswith("embedded"):
         result["note"] = EMBEDDED_NOTE
     base = main.parent / main.name.replace(".predictions.jsonl", "")
-    tmp = Path(f"{base}.scored.jsonl.tmp")
+    tmp = Path(f"{base}.scored.jsonl.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in scored:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     os.replace(tmp, f"{base}.scored.jsonl")
-    Path(f"{base}.metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    _write_atomic(Path(f"{base}.metrics.json"), json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through a unique temporary sibling and ``os.replace``: readers see the old
+    or the new file, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---- the runner ----------------------------------------------------------------------------------------
@@ -512,42 +666,45 @@ def evaluate(
     rank, world, local_rank = shard_info()
     if score and rank == 0 and isinstance(judge_obj, ChatJudge) and BENCHMARKS[bench].kind != "mc":
         judge_obj.check_ready()
-    if vlm is None:
-        from mlb_core.backbones.loading import load_model
+    # rank 0 holds the output folder for the whole run (the other ranks of this launch only
+    # write their own shards): a second run on the same folder fails at once
+    with output_lock(out) if rank == 0 else contextlib.nullcontext():
+        if vlm is None:
+            from mlb_core.backbones.loading import load_model
 
-        if device is None and world > 1 and torch.cuda.is_available():
-            device = f"cuda:{local_rank % torch.cuda.device_count()}"
-        vlm = load_model(model, device=device)
-    mains = {v: predictions_path(out, bench, model, v) for v in variants}
-    shard_names = {v: (mains[v] if world == 1 else
-                       mains[v].with_name(mains[v].name.replace(".jsonl", f".rank{rank}of{world}.jsonl")))
-                   for v in variants}
-    files = {v: PredictionFile(shard_names[v]) for v in variants}
-    for v in variants:  # what any rank (or an earlier run with another world size) already wrote
-        files[v].done |= _done_qids(mains[v], v.fingerprint(model))
-    mine = shard_items(items, rank, world)
-    desc = f"{bench} {model_slug(model)}" + (f" [rank {rank}/{world}]" if world > 1 else "")
-    t0 = time.perf_counter()
-    try:
-        counts = answer_items(vlm, mine, found, variants, files, bench, model,
-                              FeatureCache(vlm, feature_cache, backend), progress, desc, rank)
-    finally:
-        for f in files.values():
-            f.close()
-    n_new = sum(counts.values())
-    if progress and n_new:
-        dt = time.perf_counter() - t0
-        print(f"{desc}: {counts['answered']} answered, {counts['skipped']} skipped, {counts['failed']} failed "
-              f"in {dt:.1f} s ({dt / n_new:.2f} s per answer)", file=sys.stderr)
-    if rank != 0:
-        return []
-    if world > 1:
-        _wait_for_all(mains, items, merge_poll_s, progress)
-    for v in variants:
-        merge_predictions(mains[v], items)
-    if not score:
-        return []
-    return [score_variant(mains[v], items, judge_obj, bench, model, v, progress) for v in variants]
+            if device is None and world > 1 and torch.cuda.is_available():
+                device = f"cuda:{local_rank % torch.cuda.device_count()}"
+            vlm = load_model(model, device=device)
+        mains = {v: predictions_path(out, bench, model, v) for v in variants}
+        shard_names = {v: (mains[v] if world == 1 else
+                           mains[v].with_name(mains[v].name.replace(".jsonl", f".rank{rank}of{world}.jsonl")))
+                       for v in variants}
+        files = {v: PredictionFile(shard_names[v]) for v in variants}
+        for v in variants:  # what any rank (or an earlier run with another world size) already wrote
+            files[v].done |= _done_qids(mains[v], v.fingerprint(model))
+        mine = shard_items(items, rank, world)
+        desc = f"{bench} {model_slug(model)}" + (f" [rank {rank}/{world}]" if world > 1 else "")
+        t0 = time.perf_counter()
+        try:
+            counts = answer_items(vlm, mine, found, variants, files, bench, model,
+                                  FeatureCache(vlm, feature_cache, backend), progress, desc, rank)
+        finally:
+            for f in files.values():
+                f.close()
+        n_new = sum(counts.values())
+        if progress and n_new:
+            dt = time.perf_counter() - t0
+            print(f"{desc}: {counts['answered']} answered, {counts['skipped']} skipped, {counts['failed']} failed "
+                  f"in {dt:.1f} s ({dt / n_new:.2f} s per answer)", file=sys.stderr)
+        if rank != 0:
+            return []
+        if world > 1:
+            _wait_for_all(mains, items, merge_poll_s, progress)
+        for v in variants:
+            merge_predictions(mains[v], items)
+        if not score:
+            return []
+        return [score_variant(mains[v], items, judge_obj, bench, model, v, progress) for v in variants]
 
 
 def _wait_for_all(mains: dict[Variant, Path], items: list[Item], poll_s: float, progress: bool) -> None:
@@ -555,7 +712,12 @@ def _wait_for_all(mains: dict[Variant, Path], items: list[Item], poll_s: float, 
     need = {it.qid for it in items}
     announced = False
     while True:
-        left = sum(len(need - _done_qids(p)) for p in mains.values())
+        left = 0
+        for p in mains.values():  # a shard line (even failed) or a finished line of the merged file
+            have = _done_qids(p)
+            for shard in _shard_files(p):
+                have |= {r["qid"] for r in read_jsonl(shard) if "qid" in r}
+            left += len(need - have)
         if not left:
             return
         if progress and not announced:
@@ -591,12 +753,13 @@ def score_saved(
     if isinstance(judge_obj, ChatJudge) and BENCHMARKS[bench].kind != "mc":
         judge_obj.check_ready()
     results = []
-    for v in variants:
-        main = predictions_path(out, bench, model, v)
-        if not main.exists() and not _shard_files(main):
-            raise MLBError(f"no predictions at {main}; run mlb eval first")
-        merge_predictions(main, items)
-        results.append(score_variant(main, items, judge_obj, bench, model, v, progress))
+    with output_lock(out):
+        for v in variants:
+            main = predictions_path(out, bench, model, v)
+            if not main.exists() and not _shard_files(main):
+                raise MLBError(f"no predictions at {main}; run mlb eval first")
+            merge_predictions(main, items)
+            results.append(score_variant(main, items, judge_obj, bench, model, v, progress))
     return results
 
 
@@ -610,7 +773,14 @@ def summarize(out: str | Path, groups: Iterable[str] = ("task", "type", "positio
     """
     rows: list[dict[str, Any]] = []
     for path in sorted(Path(out).rglob("*.metrics.json")):
-        m = json.loads(path.read_text())
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(m, dict):
+                raise ValueError("not a JSON object")
+            m["counts"], m["benchmark"]  # noqa: B018 - the keys every row needs
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            raise MLBError(f"{path}: not a readable metrics file ({type(exc).__name__}); "
+                           "re-score it with mlb eval --score-only or delete it") from None
         base = {"benchmark": m["benchmark"], "model": m["model"], "preset": m["preset"], "method": m["method"],
                 "judge": (m.get("judge") or {}).get("name")}
         c = m["counts"]
@@ -659,13 +829,15 @@ def run_eval(
     from mlb_core.backbones.loading import load_model
 
     results: list[dict[str, Any]] = []
-    for model in models:
-        vlm = runner.pop("vlm", None) or load_model(model, device=device)
-        for bench in benchmarks:
-            common = dict(data=benchmark_data(data, bench, len(benchmarks)), presets=list(presets), model=model,
-                          vlm=vlm, videos=benchmark_data(videos, bench, len(benchmarks)) if videos else None,
-                          **runner)
-            results += evaluate(bench, methods=list(methods), grids=list(grids) if grids else None, **common)
-            if reference:
-                results += evaluate(bench, methods=list(reference), **common)
+    out = runner.get("out", "results/eval")
+    with output_lock(out) if shard_info()[0] == 0 else contextlib.nullcontext():  # before any model loads
+        for model in models:
+            vlm = runner.pop("vlm", None) or load_model(model, device=device)
+            for bench in benchmarks:
+                common = dict(data=benchmark_data(data, bench, len(benchmarks)), presets=list(presets),
+                              model=model, vlm=vlm,
+                              videos=benchmark_data(videos, bench, len(benchmarks)) if videos else None, **runner)
+                results += evaluate(bench, methods=list(methods), grids=list(grids) if grids else None, **common)
+                if reference:
+                    results += evaluate(bench, methods=list(reference), **common)
     return results

@@ -104,10 +104,111 @@ def check_params(data: Mapping[str, Any]) -> dict[str, MLBParams]:
     return {name: params_from_yaml(data, name) for name in mlb_sections(data)}
 
 
+# ---- the whole file: known keys, method names, grids, counts --------------------------------------
+_STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a preset also take FIELDS
+    "fig1": {"preset", "clip", "question", "top_fraction"},
+    "fig2": {"preset", "source", "clips", "questions", "windows", "repeat_frame", "data", "limit"},
+    "synth": {"n_videos", "n_frames", "seed"},
+    "eval": {"preset", "benchmarks", "data", "models", "methods", "limit", "judge", "judge_model",
+             "judge_base_url"},
+    "fig4": {"preset", "benchmark", "grids", "method", "reference", "limit", "task", "metric", "judge",
+             "judge_model"},
+    "bench": {"preset", "parts", "repeats", "questions", "video", "methods"},
+    "tables": {"digits", "specs"},
+}
+_COUNTS = {  # (section, key) -> the least value
+    (None, "threads"): 0, ("fig2", "windows"): 1, ("fig2", "limit"): 0, ("fig2", "repeat_frame"): 0,
+    ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
+    ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
+}
+_CHOICES = {("fig4", "task"): ("all", "open", "mc"), ("eval", "judge"): ("auto", "chat", "offline", "none"),
+            ("fig4", "judge"): ("auto", "chat", "offline", "none")}
+
+
+def _unknown_key(where: str, key: str, known: set[str]) -> MLBError:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(sorted(known))}"
+    return MLBError(f"{where}: unknown key {key!r}{hint}")
+
+
+def check_sections(data: Mapping[str, Any], name: str = PARAMS) -> None:
+    """Validate every value of a loaded params file that the stages read, so a typo fails in
+    ``mlb study check`` and not hours into ``dvc repro``: known keys per section, method and
+    benchmark names, grids (strings like ``3x3``), counts that must not be negative, choices."""
+    from mlb_core.evaluation.benchmarks import BENCHMARKS, canonical_name
+    from mlb_core.methods import METHODS
+
+    def methods(where: str, value: Any) -> None:
+        for m in split_list(str(value)) if value is not None else []:
+            if m not in METHODS:
+                raise MLBError(f"{name}: {where}: unknown method {m!r}; choose from {', '.join(sorted(METHODS))}")
+
+    for (section, key), least in _COUNTS.items():
+        holder = data if section is None else data.get(section)
+        if isinstance(holder, Mapping) and key in holder:
+            value = holder[key]
+            where = key if section is None else f"{section}.{key}"
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise MLBError(f"{name}: {where} must be an integer, got {value!r}")
+            if value < least:
+                raise MLBError(f"{name}: {where} must be >= {least}, got {value}")
+    for section, known in _STAGE_KEYS.items():
+        body = data.get(section)
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            raise MLBError(f"{name}: {section} must be a section (a mapping), got {body!r}")
+        allowed = known | (FIELDS if "preset" in known else set())
+        for key in body:
+            if key not in allowed:
+                raise _unknown_key(f"{name}: {section}", str(key), allowed)
+        for key, value in body.items():
+            if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
+                raise MLBError(f"{name}: {section}.{key} must be one of {', '.join(_CHOICES[(section, key)])}, "
+                               f"got {value!r}")
+    for section, key in (("eval", "methods"), ("bench", "methods"), ("fig4", "method"), ("fig4", "reference")):
+        if isinstance(data.get(section), Mapping) and key in data[section]:
+            methods(f"{section}.{key}", data[section][key])
+    for section, key in (("eval", "benchmarks"), ("fig4", "benchmark")):
+        if isinstance(data.get(section), Mapping) and key in data[section]:
+            for b in split_list(str(data[section][key])):
+                try:
+                    canonical_name(b)
+                except MLBError:
+                    raise MLBError(f"{name}: {section}.{key}: unknown benchmark {b!r}; choose from "
+                                   f"{', '.join(BENCHMARKS)}") from None
+    fig4 = data.get("fig4")
+    if isinstance(fig4, Mapping) and "grids" in fig4:
+        grids = fig4["grids"]
+        if not isinstance(grids, str):
+            raise MLBError(f"{name}: fig4.grids must be a comma-separated string like '2x2,3x3', got {grids!r} "
+                           "(YAML reads 0x3 as a number)")
+        try:
+            for g in split_list(grids):
+                parse_grid(g)
+        except MLBError as exc:
+            raise MLBError(f"{name}: fig4.grids: {exc}") from None
+    tables = data.get("tables")
+    if isinstance(tables, Mapping) and tables.get("specs") is not None:
+        specs = tables["specs"]
+        if not isinstance(specs, Mapping):
+            raise MLBError(f"{name}: tables.specs must be a mapping of tables")
+        for table, spec in specs.items():
+            if not isinstance(spec, Mapping):
+                raise MLBError(f"{name}: tables.specs.{table} must be a mapping with source and methods")
+            for key in spec:
+                if key not in ("source", "methods"):
+                    raise _unknown_key(f"{name}: tables.specs.{table}", str(key), {"source", "methods"})
+            methods(f"tables.specs.{table}.methods", spec.get("methods"))
+
+
 def paper_params(root: str | Path = ROOT) -> dict[str, Any]:
     """``params.yaml`` with ``params-paper.yaml`` applied, validated."""
     root = Path(root)
     merged = merge(load_yaml(root / PARAMS), load_yaml(root / PAPER_PARAMS))
+    check_sections(merged, f"{PARAMS} + {PAPER_PARAMS}")
     check_params(merged)
     return merged
 
@@ -148,6 +249,8 @@ def check_study(root: str | Path = ROOT) -> dict[str, MLBParams]:
     """Validate ``params.yaml`` and ``params.yaml`` + ``params-paper.yaml``; the parameters of
     every section, labelled ``default <section>`` and ``paper <section>``."""
     root = Path(root)
-    base = check_params(load_yaml(root / PARAMS))
+    data = load_yaml(root / PARAMS)
+    check_sections(data)
+    base = check_params(data)
     paper = check_params(paper_params(root))
     return {**{f"default {k}": v for k, v in base.items()}, **{f"paper {k}": v for k, v in paper.items()}}
