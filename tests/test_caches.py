@@ -117,7 +117,7 @@ def test_truncated_embedded_model_is_rebuilt(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MLB_CACHE", str(tmp_path))
     builds = []
 
-    def fake_build(out):
+    def fake_build(out, trained=True):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"mlb_build_version": embedded.BUILD_VERSION}))
         save_file({"w": torch.arange(4096, dtype=torch.float32)}, str(out / "model.safetensors"))

@@ -15,7 +15,8 @@ import pytest
 
 from mlb_core.errors import MLBError
 from mlb_core.evaluation.benchmarks import load_benchmark
-from mlb_core.evaluation.judge import ChatJudge, JudgeCache, KeywordJudge, judge_messages, parse_judgment, read_jsonl
+from mlb_core.evaluation.chat import ChatJudge
+from mlb_core.evaluation.judge import JudgeCache, KeywordJudge, judge_messages, parse_judgment, read_jsonl
 from mlb_core.evaluation.scoring import metrics, score_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -331,7 +332,7 @@ def _unused_url():
 
 @pytest.mark.parametrize("code", [401, 403, 404])
 def test_refusing_judge_stops_at_the_first_reply(tmp_path, code):
-    from mlb_core.evaluation.judge import JudgeUnavailable
+    from mlb_core.evaluation.chat import JudgeUnavailable
 
     srv = _RefusingServer(code)
     try:
@@ -349,7 +350,7 @@ def test_refusing_judge_stops_at_the_first_reply(tmp_path, code):
 
 
 def test_unreachable_judge_fails_fast(tmp_path):
-    from mlb_core.evaluation.judge import JudgeUnavailable
+    from mlb_core.evaluation.chat import JudgeUnavailable
 
     url = _unused_url()
     judge = ChatJudge("m", url, "NO_SUCH_KEY_ENV", None, timeout=5, max_retries=6, backoff=1.0, workers=1)

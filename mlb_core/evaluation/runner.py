@@ -42,26 +42,20 @@ How it runs:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
-import socket
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mlb_core.backbones.adapter import VideoLLM
-from mlb_core.config import MLBParams, get_preset
 from mlb_core.errors import MLBError
+from mlb_core.evaluation.answering import answer_items
 from mlb_core.evaluation.benchmarks import (
     BENCHMARKS,
     Item,
@@ -70,439 +64,37 @@ from mlb_core.evaluation.benchmarks import (
     load_benchmark,
     resolve_videos,
 )
+from mlb_core.evaluation.chat import ChatJudge
+from mlb_core.evaluation.features import FeatureCache
 from mlb_core.evaluation.judge import (
     DEFAULT_BASE_URL,
     DEFAULT_JUDGE_MODEL,
     DEFAULT_KEY_ENV,
-    ChatJudge,
     Judge,
     KeywordJudge,
     read_jsonl,
 )
 from mlb_core.evaluation.scoring import metrics, score_records
-from mlb_core.methods import METHODS
-from mlb_core.pipeline import VideoFeatures, answer, encode_video
-from mlb_core.selection.scores import StageOneCache
-from mlb_core.video import load_video
+from mlb_core.evaluation.store import (  # noqa: F401 - LOCK_NAME, OutputLocked, variant_dir: re-exported
+    LOCK_NAME,
+    OutputLocked,
+    PredictionFile,
+    Variant,
+    _done_qids,
+    _shard_files,
+    _write_atomic,
+    make_variants,
+    merge_predictions,
+    model_slug,
+    output_lock,
+    predictions_path,
+    shard_info,
+    shard_items,
+    variant_dir,
+)
 
 EMBEDDED_NOTE = ("embedded default: real SmolLM2-135M language model, untrained (seeded random) vision "
                  "tower; its answers about video content are not meaningful")
-
-
-# ---- variants and paths ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Variant:
-    """One (method, parameters) to evaluate; ``label`` names its output folder."""
-
-    method: str
-    params: MLBParams
-    label: str
-
-    @property
-    def preset(self) -> str:
-        return self.label.split("+", 1)[0]
-
-    def fingerprint(self, model: str) -> str:
-        """A short hash of (model, method, all parameters): stamped on every record, so a
-        resumed run never mixes in answers made with other settings."""
-        blob = json.dumps([model, self.method, self.params.to_dict()], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "x".join(str(v) for v in value)
-    return str(value)
-
-
-def make_variants(
-    methods: Sequence[str],
-    presets: Sequence[str] = ("cpu",),
-    overrides: dict[str, Any] | None = None,
-    grids: Sequence[tuple[int, int]] | None = None,
-) -> list[Variant]:
-    """methods x presets (x GAPool grids), each with ``overrides`` applied."""
-    if not methods:
-        raise MLBError("no method given")
-    for m in methods:
-        if m not in METHODS:
-            raise MLBError(f"unknown method {m!r}; choose one of {', '.join(sorted(METHODS))}")
-    out = []
-    for preset in presets:
-        for grid in (grids or [None]):
-            changes = dict(overrides or {})
-            if grid is not None:
-                changes["grid"] = tuple(grid)
-            params = get_preset(preset, **changes)
-            label = preset + "".join(f"+{k}={_fmt(v)}" for k, v in sorted(changes.items()))
-            out.extend(Variant(m, params, label) for m in methods)
-    return out
-
-
-def model_slug(name: str) -> str:
-    """A folder name for a model: ``llava-hf/llava-v1.6-vicuna-7b-hf`` -> ``llava-hf--llava-v1.6-vicuna-7b-hf``;
-    a local folder -> its base name."""
-    path = Path(name)
-    if path.is_dir():
-        name = path.resolve().name
-    return re.sub(r"[^\w.+=-]", "-", name.replace("/", "--").replace(":", "-"))
-
-
-def variant_dir(out: str | Path, benchmark: str, model: str, label: str) -> Path:
-    return Path(out) / benchmark / model_slug(model) / label
-
-
-def predictions_path(out: str | Path, benchmark: str, model: str, variant: Variant) -> Path:
-    return variant_dir(out, benchmark, model, variant.label) / f"{variant.method}.predictions.jsonl"
-
-
-def _shard_files(main: Path) -> list[Path]:
-    return sorted(main.parent.glob(main.name.replace(".jsonl", ".rank*of*.jsonl")))
-
-
-# ---- distributed ---------------------------------------------------------------------------------
-def shard_info() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from the launcher's environment (``accelerate
-    launch`` and ``torchrun`` set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); ``(0, 1, 0)`` alone."""
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    if not 0 <= rank < world:
-        raise MLBError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
-    return rank, world, local
-
-
-def shard_items(items: list[Item], rank: int, world: int) -> list[Item]:
-    """The items of rank ``rank``: whole videos, round-robin in first-appearance order, so
-    each video is encoded by one rank only."""
-    videos = list(dict.fromkeys(it.video for it in items))
-    mine = set(videos[rank::world])
-    return [it for it in items if it.video in mine]
-
-
-# ---- the output folder's lock --------------------------------------------------------------------
-LOCK_NAME = ".mlb-eval.lock"
-
-
-class OutputLocked(MLBError):
-    """Another process holds the output folder."""
-
-
-_held: dict[str, list[Any]] = {}  # resolved folder -> [open lock file, depth] (re-entrant per process)
-_held_guard = threading.Lock()
-
-
-def _try_lock(fd: int) -> bool:
-    if os.name == "nt":  # pragma: no cover - Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except (BlockingIOError, PermissionError):
-        return False
-
-
-@contextlib.contextmanager
-def output_lock(folder: str | Path) -> Iterator[None]:
-    """Hold an exclusive OS file lock on ``folder/.mlb-eval.lock`` for the block (re-entrant in
-    one process). A second run on the same folder fails at once with :class:`OutputLocked`
-    naming the folder and the holder; a killed holder's lock is freed by the OS."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    key = str(folder.resolve())
-    with _held_guard:
-        if key in _held:
-            _held[key][1] += 1
-        else:
-            path = folder / LOCK_NAME
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            if not _try_lock(fd):
-                try:
-                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                finally:
-                    os.close(fd)
-                raise OutputLocked(f"output folder {folder} is in use by another mlb run ({holder}); "
-                                   "wait for it to finish or use another --out")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-            _held[key] = [fd, 1]
-    try:
-        yield
-    finally:
-        with _held_guard:
-            _held[key][1] -= 1
-            if _held[key][1] == 0:
-                fd = _held.pop(key)[0]
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                os.close(fd)  # closing the descriptor releases the lock
-
-
-# ---- the prediction files ------------------------------------------------------------------------
-def _is_done(rec: dict[str, Any]) -> bool:
-    """A record that needs no new answer: anything but ``status: failed`` (retried on the next run)."""
-    return "qid" in rec and rec.get("status") != "failed"
-
-
-class PredictionFile:
-    """An append-only JSONL of prediction records, one per question (``qid``); a question
-    whose record is ``failed`` is not done, and a later record replaces it when merged."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = {r["qid"] for r in read_jsonl(path, repair=True) if _is_done(r)}
-        self._f = None
-
-    def append(self, record: dict[str, Any]) -> None:
-        if record["qid"] in self.done:
-            return
-        if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8")
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self.done.add(record["qid"])
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-
-def _done_qids(main: Path, fingerprint: str | None = None, include_failed: bool = False) -> set[str]:
-    """qids with a record in ``main`` or its shards (``failed`` ones only with
-    ``include_failed``); with ``fingerprint``, a record made with other settings is an error
-    (use another ``out`` or delete the old files)."""
-    done: set[str] = set()
-    for p in [main, *_shard_files(main)]:
-        for r in read_jsonl(p):
-            if fingerprint and r.get("fingerprint", fingerprint) != fingerprint:
-                raise MLBError(f"{p} holds answers made with other settings (model, method or parameters); "
-                               "use another --out or delete that file")
-            if "qid" in r and (include_failed or _is_done(r)):
-                done.add(r["qid"])
-    return done
-
-
-def merge_predictions(main: Path, items: list[Item]) -> list[dict[str, Any]]:
-    """Merge ``main`` and its rank shards into ``main`` in benchmark order (the first record of
-    a qid wins, except that a ``failed`` record gives way to a later one: a retry; records of
-    questions no longer in ``items`` are kept at the end), written atomically; the shards are
-    then removed. Returns the records of ``items``' questions. The caller holds the output
-    folder's lock (:func:`output_lock`), so no other process appends meanwhile."""
-    shards = _shard_files(main)
-    by_qid: dict[str, dict[str, Any]] = {}
-    for p in [main, *shards]:
-        for rec in read_jsonl(p):
-            q = rec.get("qid", "")
-            if q not in by_qid or not _is_done(by_qid[q]):
-                by_qid[q] = rec
-    order = [it.qid for it in items]
-    known = set(order)
-    records = [by_qid[q] for q in order if q in by_qid]
-    extras = [r for q, r in by_qid.items() if q not in known and q]
-    tmp = main.with_name(f".{main.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records + extras:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, main)
-    for p in shards:
-        p.unlink(missing_ok=True)
-    return records
-
-
-# ---- feature caches --------------------------------------------------------------------------------
-FRAME_METHODS = ("ig-vlm", "ts-llava")  # methods that re-encode the decoded frames as an image
-CACHE_FORMAT = 1
-
-
-class FeatureCache:
-    """Grid tokens per (model, video file, n_frames, backend): in memory for the run, and
-    on disk under ``folder`` when given.
-
-    On disk: one ``<key>.safetensors`` per entry holding only tensors (``tokens``, ``indices``)
-    and JSON metadata (timings, shape), so loading runs no code. Decoded frames are *not*
-    stored: a method that needs them (:data:`FRAME_METHODS`) gets them decoded again
-    (:meth:`frames`). Written through a unique temporary name and ``os.replace``, so runs
-    sharing a folder never collide; an unreadable file (truncated, empty, garbage) is a miss
-    with one warning line naming it, and is overwritten."""
-
-    def __init__(self, vlm: VideoLLM, folder: str | Path | None = None, backend: str = "auto"):
-        self.vlm, self.backend = vlm, backend
-        self.folder = Path(folder) if folder else None
-        self._mem: dict[tuple[str, int], VideoFeatures] = {}
-        self.hits = 0
-
-    def _key(self, path: Path, n_frames: int) -> str:
-        st = path.stat()
-        w = next(self.vlm.model.model.multi_modal_projector.parameters())  # a fingerprint of the weights
-        blob = json.dumps([self.vlm.name, str(self.vlm.dtype), str(path.resolve()), st.st_size, st.st_mtime_ns,
-                           n_frames, self.backend, float(w.flatten()[:64].float().sum())])
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-    def _read(self, disk: Path, path: Path, n_frames: int) -> VideoFeatures | None:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(disk), framework="pt") as f:
-                meta = f.metadata() or {}
-                tokens, indices = f.get_tensor("tokens"), f.get_tensor("indices")
-            timings = json.loads(meta.get("timings", "{}"))
-            if (int(meta.get("format", -1)) != CACHE_FORMAT or tokens.dim() != 4 or tokens.shape[0] != n_frames
-                    or tuple(indices.shape) != (n_frames,) or not isinstance(timings, dict)):
-                raise ValueError("unexpected contents")
-        except Exception as exc:  # safetensors raises its own errors on a torn or foreign file
-            print(f"warning: feature cache file {disk} is unreadable ({_short(exc)}); encoding again",
-                  file=sys.stderr)
-            return None
-        return VideoFeatures(str(path), None, indices.numpy(), tokens.to(self.vlm.device),  # type: ignore[arg-type]
-                             {k: float(v) for k, v in timings.items()})
-
-    def _write(self, disk: Path, feats: VideoFeatures) -> None:
-        from safetensors.torch import save_file
-
-        disk.parent.mkdir(parents=True, exist_ok=True)
-        tmp = disk.with_name(f".{disk.name}.{os.getpid()}.{threading.get_ident()}.{time.time_ns()}.tmp")
-        try:
-            save_file({"tokens": feats.tokens.detach().cpu().contiguous(),
-                       "indices": torch.as_tensor(np.asarray(feats.indices, dtype=np.int64))},
-                      str(tmp), metadata={"format": str(CACHE_FORMAT), "timings": json.dumps(feats.timings),
-                                          "model": self.vlm.name, "video": feats.path})
-            os.replace(tmp, disk)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def get(self, path: Path, n_frames: int) -> tuple[VideoFeatures, bool]:
-        """``(features, cached)``; ``cached`` is True when no encoding was needed. Features
-        read from disk have ``frames=None`` (see :meth:`frames`)."""
-        mem_key = (str(path), n_frames)
-        if mem_key in self._mem:
-            return self._mem[mem_key], True
-        disk = self.folder / f"{self._key(path, n_frames)}.safetensors" if self.folder else None
-        feats = self._read(disk, path, n_frames) if disk is not None and disk.exists() else None
-        cached = feats is not None
-        if feats is not None:
-            self.hits += 1
-        else:
-            feats = encode_video(self.vlm, path, n_frames, self.backend)
-            if disk is not None:
-                self._write(disk, feats)
-        self._mem = {mem_key: feats} | {k: v for k, v in self._mem.items() if k[0] == str(path)}
-        return feats, cached
-
-    def frames(self, feats: VideoFeatures, n_frames: int) -> VideoFeatures:
-        """``feats`` with its decoded frames (decoded again when they came from disk)."""
-        if feats.frames is None:
-            frames, indices = load_video(feats.path, n_frames, self.backend)
-            if not np.array_equal(indices, feats.indices):
-                raise MLBError(f"{feats.path} decodes to other frames than its cached features; "
-                               "delete the feature cache")
-            feats.frames = frames
-        return feats
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:120] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# ---- answering ---------------------------------------------------------------------------------------
-def _base_record(item: Item, benchmark: str, model: str, variant: Variant, rank: int = 0) -> dict[str, Any]:
-    rec = {"qid": item.qid, "benchmark": benchmark, "model": model, "method": variant.method,
-           "preset": variant.label, "fingerprint": variant.fingerprint(model), **item.to_dict(), "rank": rank}
-    for k, v in item.extra.items():
-        rec.setdefault(k, v)
-    return rec
-
-
-def answer_items(
-    vlm: VideoLLM,
-    items: list[Item],
-    videos: dict[str, Path],
-    variants: list[Variant],
-    files: dict[Variant, PredictionFile],
-    benchmark: str,
-    model: str,
-    feature_cache: FeatureCache,
-    progress: bool = True,
-    desc: str = "eval",
-    rank: int = 0,
-) -> dict[str, int]:
-    """Answer every (item, variant) without a line yet, video by video; append each record."""
-    todo = [(it, v) for it in items for v in variants if it.qid not in files[v].done]
-    total = len(items) * len(variants)
-    counts = {"answered": 0, "skipped": 0, "failed": 0}
-    bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="ans", disable=not progress,
-               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-    by_video: dict[str, list[tuple[Item, Variant]]] = {}
-    stage_one = StageOneCache(max_entries=max(2, len(variants)))  # reused across a video's questions
-    for it, v in todo:
-        by_video.setdefault(it.video, []).append((it, v))
-    try:
-        for video, work in by_video.items():
-            path = videos.get(video)
-            if path is None:
-                for it, v in work:
-                    files[v].append({**_base_record(it, benchmark, model, v, rank), "status": "skipped",
-                                     "error": "video not found"})
-                    counts["skipped"] += 1
-                    bar.update(1)
-                continue
-            feats: dict[int, VideoFeatures | MLBError] = {}
-            cached: dict[int, bool] = {}
-            for n in sorted({v.params.n_frames for _, v in work}):
-                try:
-                    feats[n], cached[n] = feature_cache.get(path, n)
-                except MLBError as exc:
-                    feats[n] = exc
-                except torch.cuda.OutOfMemoryError:  # one huge video must not end a long run
-                    torch.cuda.empty_cache()
-                    feats[n] = MLBError(f"CUDA out of memory encoding {n} frames")
-            for it, v in work:
-                rec = _base_record(it, benchmark, model, v, rank)
-                f = feats[v.params.n_frames]
-                if isinstance(f, MLBError):
-                    rec.update(status="failed", error=str(f))
-                else:
-                    try:
-                        if v.method in FRAME_METHODS:
-                            f = feature_cache.frames(f, v.params.n_frames)
-                        ans = answer(vlm, f, it.question, v.method, v.params, task=it.task,
-                                     options=list(it.options) if it.task == "mc" else None, scorer=stage_one)
-                    except MLBError as exc:
-                        rec.update(status="failed", error=str(exc))
-                    except torch.cuda.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        rec.update(status="failed", error="CUDA out of memory")
-                    else:
-                        timings = dict(ans.timings)
-                        shared = None
-                        if "stage_one" in timings:  # what this question's scores cost, also when shared
-                            cost = stage_one.last_cost
-                            timings.update(stage_one=cost["context"] + cost["question"],
-                                           stage_one_context=cost["context"], stage_one_question=cost["question"])
-                            shared = stage_one.last_shared
-                        rec.update(status="answered", prediction=ans.text, n_visual_tokens=ans.n_visual_tokens,
-                                   n_prompt_tokens=ans.n_prompt_tokens, timings=timings, stage_one_shared=shared,
-                                   video_timings=dict(f.timings), features_cached=cached[v.params.n_frames])
-                files[v].append(rec)
-                counts[rec["status"]] += 1
-                bar.update(1)
-    finally:
-        bar.close()
-    return counts
 
 
 # ---- judges ------------------------------------------------------------------------------------------
@@ -600,19 +192,6 @@ def score_variant(
     _write_atomic(Path(f"{base}.metrics.json"), json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a unique temporary sibling and ``os.replace``: readers see the old
-    or the new file, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---- the runner ----------------------------------------------------------------------------------------
