@@ -1,0 +1,159 @@
+"""Does the trained embedded default see? Held-out accuracy measured through the real pipeline.
+
+Held-out scenes (:mod:`mlb_core.train.scenes`, split ``heldout``: seeds never used in
+training and backgrounds from clips never used in training) are written as H.264 files,
+decoded, encoded by the checkpoint's own image processor and vision tower, compressed by a
+method of :mod:`mlb_core.methods` and answered by the frozen LM, exactly as ``mlb answer``
+does. An answer is right when its first colour (or shape) word is the truth (the offline
+keyword judge of the probe).
+
+Conditions (every clip shows one object on screen throughout; the question asks its colour or
+its shape, open-ended):
+
+- ``single_full``: one frame, no compression (576 raw tokens);
+- ``clip20_full`` / ``clip20_mlb``: 20-frame clips through ``full`` (as many raw frames as fit
+  the 8192-token context: 14) and ``mlb`` (1360 tokens at the ``cpu`` preset);
+- ``clip50_full`` / ``clip50_mlb``: 50-frame clips (``full``: 14 of 50 frames; ``mlb``: 3400
+  tokens at the ``mlb`` preset).
+
+``mlb heldout`` prints the table and writes it as JSON (the committed
+``mlb_core/weights/embedded-vision/heldout_metrics.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlb_core.errors import MLBError
+from mlb_core.train import scenes
+
+SEED_OFFSET = 7_000_000  # on top of scenes.HELDOUT_SEED_BASE: seeds of this check only
+
+
+@dataclass(frozen=True)
+class SightCondition:
+    """One held-out condition: clips of ``n_frames`` frames answered by ``method`` at ``preset``."""
+
+    name: str
+    n_frames: int
+    method: str
+    preset: str
+    n_clips: int
+
+
+def default_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """The standard set; ``scale`` multiplies the clip counts (at least 2 each)."""
+    def n(k: int) -> int:
+        return max(2, int(round(k * scale)))
+
+    return [SightCondition("single_full", 1, "full", "cpu", n(24)),
+            SightCondition("clip20_mlb", 20, "mlb", "cpu", n(8)),
+            SightCondition("clip20_full", 20, "full", "cpu", n(4)),
+            SightCondition("clip50_mlb", 50, "mlb", "mlb", n(6)),
+            SightCondition("clip50_full", 50, "full", "mlb", n(3))]
+
+
+def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
+    """The first vocabulary word in ``text`` (whole words, case-insensitive)."""
+    m = re.search(r"\b(" + "|".join(sorted(vocabulary, key=len, reverse=True)) + r")\b", text, re.I)
+    return m.group(1).lower() if m else None
+
+
+def write_clip(spec: scenes.ClipSpec, path: Path, bank: scenes.VideoBank) -> None:
+    """Render a clip and write it as H.264 (the probe's deterministic writer)."""
+    from mlb_core.evaluation.synthetic import write_mp4
+
+    frames, _ = scenes.render_clip(spec, bank)
+    write_mp4(path, list(frames), fps=5)
+
+
+def measure_sight(model: str = "embedded", conditions: list[SightCondition] | None = None, workdir: str | Path = "",
+                  seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Held-out accuracy per condition through the pipeline; per question kind (colour, shape)."""
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from mlb_core.backbones.loading import load_model
+    from mlb_core.config import get_preset
+    from mlb_core.pipeline import answer, encode_video
+
+    conditions = conditions or default_conditions()
+    vlm = load_model(model)
+    bank = scenes.VideoBank()
+    folder = Path(workdir or tempfile.mkdtemp(prefix="mlb-sight-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for ci, cond in enumerate(conditions):
+        params = get_preset(cond.preset, n_frames=cond.n_frames, segment_frames=min(5, cond.n_frames),
+                            max_new_tokens=10)
+        right = {"colour": [0, 0], "shape": [0, 0]}
+        t0 = time.perf_counter()
+        examples = []
+        for k in tqdm(range(cond.n_clips), desc=cond.name, disable=not progress):
+            clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, ci, k)
+            spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout", n_objects=1, p_partial=0.0)
+            path = folder / f"{cond.name}_{k}.mp4"
+            write_clip(spec, path, bank)
+            feats = encode_video(vlm, path, cond.n_frames)
+            for q in scenes.make_questions(spec, clip_seed, forms=("open",)):
+                if q.kind not in right:
+                    continue
+                vocab = tuple(scenes.PALETTE) if q.kind == "colour" else scenes.SHAPES
+                a = answer(vlm, feats, q.question, cond.method, params)
+                ok = first_word(a.text, vocab) == q.truth
+                right[q.kind][0] += int(ok)
+                right[q.kind][1] += 1
+                if len(examples) < 2:
+                    examples.append({"question": q.question, "truth": q.truth, "answer": a.text,
+                                     "visual_tokens": a.n_visual_tokens})
+        k_all = sum(v[0] for v in right.values())
+        n_all = sum(v[1] for v in right.values())
+        if n_all == 0:
+            raise MLBError(f"{cond.name}: no colour or shape question was asked")
+        results[cond.name] = {**asdict(cond), "accuracy": k_all / n_all, "n": n_all,
+                              **{f"{kind}_accuracy": (v[0] / v[1] if v[1] else None) for kind, v in right.items()},
+                              **{f"{kind}_n": v[1] for kind, v in right.items()},
+                              "seconds": round(time.perf_counter() - t0, 1), "examples": examples}
+    return {"model": model, "seed": seed, "judge": "first colour/shape word of the answer is the truth",
+            "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
+                       "carphone clips (never used in training)", "conditions": results}
+
+
+def format_sight(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`measure_sight`'s result."""
+    lines = [f"{'condition':14s} {'method':6s} {'frames':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} {'all':>6s}"]
+    for name, r in result["conditions"].items():
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
+        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r['n']:4d} {pct(r['colour_accuracy']):>7s} "
+                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
+    return "\n".join(lines)
+
+
+def write_sight(result: dict[str, Any], path: str | Path) -> None:
+    """The result as JSON, floats rounded to 6 significant digits (atomic)."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float):
+            return float(f"{x:.6g}")
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if isinstance(x, np.generic):
+            return clean(x.item())
+        return x
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean(result), indent=1) + "\n")
+    tmp.replace(path)

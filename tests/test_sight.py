@@ -1,0 +1,48 @@
+"""The held-out sight check: judging rule, conditions, and one pass through the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlb_core.cli import main
+from mlb_core.train.sight import (
+    SightCondition,
+    default_conditions,
+    first_word,
+    format_sight,
+    measure_sight,
+    write_sight,
+)
+
+
+def test_first_word_rule():
+    colours = ("red", "green", "blue")
+    assert first_word("In the video, the circle is Red, not blue.", colours) == "red"
+    assert first_word("the object is bluegreen", colours) is None  # whole words only
+    assert first_word("green or red", colours) == "green"  # hedges count as the first word
+
+
+def test_default_conditions_cover_the_targets():
+    names = {c.name: c for c in default_conditions()}
+    assert {"single_full", "clip20_mlb", "clip20_full", "clip50_mlb", "clip50_full"} <= set(names)
+    assert names["single_full"].n_frames == 1 and names["clip50_mlb"].preset == "mlb"
+    assert all(c.n_clips >= 2 for c in default_conditions(0.01))
+
+
+def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):
+    result = measure_sight("tiny:llava_next", [SightCondition("single_full", 1, "full", "tiny", 2)],
+                           workdir=tmp_path, progress=False)
+    r = result["conditions"]["single_full"]
+    assert r["n"] == r["colour_n"] + r["shape_n"] == 4 and 0 <= r["accuracy"] <= 1
+    assert "single_full" in format_sight(result)
+    write_sight(result, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["conditions"]["single_full"]["n"] == 4
+
+
+@pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["train-vision", "--minutes", "0"],
+                                  ["train-vision", "--threads", "0"]])
+def test_bad_arguments_are_one_line_errors(argv, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
