@@ -115,11 +115,17 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
              "judge_model"},
     "bench": {"preset", "parts", "repeats", "questions", "video", "methods"},
     "tables": {"digits", "specs"},
+    "probe": {"preset", "n_frames", "segment_frames", "sizes", "orders", "forms", "repeats", "seed", "methods",
+              "max_new_tokens", "mechanism"},
+    "probe_paper": {"preset", "n_frames", "sizes", "orders", "repeats", "methods"},
+    "train": {"seed", "minutes", "threads", "heldout_scale"},
 }
 _COUNTS = {  # (section, key) -> the least value
     (None, "threads"): 0, ("fig2", "windows"): 1, ("fig2", "limit"): 0, ("fig2", "repeat_frame"): 0,
     ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
+    ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_paper", "repeats"): 1,
+    ("probe_paper", "n_frames"): 1, ("train", "threads"): 1,
 }
 _CHOICES = {("fig4", "task"): ("all", "open", "mc"), ("eval", "judge"): ("auto", "chat", "offline", "none"),
             ("fig4", "judge"): ("auto", "chat", "offline", "none")}
@@ -168,7 +174,8 @@ def check_sections(data: Mapping[str, Any], name: str = PARAMS) -> None:
             if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
                 raise MLBError(f"{name}: {section}.{key} must be one of {', '.join(_CHOICES[(section, key)])}, "
                                f"got {value!r}")
-    for section, key in (("eval", "methods"), ("bench", "methods"), ("fig4", "method"), ("fig4", "reference")):
+    for section, key in (("eval", "methods"), ("bench", "methods"), ("fig4", "method"), ("fig4", "reference"),
+                         ("probe", "methods"), ("probe_paper", "methods")):
         if isinstance(data.get(section), Mapping) and key in data[section]:
             methods(f"{section}.{key}", data[section][key])
     for section, key in (("eval", "benchmarks"), ("fig4", "benchmark")):
