@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from mlb_core.config import PRESETS, get_preset
 from mlb_core.errors import MLBError
@@ -289,7 +290,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
         raise MLBError("--minutes must be > 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
     summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads)
-    print(f"trained in {summary.get('seconds', float('nan')):.0f} s; wrote {args.out}")
+    print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
     return 0
 
 
@@ -303,6 +304,11 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     if args.out:
         write_sight(result, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
+        folder = Path(args.out).parent
+        if (folder / "training_log.json").exists():  # a weights folder: its model card shows the result
+            from mlb_core.train.card import refresh_card
+
+            print(f"wrote {refresh_card(folder)}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlb_core.bench.command import main
 from mlb_core.bench.flops import (
     SHAPES,
     LMShape,
@@ -33,6 +32,7 @@ from mlb_core.bench.measure import PeakMemory, estimate
 from mlb_core.bench.price import Pricer, fit_layer_time, shaped_model
 from mlb_core.bench.results import Curve, PricedCost, curve, jsonable, method_rows
 from mlb_core.bench.trace import to_passes, trace_methods, trace_passes
+from mlb_core.cli import main
 
 TOY = LMShape("toy", 3, 64, 4, 2, 96, 256, 4096)  # head_dim 16, GQA 2 query heads per KV head
 
@@ -194,7 +194,7 @@ def test_trace_methods_counts():
 # ---- the command --------------------------------------------------------------------------------
 def test_bench_smoke_tiny(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = main(["--parts", "flops,7b", "--shape", "tiny", "--preset", "tiny", "--layers", "3",
+    rc = main(["bench", "--parts", "flops,7b", "--shape", "tiny", "--preset", "tiny", "--layers", "3",
                      "--fit-lengths", "256,512,1024", "--questions", "2", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())
@@ -218,7 +218,7 @@ def test_bench_smoke_tiny(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["--parts", "nope"], ["--questions", "0"], ["--fit-lengths", "a,b"],
                                   ["--methods", "nope"], ["--layers", "1"]])
 def test_bad_arguments_one_line_error(argv, capsys, tmp_path):
-    assert main(argv + ["--out", str(tmp_path)]) == 2
+    assert main(["bench", *argv] + ["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
@@ -226,7 +226,7 @@ def test_bad_arguments_one_line_error(argv, capsys, tmp_path):
 @pytest.mark.slow
 def test_bench_embedded_smoke(tmp_path):
     out = tmp_path / "bench"
-    rc = main(["--parts", "embedded", "--preset", "tiny", "--repeats", "1", "--questions", "2",
+    rc = main(["bench", "--parts", "embedded", "--preset", "tiny", "--repeats", "1", "--questions", "2",
                      "--methods", "mlb,sf-llava", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())

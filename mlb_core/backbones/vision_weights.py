@@ -57,6 +57,7 @@ def export_vision(model: Any, out: str | Path, extra_files: dict[str, str] | Non
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the folder is committed and shared
     cfg = model.config
     meta = {"vision_config": cfg.vision_config.to_diff_dict() | {"model_type": cfg.vision_config.model_type},
             **{f: getattr(cfg, f) for f in LLAVA_FIELDS if hasattr(cfg, f)}}

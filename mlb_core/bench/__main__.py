@@ -2,6 +2,6 @@
 
 import sys
 
-from mlb_core.bench.command import main
+from mlb_core.cli import main
 
-sys.exit(main())
+sys.exit(main(["bench", *sys.argv[1:]]))

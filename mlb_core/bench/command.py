@@ -285,14 +285,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(summary(result))
     print(f"wrote {Path(settings.out) / 'bench.json'} and {Path(settings.out) / 'prefill.csv'}", file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlb_core.bench``: an alias of ``mlb bench``."""
-    from mlb_core.cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

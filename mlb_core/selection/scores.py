@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -46,8 +46,15 @@ from mlb_core.selection.attention import last_query_probs_cached, run_to_layer, 
 from mlb_core.selection.segattn import split_segments
 from mlb_core.timing import timed
 
-if TYPE_CHECKING:
-    from mlb_core.methods.registry import MethodInput
+
+class ScoringInput(Protocol):
+    """What the scorer reads of a method's input (``mlb_core.methods.registry.MethodInput``
+    satisfies it; declared here so that selection does not import the methods wing)."""
+
+    vlm: VideoLLM
+    tokens: torch.Tensor
+    prompt: Prompt
+    params: MLBParams
 
 
 @contextmanager
@@ -196,7 +203,7 @@ class StageOneCache:
         self.n_questions = 0
         self._entries: list[_Entry] = []  # most recently used last
 
-    def __call__(self, inp: MethodInput) -> torch.Tensor:
+    def __call__(self, inp: ScoringInput) -> torch.Tensor:
         """The ``scorer`` protocol: (T, h, w) stage-one scores for ``inp``'s question."""
         return self.scores(inp.vlm, inp.tokens, inp.prompt, inp.params)
 

