@@ -58,7 +58,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     h, w = vlm.grid_hw
     from mlb_core.methods.baselines import SF_FAST_GRID, mlb_budget
 
-    budget_methods = {"mlb", "mlb-gapool", "mlb-avg", "segattn-topk", "uniform-pool", "fastv-topk"}
+    budget_methods = {"mlb", "mlb-gapool", "mlb-avg", "segattn-topk", "global-topk"}
     if args.method in budget_methods:
         visual = params.budget or mlb_budget(params.n_frames, h, w, params)
     elif args.method == "sf-llava":
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'embedded' (default, offline), a local checkpoint folder or a hub id "
                         "(e.g. llava-hf/llava-v1.6-vicuna-7b-hf), or tiny:<family> (random test models)")
     p.add_argument("--method", default="mlb",
-                   help="mlb (default), mlb-gapool, segattn-topk, full, uniform-pool, fastv-topk, sf-llava, "
+                   help="mlb (default), mlb-gapool, segattn-topk, full, mlb-avg, global-topk, fastv, sf-llava, "
                         "ig-vlm, ts-llava (see the README's method table)")
     p.add_argument("--preset", default="cpu", help=f"parameter preset: {', '.join(PRESETS)}")
     p.add_argument("--options", help="multiple choice: options separated by ';'")

@@ -1,8 +1,7 @@
-"""Baselines (issue 6): token counts at the published budgets, order, and naive references."""
+"""Baselines (issue 6): token counts at the published budgets, order, and naive references
+(docs/method.md, "Baselines")."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from mlb_core.config import get_preset
 from mlb_core.errors import MLBError
 from mlb_core.methods import METHODS
 from mlb_core.methods.baselines import (
-    frame_quotas,
+    fastv_keep_count,
     image_grid,
     mlb_budget,
     sf_slow_indices,
@@ -24,8 +23,9 @@ from mlb_core.methods.baselines import (
 from mlb_core.methods.registry import MethodInput, frames_that_fit
 from mlb_core.pipeline import VideoFeatures, answer
 from mlb_core.selection.attention import last_query_attention_eager
+from mlb_core.selection.scores import StageOneCache
 
-BASELINES = ("full", "uniform-pool", "fastv-topk", "sf-llava", "ig-vlm", "ts-llava")
+BASELINES = ("full", "fastv", "sf-llava", "ig-vlm", "ts-llava")
 # llava-hf/llava-v1.6-vicuna-7b-hf's any-res resolutions (config.json, image_grid_pinpoints)
 LLAVA_NEXT_7B_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
@@ -38,8 +38,9 @@ def _frames(t, height=72, width=128, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (t, height, width, 3), dtype=np.uint8)
 
 
-def _run(vlm, method, tokens, frames, params, question="What is the rabbit doing?"):
-    inp = MethodInput(vlm, tokens, frames, render_prompt(vlm.family, question), params)
+def _run(vlm, method, tokens, frames, params, question="What is the rabbit doing?", scorer=None):
+    inp = MethodInput(vlm, tokens, frames, render_prompt(vlm.family, question), params,
+                      scorer=scorer or StageOneCache())
     return METHODS[method](inp), inp
 
 
@@ -57,11 +58,13 @@ def test_budgets_at_defaults(vlm24):
     tokens = _tokens(50, 24, 24)
     frame = _frames(1, 720, 1280)  # bigbuckbunny.mp4's size; one frame repeated (a view, no copy)
     frames = np.broadcast_to(frame, (50, 720, 1280, 3))
-    counts = {m: _run(vlm24, m, tokens, frames, params)[0].shape[0] for m in (*BASELINES, "mlb")}
+    cache = StageOneCache()  # mlb and global-topk share the segments' scores
+    counts = {m: _run(vlm24, m, tokens, frames, params, scorer=cache)[0].shape[0]
+              for m in (*BASELINES, "mlb", "global-topk")}
     assert counts == {
         "mlb": 3400,  # 50 x 64 + 50 x 4
-        "uniform-pool": 3400,  # the MLB budget
-        "fastv-topk": 3400,  # top 3400 of the 6 frames (3456 tokens) that fit a 4K context
+        "global-topk": 3400,  # the MLB budget, over all 50 frames
+        "fastv": 1728,  # FastV K = 2, R = 50%: half of the 6 frames (3456 tokens) that fit a 4K context
         "full": 3456,  # 6 x 576
         "sf-llava": 3680,  # 10 x 288 + 50 x 16 [SF-LLaVA]
         "ts-llava": 3456,  # 2880 + 576 [TS-LLaVA]
@@ -86,44 +89,66 @@ def clip():
     return {"tokens": _tokens(4, 8, 8), "frames": _frames(4)}
 
 
-def test_uniform_pool_matches_naive_windows(tiny, clip):
+def _fastv_reference(vlm, prompt, tokens, layer, n_keep):
+    """Naive FastV ranking: one full eager forward over ``prefix + tokens + suffix``, layer
+    ``layer``'s attention matrix, the last row averaged over heads, the ``n_keep`` best visual
+    tokens in time order (FastV's released code)."""
+    d = tokens.shape[-1]
+    embeds, vis = vlm.build_inputs(prompt, tokens.reshape(-1, d))
+    scores = last_query_attention_eager(vlm.language_model, embeds, layer)[0, vis]
+    keep = sorted(torch.argsort(scores, descending=True)[:n_keep].tolist())
+    return tokens.reshape(-1, d)[keep]
+
+
+def test_fastv_keep_count_is_fastvs():
+    # FastV: ATTENTION_RANK = round(576 * (1 - R)): 288 at R = 50%, 144 at 75%
+    assert [fastv_keep_count(576, r) for r in (0.5, 0.75, 0.0)] == [288, 144, 576]
+    assert fastv_keep_count(3456, 0.5) == 1728
+    assert fastv_keep_count(10, 0.99) == 1  # never empty
+
+
+def test_fastv_matches_eager_reference(tiny_eager, clip):
+    tokens = clip["tokens"]  # 4 frames x 64 tokens; all fit the tiny context
+    out, inp = _run(tiny_eager, "fastv", tokens, None, get_preset("tiny"))  # K = 2, R = 50%
+    assert out.shape == (128, 32) and "stage_one" in inp.timings and inp.scored
+    # ranked by layer K-1 = 1 (the layer before the pruning), not by params.score_layer
+    torch.testing.assert_close(out, _fastv_reference(tiny_eager, inp.prompt, tokens, 1, 128))
+    params = get_preset("tiny").replace(extra={"fastv_k": 3, "fastv_r": 0.75})  # score_layer stays 1
+    out, inp = _run(tiny_eager, "fastv", tokens, None, params)
+    assert out.shape == (64, 32)
+    torch.testing.assert_close(out, _fastv_reference(tiny_eager, inp.prompt, tokens, 2, 64))
+
+
+def test_fastv_keeps_to_the_context(clip):
+    small = build_tiny_model(max_position_embeddings=200, attn_implementation="eager")
     tokens = clip["tokens"]
-    params = get_preset("tiny")
-    out, _ = _run(tiny, "uniform-pool", tokens, None, params)
-    assert out.shape == (4 * (16 + 1), 32)  # the MLB budget: 4 x (2x2 GAPool cells of 8x8 + 1)
-    params = params.replace(budget=70)  # 70 over 4 frames: 17, 18, 17, 18
-    out, _ = _run(tiny, "uniform-pool", tokens, None, params)
-    assert frame_quotas(4, 70).tolist() == [17, 18, 17, 18]
-    ref = []
-    for f, q in enumerate([17, 18, 17, 18]):
-        flat = tokens[f].reshape(64, 32)  # raster order
-        for i in range(q):
-            a, b = (i * 64) // q, -(-((i + 1) * 64) // q)
-            ref.append(flat[a:b].mean(0))
-    torch.testing.assert_close(out, torch.stack(ref))
-
-
-def test_fastv_topk_matches_eager_reference(tiny_eager, clip):
-    tokens = clip["tokens"]
-    params = get_preset("tiny").replace(budget=50)
-    out, inp = _run(tiny_eager, "fastv-topk", tokens, None, params)
-    assert out.shape == (50, 32) and "stage_one" in inp.timings
-    embeds, vis = tiny_eager.build_inputs(inp.prompt, tokens.reshape(-1, 32))
-    scores = last_query_attention_eager(tiny_eager.language_model, embeds, params.score_layer)[0, vis]
-    keep = sorted(torch.argsort(scores, descending=True)[:50].tolist())  # top 50, then time order
-    torch.testing.assert_close(out, tokens.reshape(-1, 32)[keep])
-    # Default k: the MLB budget.
-    assert _run(tiny_eager, "fastv-topk", tokens, None, get_preset("tiny"))[0].shape[0] == 68
-
-
-def test_fastv_topk_keeps_to_the_context(clip):
-    small = build_tiny_model(max_position_embeddings=200)
-    tokens, params = clip["tokens"], get_preset("tiny").replace(budget=1000)
-    out, inp = _run(small, "fastv-topk", tokens, None, params)
+    out, inp = _run(small, "fastv", tokens, None, get_preset("tiny"))
     keep = frames_that_fit(small, inp, 64)
     assert 1 <= len(keep) < 4  # not every frame fits 200 positions
-    assert out.shape == (len(keep) * 64, 32)  # k capped by the tokens scored
-    assert torch.equal(out, tokens[torch.as_tensor(keep)].reshape(-1, 32))  # all kept, in order
+    ref = _fastv_reference(small, inp.prompt, tokens[torch.as_tensor(keep)], 1, len(keep) * 32)
+    torch.testing.assert_close(out, ref)  # half of the frames that fit, not of all frames
+
+
+def test_fastv_shares_the_cache_with_mlb(tiny, clip):
+    """FastV's layer-(K-1) scores are their own cache entry: running ``mlb`` (scoring layer 1)
+    and ``fastv`` with K = 3 (layer 2) on one cache gives what each gives alone, and a second
+    question reuses both contexts."""
+    tokens, params = clip["tokens"], get_preset("tiny").replace(extra={"fastv_k": 3})
+    alone = {m: _run(tiny, m, tokens, None, params)[0] for m in ("mlb", "fastv")}
+    cache = StageOneCache()
+    for m in ("mlb", "fastv", "mlb"):
+        assert torch.equal(_run(tiny, m, tokens, None, params, scorer=cache)[0], alone[m]), m
+    assert cache.n_builds == 2
+    _run(tiny, "fastv", tokens, None, params, question="Where is the rabbit?", scorer=cache)
+    assert cache.n_builds == 2 and cache.n_questions == 3
+
+
+@pytest.mark.parametrize("extra,match", [({"fastv_k": 0}, "fastv_k"), ({"fastv_k": "2"}, "fastv_k"),
+                                         ({"fastv_k": 4}, "last layer"), ({"fastv_r": 1.0}, "fastv_r"),
+                                         ({"fastv_r": -0.1}, "fastv_r"), ({"fastv_r": True}, "fastv_r")])
+def test_fastv_bad_settings(tiny, clip, extra, match):
+    with pytest.raises(MLBError, match=match):  # the tiny model has 4 layers
+        _run(tiny, "fastv", clip["tokens"], None, get_preset("tiny").replace(extra=extra))
 
 
 def test_sf_llava_matches_naive_loop(tiny):
@@ -219,4 +244,3 @@ def test_every_method_answers_through_the_pipeline(tiny, clip):
         expected = _run(tiny, method, clip["tokens"], clip["frames"], params)[0].shape[0]
         assert out.n_visual_tokens == expected, method
         assert isinstance(out.text, str) and out.timings["generate"] >= 0
-    assert math.isclose(sum(frame_quotas(7, 100)), 100)

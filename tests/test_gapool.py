@@ -53,8 +53,12 @@ def test_weighted_follows_attention():
 
 def test_zero_scores_fall_back_to_mean():
     tokens, _ = _segment(1, 4, 4)
-    out = gapool(tokens, torch.zeros(1, 4, 4), (2, 2), "weighted")
-    torch.testing.assert_close(out, gapool(tokens, None, (2, 2), "avg"))
+    scores = torch.zeros(1, 4, 4)
+    scores[0, 2:, 2:] = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # only the last cell has attention
+    out = gapool(tokens, scores, (2, 2), "weighted")
+    means = [tokens[0, r:r + 2, c:c + 2].reshape(4, 8).mean(0) for r, c in ((0, 0), (0, 2), (2, 0))]
+    last = 0.25 * tokens[0, 2, 2] + 0.75 * tokens[0, 3, 3]
+    torch.testing.assert_close(out, torch.stack(means + [last]))
 
 
 def test_grid_1x1_is_identity():
@@ -86,7 +90,18 @@ def test_vstail_modes():
 
 
 def test_topk_keeps_temporal_order():
+    # Hand-computed: 2 frames of 2 x 2, token value = its index in time order. The 3 best scores
+    # are at 3 (0.9), 5 (0.8), 1 (0.7); kept in time order: 1, 3, 5.
+    tokens = torch.arange(8, dtype=torch.float32).reshape(2, 2, 2, 1)
+    scores = torch.tensor([0.1, 0.7, 0.3, 0.9, 0.05, 0.8, 0.2, 0.6]).reshape(2, 2, 2)
+    assert topk_tokens(tokens, scores, 3).reshape(-1).tolist() == [1.0, 3.0, 5.0]
+    assert topk_tokens(tokens, scores, 100).reshape(-1).tolist() == list(range(8))  # k capped: all, in order
+
+
+@pytest.mark.parametrize("k", [1, 10, 80])
+def test_topk_matches_naive_loop(k):
     tokens, scores = _segment(5, 4, 4)
-    out = topk_tokens(tokens, scores, 10)
-    idx = torch.topk(scores.reshape(-1), 10).indices.sort().values
-    assert torch.equal(out, tokens.reshape(-1, 8)[idx])
+    flat = scores.reshape(-1).tolist()
+    best = sorted(range(len(flat)), key=lambda i: flat[i], reverse=True)[:k]  # a plain ranking
+    ref = torch.stack([tokens.reshape(-1, 8)[i] for i in sorted(best)])  # then time order
+    assert torch.equal(topk_tokens(tokens, scores, k), ref)

@@ -111,7 +111,7 @@ def server(monkeypatch):
 
 def _judge(server, cache, **kw):
     return ChatJudge("judge-model-0125", server.url, "MLB_TEST_JUDGE_KEY", cache, timeout=TIMEOUT,
-                     max_retries=3, backoff=0.01, workers=4, **kw)
+                     max_retries=3, workers=4, **kw)
 
 
 def _open_record(qid, prediction, status="answered"):
@@ -291,11 +291,14 @@ def test_eval_open_ended_benchmark_with_the_chat_judge(server, tmp_path, tiny):
 
 
 # ---- a dead judge stops at once ---------------------------------------------------------------------
-class _RefusingServer:
-    """Answers every POST with one HTTP status (401 by default)."""
+class _ScriptedServer:
+    """Answers the n-th POST with ``replies[n]`` (the last one from then on): ``(status, headers,
+    JSON body)``; records when each request came and its Authorization header."""
 
-    def __init__(self, code=401):
+    def __init__(self, replies):
         self.hits = 0
+        self.times: list[float] = []
+        self.auth: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -303,22 +306,37 @@ class _RefusingServer:
                 pass
 
             def do_POST(self):  # noqa: N802
-                outer.hits += 1
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = b'{"error": "invalid api key"}'
+                outer.times.append(time.perf_counter())
+                outer.auth.append(self.headers.get("Authorization"))
+                code, headers, body = replies[min(outer.hits, len(replies) - 1)]
+                outer.hits += 1
+                data = json.dumps(body).encode()
                 self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    @classmethod
+    def refusing(cls, code=401):
+        return cls([(code, (), {"error": "invalid api key"})])
+
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _completion(content="{'pred': 'yes', 'score': 4}", model="judge-model-0125-2024-01-25", fingerprint="fp_42"):
+    return (200, [("Content-Type", "application/json")],
+            {"id": "x", "object": "chat.completion", "created": 0, "model": model, "system_fingerprint": fingerprint,
+             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
 
 
 def _unused_url():
@@ -334,10 +352,10 @@ def _unused_url():
 def test_refusing_judge_stops_at_the_first_reply(tmp_path, code):
     from mlb_core.evaluation.chat import JudgeUnavailable
 
-    srv = _RefusingServer(code)
+    srv = _ScriptedServer.refusing(code)
     try:
         judge = ChatJudge("m", srv.url, "NO_SUCH_KEY_ENV", tmp_path / "c.jsonl", timeout=2, max_retries=6,
-                          backoff=1.0, workers=2)
+                          workers=2)
         t0 = time.perf_counter()
         with pytest.raises(JudgeUnavailable) as err:
             score_records([_open_record(str(i), f"p{i}") for i in range(9)], judge)
@@ -353,7 +371,7 @@ def test_unreachable_judge_fails_fast(tmp_path):
     from mlb_core.evaluation.chat import JudgeUnavailable
 
     url = _unused_url()
-    judge = ChatJudge("m", url, "NO_SUCH_KEY_ENV", None, timeout=5, max_retries=6, backoff=1.0, workers=1)
+    judge = ChatJudge("m", url, "NO_SUCH_KEY_ENV", None, timeout=5, max_retries=6, workers=1)
     t0 = time.perf_counter()
     with pytest.raises(JudgeUnavailable, match="cannot be reached"):
         judge.judge("qa", "q", "a", "p")
@@ -361,7 +379,7 @@ def test_unreachable_judge_fails_fast(tmp_path):
 
 
 def test_retries_are_bounded_in_time(server, tmp_path):
-    judge = ChatJudge("m", server.url, "MLB_TEST_JUDGE_KEY", None, timeout=TIMEOUT, max_retries=50, backoff=0.2,
+    judge = ChatJudge("m", server.url, "MLB_TEST_JUDGE_KEY", None, timeout=TIMEOUT, max_retries=50,
                       max_retry_s=1.0, workers=1)
     t0 = time.perf_counter()
     out = judge.judge("qa", "q", "a", "correct [always500]")
@@ -378,6 +396,72 @@ def test_served_model_and_fingerprint_are_recorded(server, tmp_path):
     assert again.describe()["system_fingerprints"] == ["fp_test"]
 
 
+def test_served_model_and_fingerprint_come_from_the_reply(tmp_path, monkeypatch):
+    """The model the server says it served is recorded (not the one asked for); without a key no
+    Authorization header is sent; a loopback server is reached directly despite a (dead) proxy."""
+    monkeypatch.delenv("NO_SUCH_KEY_ENV", raising=False)
+    dead_proxy = _unused_url().removesuffix("/v1")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(var, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    srv = _ScriptedServer([_completion()])
+    try:
+        judge = ChatJudge("judge-model-0125", srv.url, "NO_SUCH_KEY_ENV", tmp_path / "c.jsonl", timeout=2,
+                          max_retries=0, workers=1)
+        out = judge.judge("qa", "q", "a", "p")
+    finally:
+        srv.close()
+    assert (out.pred, out.score, out.error, out.judge) == ("yes", 4.0, None, "judge-model-0125")
+    assert (out.served_model, out.system_fingerprint) == ("judge-model-0125-2024-01-25", "fp_42")
+    info = judge.describe()
+    assert info["served_models"] == ["judge-model-0125-2024-01-25"] and info["system_fingerprints"] == ["fp_42"]
+    (cached,) = read_jsonl(tmp_path / "c.jsonl")
+    assert cached["judgment"]["served_model"] == "judge-model-0125-2024-01-25"
+    assert cached["judgment"]["system_fingerprint"] == "fp_42"
+    assert srv.auth == [None] and srv.hits == judge.n_requests == 1
+
+
+def test_retry_after_is_honoured_within_the_time_budget(tmp_path):
+    srv = _ScriptedServer([(429, [("Retry-After", "1")], {"error": "slow down"}), _completion()])
+    try:
+        judge = ChatJudge("m", srv.url, "NO_SUCH_KEY_ENV", None, timeout=2, max_retries=3, max_retry_s=10, workers=1)
+        t0 = time.perf_counter()
+        out = judge.judge("qa", "q", "a", "p")
+        took = time.perf_counter() - t0
+    finally:
+        srv.close()
+    assert out.ok and out.served_model == "judge-model-0125-2024-01-25"
+    assert srv.hits == judge.n_requests == 2
+    # the SDK's own first wait is at most 0.5 s: a second try >= 1 s later is the server's Retry-After
+    assert srv.times[1] - srv.times[0] >= 0.95 and took < 4
+    # a Retry-After past the request's time budget: no wait, no second try, not cached
+    srv = _ScriptedServer([(503, [("Retry-After", "30")], {"error": "busy"}), _completion()])
+    try:
+        judge = ChatJudge("m", srv.url, "NO_SUCH_KEY_ENV", tmp_path / "c.jsonl", timeout=2, max_retries=3,
+                          max_retry_s=2, workers=1)
+        t0 = time.perf_counter()
+        out = judge.judge("qa", "q", "a", "p")
+        took = time.perf_counter() - t0
+    finally:
+        srv.close()
+    assert out.error == "request failed: HTTP 503 (retry time of 2 s used up) after 1 tries"
+    assert took < 1.5 and srv.hits == judge.n_requests == 1
+    assert read_jsonl(tmp_path / "c.jsonl") == []
+
+
+@pytest.mark.parametrize("code", [408, 409, 422])
+def test_other_4xx_fail_that_judgment_at_once(tmp_path, code):
+    srv = _ScriptedServer([(code, (), {"error": "no"}), _completion()])
+    try:
+        judge = ChatJudge("m", srv.url, "NO_SUCH_KEY_ENV", tmp_path / "c.jsonl", timeout=2, max_retries=3, workers=1)
+        out = judge.judge("qa", "q", "a", "p")
+    finally:
+        srv.close()
+    assert out.error == f"request failed: HTTP {code} from the judge server (not retried)"
+    assert srv.hits == judge.n_requests == 1 and read_jsonl(tmp_path / "c.jsonl") == []
+
+
 def test_cli_dead_judge_exits_2_and_keeps_answers(tmp_path, capsys):
     import json as _json
 
@@ -392,7 +476,7 @@ def test_cli_dead_judge_exits_2_and_keeps_answers(tmp_path, capsys):
              "fingerprint": variant.fingerprint(model)} for it in load_benchmark("msvd-qa", FIXTURES)]
     pred.write_text("".join(_json.dumps(r) + "\n" for r in recs))
     before = pred.read_bytes()
-    srv = _RefusingServer(401)
+    srv = _ScriptedServer.refusing(401)
     try:
         argv = ["eval", "--score-only", "--benchmark", "msvd-qa", "--data", str(FIXTURES), "--model", model,
                 "--preset", "tiny", "--judge", "chat", "--judge-base-url", srv.url, "--out", str(tmp_path), "-q"]

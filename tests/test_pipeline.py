@@ -120,3 +120,87 @@ def test_mlb_avg_is_mlb_with_plain_means_and_never_scores(tiny, features):
     torch.testing.assert_close(got, torch.stack(body + tail), rtol=1e-5, atol=1e-6)
     same = METHODS["mlb"](MethodInput(tiny, features.tokens, None, prompt, params.replace(pool_mode="avg")))
     torch.testing.assert_close(got, same)
+
+
+# ---- order and scope of the MLB variants (docs/method.md, "SegAttn" step 5, "Variants") --------
+class FixedScores:
+    """A stand-in for the stage-one cache: the methods read scores only through ``scores``."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        self.value = scores  # (T, h, w)
+
+    def scores(self, vlm, tokens, prompt, params, frames=None, segment_frames=None):
+        assert frames is None and segment_frames is None, "the MLB variants score every frame in segments"
+        return self.value
+
+
+def _labelled(t=4, h=8, w=8, d=32, seed=0):
+    """(T, h, w, D) tokens that say where they come from: channel 0 = frame index, channel 1 =
+    raster index inside the frame, the other channels random."""
+    x = torch.randn(t, h, w, d, generator=torch.Generator().manual_seed(seed))
+    x[..., 0] = torch.arange(t, dtype=torch.float32)[:, None, None]
+    x[..., 1] = torch.arange(h * w, dtype=torch.float32).reshape(h, w)
+    return x
+
+
+def _method(vlm, name, tokens, scores, params):
+    inp = MethodInput(vlm, tokens, None, render_prompt(vlm.family, "What?"), params, scorer=FixedScores(scores))
+    return METHODS[name](inp)
+
+
+def test_mlb_is_body_in_time_order_then_tail(tiny):
+    """``mlb`` = the GAPool body of frame 0, 1, ... (cells row by row), then the VSTail of every
+    frame, compared with a plain loop over frames and cells."""
+    params = get_preset("tiny")  # 4 frames of 8 x 8, segments of 2, 2 x 2 cells -> 16 a frame, 1 x 1 tail
+    tokens = _labelled()
+    scores = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = _method(tiny, "mlb", tokens, scores, params)
+    assert out.shape == (4 * 16 + 4, 32)
+    frames = out[:, 0].round().long().tolist()
+    assert frames == [0] * 16 + [1] * 16 + [2] * 16 + [3] * 16 + [0, 1, 2, 3]
+    body = []
+    for f in range(4):
+        for r in range(0, 8, 2):
+            for c in range(0, 8, 2):
+                cell, s = tokens[f, r:r + 2, c:c + 2].reshape(4, 32), scores[f, r:r + 2, c:c + 2].reshape(4)
+                body.append((cell * (s / s.sum())[:, None]).sum(0))  # attention-weighted cell mean
+    tail = [tokens[f].reshape(64, 32).mean(0) for f in range(4)]  # each frame pooled to 1 x 1
+    torch.testing.assert_close(out, torch.stack(body + tail), rtol=1e-5, atol=1e-5)
+
+
+def test_segattn_topk_keeps_topk_per_segment(tiny):
+    """Segment 1 (frames 2-3) outscores segment 0 everywhere, so one top-k over the video would
+    take every token from segment 1 (``global-topk`` does); ``segattn-topk`` keeps the same
+    number from each segment, each segment's best, in time order."""
+    params = get_preset("tiny")  # k per segment = 2 frames x 16 GAPool cells = 32
+    tokens = _labelled()
+    scores = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(2))
+    scores[2:] += 1.0  # every score of segment 1 is above every score of segment 0
+    out = _method(tiny, "segattn-topk", tokens, scores, params)
+    assert out.shape == (64, 32)
+    ref = []
+    for seg in (0, 1):
+        ranked = sorted(((float(scores[f, i, j]), f, i, j) for f in (2 * seg, 2 * seg + 1)
+                         for i in range(8) for j in range(8)), reverse=True)[:32]
+        ref += [tokens[f, i, j] for _, f, i, j in sorted(ranked, key=lambda x: x[1:])]  # time order
+    assert torch.equal(out, torch.stack(ref))
+    seg_of = (out[:, 0] // 2).long().tolist()
+    assert seg_of == [0] * 32 + [1] * 32
+    # the premise: one top-k over the whole video keeps nothing of segment 0
+    glob = _method(tiny, "global-topk", tokens, scores, params)
+    assert glob.shape == (68, 32) and (glob[:, 0] >= 2).all()
+    # a set budget is spread over the segments: 40 -> 20 each
+    out = _method(tiny, "segattn-topk", tokens, scores, params.replace(budget=40))
+    assert (out[:, 0] // 2).long().tolist() == [0] * 20 + [1] * 20
+
+
+def test_global_topk_matches_naive_loop(tiny):
+    """``global-topk``: the k best tokens of all frames by the segments' scores, in time order
+    (k = the MLB budget, or ``budget``)."""
+    tokens = _labelled(seed=3)
+    scores = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(3))
+    for params, k in ((get_preset("tiny"), 68), (get_preset("tiny").replace(budget=10), 10)):
+        out = _method(tiny, "global-topk", tokens, scores, params)
+        flat = scores.reshape(-1).tolist()
+        keep = sorted(sorted(range(len(flat)), key=lambda i: -flat[i])[:k])
+        assert torch.equal(out, tokens.reshape(-1, 32)[keep])

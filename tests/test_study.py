@@ -99,8 +99,10 @@ def test_merge_and_set_param_args():
 
 def test_paper_mode_resolves(params):
     paper = study.paper_params(ROOT)
-    assert paper["model"] == PAPER_7B
-    assert PAPER_7B in paper["eval"]["models"] and "34b" in paper["eval"]["models"]
+    assert paper["model"] == f"{PAPER_7B}@sf-llava"  # SF-LLaVA's prompts: the reference numbers' protocol
+    models = paper["eval"]["models"].split(",")
+    assert f"{PAPER_7B}@sf-llava" in models and all(m.endswith("@sf-llava") for m in models)
+    assert any("34b" in m for m in models)
     assert paper["eval"]["judge_model"] == "gpt-3.5-turbo-0125"
     assert "activitynet-qa" in paper["eval"]["benchmarks"] and paper["fig4"]["benchmark"] == "activitynet-qa"
     resolved = study.check_params(paper)

@@ -21,7 +21,7 @@ in one run on this machine's CPU in fp32 (numbers only compare within one run):
 (c) prefill per question = stage one (amortised over ``--questions`` questions of a video
     with the cache, for the methods that read segment scores) + stage-two prefill, for
     every method in :data:`mlb_core.methods.METHODS` among ``--methods`` (default
-    ``mlb, segattn-topk, full, sf-llava, fastv-topk``), at its default budget, on the 7B
+    ``mlb, segattn-topk, full, sf-llava, fastv``), at its default budget, on the 7B
     shape. Every method runs for real on a *stand-in* (the tiny model with the 7B's context
     and prompt template, random 24 x 24 grid tokens for ``--preset``'s frames), which gives
     its visual-token count and the exact decoder passes it makes (:class:`mlb_core.bench.flops.Pass`).

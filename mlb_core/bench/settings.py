@@ -16,7 +16,7 @@ QUESTIONS = (
     "What is the weather like?",
     "Describe the main event in one sentence.",
 )
-DEFAULT_METHODS = ("mlb", "segattn-topk", "full", "sf-llava", "fastv-topk")
+DEFAULT_METHODS = ("mlb", "segattn-topk", "full", "sf-llava", "fastv")
 PARTS = ("flops", "7b", "embedded")
 
 

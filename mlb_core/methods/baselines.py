@@ -4,10 +4,12 @@ Each baseline maps the shared grid tokens (T, h, w, D) -- and, where it needs th
 decoded frames or attention scores -- to a stage-two visual sequence (N, D). Encoding and
 greedy generation are shared with LLaVA-MLB, so every method sees identical inputs.
 
-Budgets at the ``mlb`` preset with a 24 x 24 grid (50 frames, 28,800 grid tokens):
+Budgets at the ``mlb`` preset with a 24 x 24 grid (50 frames, 28,800 grid tokens) and a 4K
+context (LLaVA-NeXT-7B):
 
-- ``uniform-pool``: attention-blind average pooling to the MLB budget (3400);
-- ``fastv-topk``: one pass over the frames that fit the context, global top-k (3400);
+- ``fastv``: FastV (Chen et al., ECCV 2024; pkunlp-icler/FastV) on the frames that fit the
+  context (6 of 50, 3456 tokens): rank by the last token's attention at layer K-1, keep
+  ``round((1 - R) * 3456)`` = 1728 at FastV's K = 2, R = 50%;
 - ``sf-llava``: SlowFast-LLaVA (Xu et al., 2024; apple/ml-slowfast-llava):
   10 slow frames x 288 + 50 fast frames x 16 = 3680;
 - ``ig-vlm``: IG-VLM (Kim et al., 2024; imagegridworth/IG-VLM): 6 frames tiled 2 per row x
@@ -17,11 +19,15 @@ Budgets at the ``mlb`` preset with a 24 x 24 grid (50 frames, 28,800 grid tokens
   uniformly from all frames, then a 6-frame thumbnail image of 576 tokens = 3456.
 
 Counts that depend on the frame count or grid are derived from them, so smaller presets
-scale the recipes down; ``params.budget`` overrides the budget of ``uniform-pool`` and
-``fastv-topk``, and ``params.extra`` may set ``sf_slow_frames`` and ``ts_sampled_tokens``.
+scale the recipes down. ``params.extra`` may set ``fastv_k``, ``fastv_r``,
+``sf_slow_frames`` and ``ts_sampled_tokens``. The attention-blind control at the MLB
+budget is ``mlb-avg`` (:mod:`mlb_core.methods.mlb`), which pools the same grid cells as
+``mlb``; the raster-window ``uniform-pool`` it replaces is retired.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import torch
@@ -49,7 +55,8 @@ def mlb_budget(t: int, h: int, w: int, params: MLBParams) -> int:
 
 
 def budget(inp: MethodInput) -> int:
-    """``params.budget`` if set, else the MLB budget at the same parameters (equal budgets)."""
+    """``params.budget`` if set, else the MLB budget at the same parameters (equal budgets);
+    the k of ``global-topk`` (docs/method.md, "Variants")."""
     t, h, w, _ = inp.tokens.shape
     return inp.params.budget or mlb_budget(t, h, w, inp.params)
 
@@ -67,51 +74,72 @@ def _frames(inp: MethodInput, method: str) -> np.ndarray:
     return inp.frames
 
 
-# ---- uniform-pool ---------------------------------------------------------------------
-def frame_quotas(t: int, n: int) -> np.ndarray:
-    """Split ``n`` tokens over ``t`` frames as evenly as possible, in order: (t,) ints, sum n."""
-    edges = (np.arange(t + 1) * n) // t
-    return np.diff(edges)
+# ---- fastv ----------------------------------------------------------------------------
+FASTV_K = 2  # FastV: visual tokens are pruned after layer K = 2 ("1/2 tokens after layer 2")
+FASTV_R = 0.5  # FastV: R = 50% of the visual tokens dropped
 
 
-@register("uniform-pool", "attention-blind average pooling of every frame to the MLB budget")
-def uniform_pool(inp: MethodInput) -> torch.Tensor:
-    """Attention-blind pooling to ``budget(inp)`` tokens (the MLB budget unless
-    ``params.budget`` is set). The budget is split evenly over the frames; each frame's
-    ``h*w`` tokens, in raster order, are cut into that many contiguous windows of (nearly)
-    equal length and averaged (``adaptive_avg_pool1d``). Frame-major order; a window never
-    crosses a frame boundary. 68 tokens a frame (windows of ~8.5 tokens) at the ``mlb`` preset.
+def fastv_settings(params: MLBParams) -> tuple[int, float]:
+    """FastV's filtering layer K and filtering ratio R: ``params.extra["fastv_k"]`` and
+    ``["fastv_r"]``, defaults K = 2, R = 0.5 (FastV's defaults); K >= 1, 0 <= R < 1."""
+    k = params.extra.get("fastv_k", FASTV_K)
+    r = params.extra.get("fastv_r", FASTV_R)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise MLBError(f"fastv_k must be an integer >= 1 (prune after layer K), got {k!r}")
+    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 <= r < 1:
+        raise MLBError(f"fastv_r must be a fraction in [0, 1) (the share of visual tokens dropped), got {r!r}")
+    return int(k), float(r)
+
+
+def fastv_keep_count(n: int, r: float) -> int:
+    """Visual tokens FastV keeps of ``n`` when it drops a fraction ``r``: its
+    ``round(n * (1 - R))`` (288 of 576 at R = 50%), at least one."""
+    return max(1, min(n, round(n * (1 - r))))
+
+
+@register("fastv", "FastV (K=2, R=50%): frames that fit the context, drop R of their tokens by last-token attention")
+def fastv(inp: MethodInput) -> torch.Tensor:
+    """FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024) in one pass
+    over the frames that fit the context (docs/method.md, "Baselines").
+
+    FastV's released code (``fastv_forward``, pkunlp-icler/FastV) runs layers 0..K-1 on the
+    whole prompt, takes layer K-1's attention, averaged over heads, in the *last* token's row,
+    keeps the top ``round((1 - R) * n)`` of the ``n`` visual tokens and runs layers K.. on the
+    kept tokens only. The paper's text describes the rank as the attention a token receives
+    averaged over all query rows; we follow the code. Here:
+
+    1. the frames that fit the context are chosen uniformly over the video (as ``full``
+       does; 6 of 50 at 24 x 24 in a 4K context: 3456 tokens);
+    2. ``prefix + those frames + suffix`` runs through layers 0..K-2 and layer K-1's
+       last-query attention (heads averaged) scores every visual token: the stage-one cache
+       with the frames as one segment and scoring layer K-1 (timed as ``stage_one``; its
+       question-independent part is reused by later questions about the video);
+    3. the top ``round((1 - R) * n)`` tokens, in time order, are the visual sequence, and stage
+       two runs *every* layer on them (1728 at K = 2, R = 50%).
+
+    How this differs from FastV's in-place pruning: in FastV layers 0..K-1 of the answering
+    pass see all ``n`` visual tokens (so the kept tokens' and the text's hidden states at
+    layer K carry what the dropped tokens contributed), and the kept tokens keep their
+    original position ids (gaps where tokens were dropped). Here the stage-two prefill runs
+    layers 0..K-1 again on the kept tokens only, at contiguous positions, so the dropped
+    tokens influence only *which* tokens are kept. The ranking itself is FastV's.
+
+    ``params.extra``: ``fastv_k`` (K, default 2) and ``fastv_r`` (R, default 0.5); ``budget``
+    does not apply (R sets the count).
     """
     t, h, w, d = inp.tokens.shape
-    n = min(budget(inp), t * h * w)
-    flat = inp.tokens.reshape(t, h * w, d).transpose(1, 2).float()  # (T, D, hw)
-    out = [F.adaptive_avg_pool1d(flat[f:f + 1], int(q))[0].T  # (q, D)
-           for f, q in enumerate(frame_quotas(t, n)) if q > 0]
-    visual = torch.cat(out).to(inp.tokens.dtype)
-    assert visual.shape == (n, d)
-    return visual
-
-
-# ---- fastv-topk -----------------------------------------------------------------------
-@register("fastv-topk", "one pass over all frames, last-query attention at the scoring layer, global top-k")
-def fastv_topk(inp: MethodInput) -> torch.Tensor:
-    """FastV-style selection (one pass, no segments): run the LLM on
-    ``prefix + every frame's tokens + suffix`` up to ``params.score_layer``, score every
-    visual token by the last query's attention, keep the global top-k in temporal order
-    (k = the MLB budget unless ``params.budget`` is set). This is the biased selection of
-    Fig. 1 at video scale.
-
-    The pass must fit the context: if all ``T*h*w`` tokens do not, only the frames that fit
-    (chosen uniformly over the video, as ``full`` does) are scored, and the top-k is taken
-    among them (LLaVA-NeXT-7B's 4K context holds 6 of 50 frames). The pass is one segment of
-    the stage-one cache, so later questions about the video reuse its question-independent
-    part. Timed as ``stage_one``.
-    """
-    t, h, w, d = inp.tokens.shape
-    keep = frames_that_fit(inp.vlm, inp, h * w)
+    k_layer, ratio = fastv_settings(inp.params)
+    n_layers = len(inp.vlm.layers)
+    if k_layer >= n_layers:
+        raise MLBError(f"fastv_k={k_layer} prunes after the last layer: the model has {n_layers} layers")
+    keep = frames_that_fit(inp.vlm, inp, h * w)  # (T',) frame indices, uniform over the video
     tokens = inp.tokens[torch.as_tensor(keep)]  # (T', h, w, D)
-    scores = inp.segment_scores(frames=keep, segment_frames=len(keep))  # (T', h, w): one segment
-    return topk_tokens(tokens, scores, budget(inp))
+    scores = inp.segment_scores(frames=keep, segment_frames=len(keep), layer=k_layer - 1)  # (T', h, w)
+    assert scores.shape == tokens.shape[:3], (tuple(scores.shape), tuple(tokens.shape))
+    n = len(keep) * h * w
+    visual = topk_tokens(tokens, scores, fastv_keep_count(n, ratio))  # (n_keep, D), time order
+    assert visual.shape == (fastv_keep_count(n, ratio), d)
+    return visual
 
 
 # ---- sf-llava -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """LLaVA-MLB and its ablations as methods: ``full`` (no compression), ``segattn-topk`` (SegAttn
-with top-k, paper Fig. 1), ``mlb-gapool`` (SegAttn + GAPool) and ``mlb`` (SegAttn + GAPool +
-VSTail, paper Fig. 3); docs/method.md, "Variants"."""
+with top-k per segment, paper Fig. 1), ``global-topk`` (SegAttn's scores, one top-k over all
+frames), ``mlb-gapool`` (SegAttn + GAPool), ``mlb`` (SegAttn + GAPool + VSTail, paper Fig. 3)
+and ``mlb-avg`` (its attention-blind control); docs/method.md, "Variants"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import torch
 
+from mlb_core.methods.baselines import budget
 from mlb_core.methods.registry import MethodInput, frames_that_fit, register
+from mlb_core.selection.gapool import topk_tokens
 from mlb_core.selection.segattn import segattn
 
 
@@ -19,10 +22,32 @@ def full(inp: MethodInput) -> torch.Tensor:
     return inp.tokens[torch.as_tensor(keep)].reshape(-1, d)
 
 
-@register("segattn-topk", "SegAttn with global top-k per segment (the biased baseline, Fig. 1)")
+@register("segattn-topk", "SegAttn with top-k inside each segment (the biased baseline, Fig. 1)")
 def segattn_topk(inp: MethodInput) -> torch.Tensor:
+    """SegAttn with raw-attention selection (docs/method.md, "Variants"): each segment keeps
+    its own top-k tokens by its stage-one scores (k = the segment's GAPool count, or
+    ``params.budget`` spread over the segments), segments in time order, no tail. The
+    selection is *per segment*: every segment keeps the same number of tokens."""
     visual, _ = segattn(inp.vlm, inp.tokens, inp.prompt, inp.params, select="topk",
                         tail_mode="none", scores=inp.segment_scores())
+    return visual
+
+
+@register("global-topk", "SegAttn's stage-one scores, one top-k over all sampled frames at the MLB budget")
+def global_topk(inp: MethodInput) -> torch.Tensor:
+    """One top-k over every sampled frame (docs/method.md, "Variants"): the SegAttn stage-one
+    scores of ``mlb`` (the same cache entry, so no extra pass when ``mlb`` ran on the question),
+    then the ``k`` highest-scoring tokens of the whole video in time order, no tail;
+    ``k`` = the MLB budget (3400 at the ``mlb`` preset) unless ``params.budget`` is set.
+
+    Unlike ``segattn-topk`` a segment may keep any share of ``k``, none included. Each
+    segment's scores are the probabilities of its own stage-one pass over a sequence of the
+    same length, so scores of different segments are compared as they are."""
+    t, h, w, d = inp.tokens.shape
+    scores = inp.segment_scores()  # (T, h, w)
+    k = min(budget(inp), t * h * w)
+    visual = topk_tokens(inp.tokens, scores, k)  # (k, D)
+    assert visual.shape == (k, d)
     return visual
 
 

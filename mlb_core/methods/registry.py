@@ -36,12 +36,16 @@ class MethodInput:
     scorer: StageOneCache = field(default_factory=StageOneCache)
     scored: bool = False  # set once the method asked for stage-one scores
 
-    def segment_scores(self, frames: Sequence[int] | None = None, segment_frames: int | None = None) -> torch.Tensor:
+    def segment_scores(self, frames: Sequence[int] | None = None, segment_frames: int | None = None,
+                       layer: int | None = None) -> torch.Tensor:
         """(T', h, w) stage-one scores (of ``frames``, default all, in segments of
-        ``segment_frames``, default ``params.segment_frames``), timed as ``stage_one``."""
+        ``segment_frames``, default ``params.segment_frames``): the last query's attention at
+        decoder ``layer`` (0-based, default ``params.score_layer``), timed as ``stage_one``.
+        Another layer is another entry of the same cache (docs/method.md, "SegAttn", step 3)."""
         self.scored = True
+        params = self.params if layer is None else self.params.replace(score_layer=layer)
         with timed(self.timings, "stage_one", self.vlm.device):
-            return self.scorer.scores(self.vlm, self.tokens, self.prompt, self.params, frames, segment_frames)
+            return self.scorer.scores(self.vlm, self.tokens, self.prompt, params, frames, segment_frames)
 
 
 Method = Callable[[MethodInput], torch.Tensor]

@@ -132,7 +132,7 @@ def gapool_reference(
 def topk_tokens(tokens: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
     """Global top-k by score over all frames, kept in their original (temporal) order.
 
-    The biased selection of Fig. 1 (``segattn-topk`` and ``fastv-topk``).
+    The biased selection of Fig. 1 (``segattn-topk``, ``global-topk`` and ``fastv``).
     tokens: (T, h, w, D); scores: (T, h, w) -> (k, D).
     """
     d = tokens.shape[-1]

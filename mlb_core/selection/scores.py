@@ -172,7 +172,7 @@ class StageOneCache:
     length and scoring layer reuse it, and several methods asking about the same question
     share its scores (memoised). A different video (another ``tokens`` tensor, or the same
     one modified in place) replaces it. ``frames`` selects a subset of the frames and
-    ``segment_frames`` overrides the segment length: ``fastv-topk`` scores the frames that
+    ``segment_frames`` overrides the segment length: ``fastv`` scores the frames that
     fit the context as one segment, and keeps its own entry beside the segmented one
     (``max_entries`` layouts are kept, least recently used dropped). With ``merge``
     (default) the batches' contexts are concatenated once, so that each question is a single
