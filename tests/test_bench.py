@@ -1,8 +1,10 @@
-"""The FLOPs model against hand counts and torch's FLOP counter; the benchmark on a tiny config."""
+"""The FLOPs model against hand counts and torch's FLOP counter; the clocks (the CUDA one through a
+stand-in for ``torch.cuda``: there is no GPU here); the benchmark on a tiny config."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -25,14 +27,26 @@ from mlb_core.bench.flops import (
     pass_flops,
     predict_cached,
     predict_stage_one,
+    prefill_passes,
     question_passes,
     stage_one_passes,
+    stage_two_passes,
 )
-from mlb_core.bench.measure import PeakMemory, estimate
-from mlb_core.bench.price import Pricer, fit_layer_time, shaped_model
-from mlb_core.bench.results import Curve, PricedCost, curve, jsonable, method_rows
+from mlb_core.bench.measure import PeakMemory, Stopwatch, bench_device, clock_name, estimate, measure
+from mlb_core.bench.price import Pricer, calls_to_measure, fit_layer_time, shaped_model
+from mlb_core.bench.results import (
+    Curve,
+    PricedCost,
+    curve,
+    jsonable,
+    method_rows,
+    mlb_over_reference,
+    ratio_table,
+    rows_by_questions,
+)
 from mlb_core.bench.trace import to_passes, trace_methods, trace_passes
 from mlb_core.cli import main
+from mlb_core.errors import MLBError
 
 TOY = LMShape("toy", 3, 64, 4, 2, 96, 256, 4096)  # head_dim 16, GQA 2 query heads per KV head
 
@@ -106,9 +120,29 @@ def test_memory_model():
 
 def test_amortised_and_break_even():
     assert amortised(10.0, 1.0, 1) == 10.0 and amortised(10.0, 1.0, 10) == pytest.approx(1.9)
-    # (10 + (n-1)) / n + 5 <= 8  <=>  n >= 4.5
-    assert break_even(10.0, 1.0, 5.0, 8.0) == 5
-    assert break_even(10.0, 4.0, 5.0, 8.0) is None
+    # against a reference with no cache (8 a question): (15 + 6 (n-1)) / n <= 8  <=>  n >= 4.5
+    assert break_even(15.0, 6.0, 8.0, 8.0, ratio=1.0) == 5
+    assert break_even(15.0, 9.0, 8.0, 8.0, ratio=1.0) is None
+    # the reference caches too (8, then 1): the method falls further behind with every question
+    assert break_even(15.0, 6.0, 8.0, 1.0, ratio=1.0) is None
+    assert break_even(6.0, 0.5, 8.0, 1.0) == 1  # 6 <= 0.95 x 8
+
+
+def test_stage_two_passes_cache_the_question_independent_prefix():
+    """The first question costs one uncached prefill; a later one only its uncached part."""
+    v = SHAPES["vicuna-7b"]
+    p, n, s = 35, 3680, 20
+    for reuse in (True, False):
+        first, later = stage_two_passes(p, n, s, reuse)
+        assert first[-1] == later[0] and later[0].head and not first[0].head
+        assert flops(v, first) == pytest.approx(flops(v, prefill_passes(p + n + s)), rel=1e-12)
+    _, later = stage_two_passes(p, n, s, True)
+    assert later == [Pass(1, s, p + n, head=True)]  # the suffix after prefix + visual
+    _, later = stage_two_passes(p, n, s, False)
+    assert later == [Pass(1, n + s, p, head=True)]  # the visual tokens and suffix after the prefix
+    # sf-llava's later question: under 1% of its first (20 of 3735 positions, attending to 3715)
+    first, later = stage_two_passes(p, n, s, True)
+    assert flops(v, later) / flops(v, first) < 0.01
 
 
 def test_fit_layer_time_is_exact_on_a_quadratic():
@@ -129,6 +163,21 @@ def test_pricer_by_hand():
     assert price([Pass(2, 1000, 0, 2, True)]) == pytest.approx(2 * (2 * 1000 + 0.1))
     assert price([Pass(4, 16, 100, 2, True)]) == pytest.approx(2 * 0.2 + 0.05)
     assert price([Pass(1, 10, head=True)]) == pytest.approx(TOY.layers * 10 + 0.5)
+    # a long pass after a cached prefix: t(past + new) - t(past) a layer
+    assert price([Pass(1, 1000, 30, head=True)]) == pytest.approx(TOY.layers * 1000 + 0.5)
+    quad = Pricer({**pricing, "fit_times_s": [1.0, 4.0, 9.0]}, TOY)  # t(n) = n^2
+    assert quad.layer(1, 1000, 30) == pytest.approx(1030**2 - 30**2)
+    with pytest.raises(AssertionError):  # a short pass after a cache must have been measured
+        price([Pass(1, 20, 3000, head=True)])
+
+
+def test_calls_to_measure_include_stage_two_suffixes():
+    traces = trace_methods(SHAPES["tiny"], "vicuna", "tiny", ["mlb", "sf-llava"], 2)
+    calls = {tuple(c.values()) for c in calls_to_measure(traces)}
+    sf = traces["sf-llava"]
+    suffix = sf.stage_two_later[0]
+    assert ("layer", 1, suffix.new, suffix.past) in calls  # sf-llava's question after its cached video
+    assert ("layer", 1, sf.prefix_tokens, 0) in calls  # the text prefix every method caches
 
 
 def test_estimator_is_explicit():
@@ -141,21 +190,116 @@ def test_estimator_is_explicit():
     assert not hasattr(command, "ESTIMATOR")
 
 
+def _cost(first: float, later: float, prefill_first: float, prefill_later: float, reuse: bool) -> PricedCost:
+    return PricedCost(visual=10, prompt=20, cached_tokens=15 if reuse else 5, reuse_visual=reuse, uncached=first,
+                      first=first, later=later, prefill=prefill_first, prefill_first=prefill_first,
+                      prefill_later=prefill_later)
+
+
 def test_rows_and_curve_as_in_bench_json():
-    costs = {"mlb": PricedCost(10, 20, 5.0, 4.0, 1.0, 2.0), "sf-llava": PricedCost(30, 40, 1.0, 1.0, 1.0, 5.0)}
+    # mlb: stage one 4 then 1, stage two 2 every question; sf-llava: 5, then 0.5 (its cached video)
+    costs = {"mlb": _cost(4.0, 1.0, 2.0, 2.0, False), "sf-llava": _cost(0.0, 0.0, 5.0, 0.5, True)}
     rows = method_rows("m", "flops", "GFLOP", "p", costs, 2)
     assert [r.method for r in rows] == ["mlb", "sf-llava"]
-    assert rows[0].stage_one == 2.5 and rows[0].total == 4.5 and rows[0].total_over_sf_llava == pytest.approx(0.75)
+    assert rows[0].stage_one == 2.5 and rows[0].prefill == 2.0 and rows[0].total == 4.5
+    assert rows[1].prefill == 2.75 and rows[1].total == 2.75 and rows[1].cached_tokens == 15
+    assert rows[0].total_over_sf_llava == pytest.approx(4.5 / 2.75)
+    assert mlb_over_reference(costs, 1) == pytest.approx(6 / 5) and mlb_over_reference(costs, 2) == pytest.approx(
+        4.5 / 2.75)
+    both = rows_by_questions("m", "flops", "GFLOP", "p", costs, 5)
+    assert [(r.method, r.n_questions) for r in both] == [("mlb", 1), ("sf-llava", 1), ("mlb", 5), ("sf-llava", 5)]
+    table = ratio_table(both)
+    assert table[0].method == "mlb" and table[0].total_over_sf_llava == {1: pytest.approx(1.2),
+                                                                          5: pytest.approx((1.6 + 2) / 1.4)}
     c = curve(costs)
-    assert isinstance(c["mlb"], Curve) and c["mlb"].break_even_questions == 2
+    assert isinstance(c["mlb"], Curve) and c["mlb"].break_even_questions is None
+    assert c["mlb"].asymptote == pytest.approx(3.0 / 0.5)
     out = jsonable(c)["mlb"]
     assert list(out) == ["total_over_sf_llava_by_questions", "asymptote", "break_even_questions_for_0.95"]
-    assert out["total_over_sf_llava_by_questions"]["1"] == pytest.approx(1.0)
-    assert jsonable(costs["mlb"]) == {"visual": 10, "prompt": 20, "uncached": 5.0, "first": 4.0, "later": 1.0,
-                                      "prefill": 2.0}
+    assert out["total_over_sf_llava_by_questions"]["1"] == pytest.approx(1.2)
+    cheap = {**costs, "mlb": _cost(1.0, 0.0, 3.0, 0.2, False)}
+    assert curve(cheap)["mlb"].break_even_questions == 1  # 4 <= 0.95 x 5
+    assert jsonable(costs["mlb"]) == {"visual": 10, "prompt": 20, "cached_tokens": 5, "reuse_visual": False,
+                                      "uncached": 4.0, "first": 4.0, "later": 1.0, "prefill": 2.0,
+                                      "prefill_first": 2.0, "prefill_later": 2.0}
 
 
 # ---- measuring and tracing -------------------------------------------------------------------
+class FakeCuda:
+    """A stand-in for ``torch.cuda`` (NOT a GPU test: there is no GPU on this machine). Its events
+    read a fake device clock that the test advances, and it logs the calls the clock makes."""
+
+    def __init__(self) -> None:
+        self.now_ms = 0.0
+        self.calls: list[str] = []
+
+    def current_stream(self, device: torch.device) -> str:
+        assert device.type == "cuda"
+        self.calls.append("stream")
+        return "stream"
+
+    def synchronize(self, device: torch.device) -> None:
+        self.calls.append("synchronize")
+
+    def Event(self, enable_timing: bool = False) -> FakeEvent:  # noqa: N802 (torch.cuda.Event)
+        assert enable_timing
+        return FakeEvent(self)
+
+
+class FakeEvent:
+    def __init__(self, cuda: FakeCuda) -> None:
+        self.cuda, self.t = cuda, None
+
+    def record(self, stream: str) -> None:
+        self.cuda.calls.append("record")
+        self.t = self.cuda.now_ms
+
+    def synchronize(self) -> None:
+        self.cuda.calls.append("wait end")
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return end.t - self.t
+
+
+def test_cuda_clock_logic_with_a_fake_cuda():
+    """The GPU path's logic only, through :class:`FakeCuda`: synchronise, then an event before and
+    after the block on the device's stream, wait for the end event, read event time in ms."""
+    cuda = FakeCuda()
+    with Stopwatch("cuda", cuda=cuda) as sw:
+        cuda.now_ms += 250.0  # "kernels" that take 250 ms on the device
+    assert sw.events and sw.wall == pytest.approx(0.25) and sw.host_wall < 0.25
+    assert cuda.calls == ["stream", "synchronize", "record", "stream", "record", "wait end"]
+    calls = []
+
+    def fn() -> None:
+        calls.append(1)
+        cuda.now_ms += 10.0
+
+    times = measure(fn, 3, device="cuda", cuda=cuda)  # 2 warm-up calls by default on a GPU
+    assert len(calls) == 5 and times == pytest.approx([0.01] * 3)
+    assert len(measure(fn, 2, device=torch.device("cuda", 0), warmup=0, cuda=cuda)) == 2 and len(calls) == 7
+    assert clock_name("cuda", 2).startswith("CUDA events")
+
+
+def test_cpu_clock_is_perf_counter_without_warmup():
+    calls = []
+    times = measure(lambda: calls.append(1), 3)
+    assert len(calls) == 3 and len(times) == 3
+    with Stopwatch("cpu") as sw:
+        pass
+    assert not sw.events and sw.wall == sw.host_wall
+    assert clock_name("cpu", 0).startswith("time.perf_counter")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machines without a GPU")
+def test_device_auto_is_the_cpu_without_a_gpu(capsys, tmp_path):
+    assert bench_device("auto") == torch.device("cpu")
+    with pytest.raises(MLBError):
+        bench_device("cuda")
+    assert main(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --device cuda")
+
+
 def test_peak_memory_sees_an_allocation():
     with PeakMemory() as mem:
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB
@@ -189,6 +333,13 @@ def test_trace_methods_counts():
     assert mlb.first[0].new == mlb.prefix_tokens + 2880 and mlb.later[0].past == mlb.first[0].new
     assert sf.passes == [] and sf.first is None
     assert jsonable(mlb)["passes"][0] == mlb.passes[0].to_dict()  # bench.json's "traces"
+    # stage two: the question-independent methods cache prefix + visual, mlb only the text prefix
+    assert sf.reuse_visual and full.reuse_visual and not mlb.reuse_visual
+    assert sf.cached_tokens == sf.prefix_tokens + 3680 and mlb.cached_tokens == mlb.prefix_tokens
+    assert sf.stage_two_later == [Pass(1, sf.suffix_tokens, sf.prefix_tokens + 3680, head=True)]
+    assert mlb.stage_two_later == [Pass(1, 3400 + mlb.suffix_tokens, mlb.prefix_tokens, head=True)]
+    untraced = dataclasses.replace(sf, stage_two_first=None, stage_two_later=None)
+    assert untraced.stage_two() == (sf.stage_two_first, sf.stage_two_later)
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -208,11 +359,19 @@ def test_bench_smoke_tiny(tmp_path, capsys):
     methods = {r["method"] for r in rows}
     assert {"mlb", "segattn-topk", "full"} <= methods
     assert {r["basis"] for r in rows} == {"flops", "cpu-priced"}
+    assert {r["n_questions"] for r in rows} == {"1", "2"}  # one question a video, and --questions
     sf = [r for r in rows if r["method"] == "sf-llava"]
     assert all(float(r["total_over_sf_llava"]) == pytest.approx(1.0) for r in sf)
+    for r in sf:  # its video is cached: later questions are cheaper, per question falls with questions
+        assert float(r["prefill_later"]) < float(r["prefill_first"])
+    by_q = {(r["model"], r["n_questions"]): float(r["prefill"]) for r in sf}
+    assert by_q[("tiny-shape", "2")] < by_q[("tiny-shape", "1")]
     for r in rows:
         assert float(r["total"]) == pytest.approx(float(r["stage_one"]) + float(r["prefill"]), rel=1e-4)
-    assert "wrote" in capsys.readouterr().err
+    assert {r["method"] for r in result["ratios"]} >= {"mlb", "sf-llava"}
+    assert all(set(r["total_over_sf_llava"]) == {"1", "2"} for r in result["ratios"])
+    io = capsys.readouterr()
+    assert "wrote" in io.err and "1 q/video  2 q/video" in io.out
 
 
 @pytest.mark.parametrize("argv", [["--parts", "nope"], ["--questions", "0"], ["--fit-lengths", "a,b"],
@@ -232,5 +391,13 @@ def test_bench_embedded_smoke(tmp_path):
     result = json.loads((out / "bench.json").read_text())
     emb = result["embedded"]
     assert emb["b"]["max_abs_diff_vs_uncached"] <= 1e-5
-    assert emb["c"]["mlb"]["first"] > emb["c"]["mlb"]["later"]
-    assert [r["method"] for r in result["rows"]] == ["mlb", "sf-llava"]
+    mlb, sf = emb["c"]["mlb"], emb["c"]["sf-llava"]
+    assert mlb["first"] > mlb["later"]
+    # stage two through the prefix cache, beside the plain prefill: the same logits
+    assert sf["reuse_visual"] and not mlb["reuse_visual"]
+    assert sf["max_abs_logit_diff"] <= 1e-4 and mlb["max_abs_logit_diff"] <= 1e-4
+    assert sf["prefill_later"] < sf["prefill_first"]
+    assert len(sf["samples"]["prefill_cached"]) == 2  # one run of two questions
+    assert [(r["method"], r["n_questions"]) for r in result["rows"]] == [
+        ("mlb", 1), ("sf-llava", 1), ("mlb", 2), ("sf-llava", 2)]
+    assert result["meta"]["clock"].startswith("time.perf_counter" if not torch.cuda.is_available() else "CUDA")

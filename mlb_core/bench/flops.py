@@ -19,6 +19,16 @@ lower bound of the time ratio. Memory: :func:`eager_extra_bytes` (``output_atten
 keeps every layer's probabilities) against :func:`activation_bytes` (the early exit keeps
 one layer's activations).
 
+Questions per video: every method reuses the question-independent part of its input across
+the questions about one video (docs/architecture.md, "Bench"). Stage one's prefix + segment
+state is the stage-one cache (:func:`context_passes`, :func:`question_passes`). In stage two
+the prompt is ``prefix + visual + suffix`` and only the suffix holds the question, so a method
+whose visual tokens do not depend on the question (``full``, ``sf-llava``, ``mlb-avg``, ...)
+computes the KV cache of ``prefix + visual`` once per video and each question adds only its
+suffix; a method whose visual tokens depend on the question (``mlb`` and every method that reads
+stage-one scores, ``fastv`` too) can reuse only the text prefix (:func:`stage_two_passes`).
+Per question over ``n`` questions: :func:`amortised`; against a reference: :func:`break_even`.
+
 Shapes (:data:`SHAPES`): ``vicuna-7b`` (LLaVA-NeXT-7B's Vicuna-7B v1.5), ``yi-34b``
 (LLaVA-NeXT-34B's Nous-Hermes-2-Yi-34B), ``smollm2-135m`` (the embedded default).
 """
@@ -175,6 +185,25 @@ def prefill_passes(tokens: int) -> list[Pass]:
     return [Pass(1, tokens, head=True)]
 
 
+def stage_two_passes(prefix: int, visual: int, suffix: int, reuse_visual: bool) -> tuple[list[Pass], list[Pass]]:
+    """Stage two of the first and of a later question about a video, with the question-independent
+    part of ``prefix + visual + suffix`` cached once per video (:mod:`mlb_core.bench.prefix`).
+
+    ``reuse_visual``: the visual tokens do not depend on the question, so ``prefix + visual`` is
+    cached and a question runs its ``suffix`` after them; otherwise only the text ``prefix`` is
+    cached and a question runs ``visual + suffix``. The first question builds the cache (no
+    logits) and then runs as a later one; under a causal kernel its FLOPs equal one uncached
+    :func:`prefill_passes` over the whole prompt.
+
+    Returns:
+        ``(first, later)``: the passes of the first and of a later question.
+    """
+    cached = prefix + visual if reuse_visual else prefix
+    new = suffix if reuse_visual else visual + suffix
+    later = [Pass(1, new, cached, head=True)]
+    return ([Pass(1, cached)] if cached else []) + later, later
+
+
 def eager_passes(tokens: int) -> list[Pass]:
     """The naive reference: the full model with eager attention (``output_attentions=True``)."""
     return [Pass(1, tokens, causal=False)]
@@ -234,9 +263,13 @@ def amortised(first: float, later: float, n_questions: int) -> float:
     return (first + (n_questions - 1) * later) / n_questions
 
 
-def break_even(first: float, later: float, prefill: float, target: float, limit: int = 10_000) -> int | None:
-    """Fewest questions per video for which ``amortised(first, later, n) + prefill <= target``."""
+def break_even(first: float, later: float, ref_first: float, ref_later: float, ratio: float = 0.95,
+               limit: int = 10_000) -> int | None:
+    """Fewest questions per video for which a method's per-question cost is at most ``ratio`` times
+    the reference's, both amortised over the same questions: ``amortised(first, later, n) <=
+    ratio * amortised(ref_first, ref_later, n)`` (``first``, ``later``: the total cost of the first
+    and of a later question). ``None`` when no ``n`` up to ``limit`` gets there."""
     for n in range(1, limit + 1):
-        if amortised(first, later, n) + prefill <= target:
+        if amortised(first, later, n) <= ratio * amortised(ref_first, ref_later, n):
             return n
     return None

@@ -21,7 +21,7 @@ from mlb_core.bench.results import (
     StageOneTiming,
     WorkersInfo,
     curve,
-    method_rows,
+    rows_by_questions,
     trace_costs,
 )
 from mlb_core.bench.settings import Settings
@@ -33,7 +33,9 @@ GRID_TOKENS = 576  # 24 x 24 visual tokens a frame
 def part_flops(traces: Mapping[str, Mapping[str, MethodTrace]], params: Any, preset: str,
                n_questions: int) -> tuple[dict[str, FlopsPart], list[Row]]:
     """The analytic FLOPs model on the real 7B and 34B shapes, from the stand-in passes
-    (``traces``: ``{shape name: {method: trace}}``, the methods that ran)."""
+    (``traces``: ``{shape name: {method: trace}}``, the methods that ran); rows at one question a
+    video and at ``n_questions``, every question-independent prefix cached (docs/architecture.md,
+    "Bench")."""
     out, rows = {}, []
     for name, tr in traces.items():
         shape = SHAPES[name]
@@ -46,7 +48,7 @@ def part_flops(traces: Mapping[str, Mapping[str, MethodTrace]], params: Any, pre
                               b=predict_cached(shape, params.n_frames // params.segment_frames,
                                                prefix + segment, suffix, params.score_layer),
                               c=costs, c_curve=curve(costs))
-        rows += method_rows(name, "flops", "GFLOP", preset, costs, n_questions)
+        rows += rows_by_questions(name, "flops", "GFLOP", preset, costs, n_questions)
     return out, rows
 
 
@@ -125,5 +127,5 @@ def part_7b(settings: Settings, traces: Mapping[str, MethodTrace], params: Any) 
                      workers=WorkersInfo(early_build_s=early.build_s, eager_build_s=eager.build_s,
                                          threads=early.threads),
                      load_average_1min={"end": load[0]})
-    rows = method_rows(f"{settings.shape}-shape", "cpu-priced", "s", settings.preset, costs, settings.questions)
+    rows = rows_by_questions(f"{settings.shape}-shape", "cpu-priced", "s", settings.preset, costs, settings.questions)
     return out, rows

@@ -261,12 +261,17 @@ class Pricer:
         self.head = pricing.head_s
 
     def layer(self, batch: int, new: int, past: int) -> float:
+        """One decoder layer: measured at its size when it was, else from the fit. A long call after
+        ``past`` cached positions (stage two of ``visual + suffix`` after the cached text prefix)
+        is the fit's ``t(past + new) - t(past)`` plus the fixed cost: its projections and MLP grow
+        with ``new`` and its causal attention pairs are those of ``past + new`` positions less
+        those of the ``past`` ones (:func:`mlb_core.bench.flops.attention_pairs`)."""
         if ("layer", batch, new, past) in self.calls:
             return self.calls[("layer", batch, new, past)]
         if ("layer", 1, new, past) in self.calls:
             return batch * self.calls[("layer", 1, new, past)]
-        assert past == 0, f"no measurement for a layer call of {new} new after {past} cached positions"
-        return batch * (self.c + self.a * new + self.b * new * new)
+        assert past == 0 or new > SMALL, f"no measurement for a layer call of {new} new after {past} cached positions"
+        return batch * (self.c + self.a * new + self.b * ((past + new) ** 2 - past ** 2))
 
     def exit(self, batch: int, new: int, past: int) -> float:
         if ("exit", batch, new, past) in self.calls:
@@ -286,14 +291,17 @@ class Pricer:
 
 
 def calls_to_measure(traces: Mapping[str, MethodTrace]) -> list[dict[str, Any]]:
-    """Distinct short calls (timed at their size) and long exits (timed at batch 1) of the traces."""
+    """Distinct calls to time at their size, from every traced pass (stage one, and stage two with
+    its cached prefix): short calls as they are, batched short calls after cached positions at
+    batch 1, long exits at batch 1. Long layer calls are priced from the fit."""
     seen: set[tuple] = set()
     for rec in traces.values():
-        for group in (rec.passes, rec.first, rec.later):
+        for group in (rec.passes, rec.first, rec.later, *rec.stage_two()):
             for p in group or []:
-                if p.new * p.batch <= SMALL or p.past:
-                    seen.add(("layer", p.batch, p.new, p.past) if p.new * p.batch <= SMALL
-                             else ("layer", 1, p.new, p.past))
+                if p.new * p.batch <= SMALL:
+                    seen.add(("layer", p.batch, p.new, p.past))
+                elif p.past and p.new <= SMALL:
+                    seen.add(("layer", 1, p.new, p.past))
                 if p.exit:
                     seen.add(("exit", p.batch, p.new, p.past) if p.new * p.batch <= SMALL
                              else ("exit", 1, p.new, p.past))

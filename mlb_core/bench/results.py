@@ -19,40 +19,65 @@ NQ_CURVE = (1, 2, 3, 5, 10, 20, 50)
 
 # ---- per-method costs ------------------------------------------------------------------------
 class MethodCost(Protocol):
-    """What a row and a curve need: stage one per question (``first``, ``later``: equal without
-    a cache) and the stage-two ``prefill``, in the part's unit."""
+    """What a row and a curve need, in the part's unit: stage one of the first and of a later
+    question about a video (``first``, ``later``; equal without a cache) and stage two of the
+    first and of a later question with the question-independent prefix cached
+    (``prefill_first``, ``prefill_later``; :func:`mlb_core.bench.flops.stage_two_passes`)."""
 
     visual: int
     prompt: int
+    cached_tokens: int
     first: float
     later: float
-    prefill: float
+    prefill_first: float
+    prefill_later: float
+
+
+def per_question(c: MethodCost, n_questions: int) -> tuple[float, float]:
+    """Stage one and stage two per question, amortised over ``n_questions`` about one video."""
+    return amortised(c.first, c.later, n_questions), amortised(c.prefill_first, c.prefill_later, n_questions)
+
+
+def question_counts(n_questions: int) -> tuple[int, ...]:
+    """The questions per video of the rows: one (TGIF-QA, EgoSchema) and ``n_questions``."""
+    return tuple(sorted({1, n_questions}))
 
 
 @dataclass(frozen=True)
 class PricedCost:
-    """A traced method priced in seconds (7B shape) or GFLOP (FLOPs model)."""
+    """A traced method priced in seconds (7B shape) or GFLOP (FLOPs model). ``uncached``: stage
+    one without the cache; ``prefill``: stage two without any cache (one whole prefill)."""
 
     visual: int
     prompt: int
+    cached_tokens: int
+    reuse_visual: bool
     uncached: float
     first: float
     later: float
     prefill: float
+    prefill_first: float
+    prefill_later: float
 
 
 @dataclass(frozen=True)
 class MeasuredCost:
-    """A method measured end to end on the embedded default (seconds; ``samples``: every run)."""
+    """A method measured end to end on the embedded default (seconds; ``samples``: every run).
+    ``prefill``: the plain uncached prefill of the first question, timed beside the cached path;
+    ``max_abs_logit_diff``: the cached path's logits against the plain prefill's."""
 
     visual: int
     prompt: int
+    cached_tokens: int
+    reuse_visual: bool
     uses_segment_scores: bool
-    uncached: float
     first: float
     later: float
     prefill: float
+    prefill_first: float
+    prefill_later: float
     compress: float
+    max_abs_logit_diff: float
     samples: dict[str, list[float]]
 
 
@@ -62,16 +87,19 @@ class CpuCost:
 
     visual: int
     prompt: int
+    cached_tokens: int
     uses_segment_scores: bool
     first: float
     later: float
-    prefill: float
+    prefill_first: float
+    prefill_later: float
 
 
 @dataclass(frozen=True)
 class Curve:
-    """Per-question total over sf-llava's for several questions per video, its asymptote, and
-    the break-even (the fewest questions for which the method is at most 0.95x sf-llava)."""
+    """Per-question total over sf-llava's, both amortised over the same questions per video, its
+    asymptote (later questions only), and the break-even (the fewest questions for which the
+    method is at most 0.95x sf-llava)."""
 
     by_questions: dict[int, float]
     asymptote: float
@@ -84,7 +112,9 @@ class Curve:
 
 @dataclass(frozen=True)
 class Row:
-    """One row of ``prefill.csv`` (its columns, in order)."""
+    """One row of ``prefill.csv`` (its columns, in order): per question, over ``n_questions``
+    questions about one video. ``cached_tokens``: stage-two positions cached once per video;
+    ``prefill``: stage two per question, amortised like ``stage_one``."""
 
     model: str
     basis: str
@@ -93,10 +123,13 @@ class Row:
     method: str
     visual_tokens: int
     prompt_tokens: int
+    cached_tokens: int
     n_questions: int
     stage_one_first: float
     stage_one_later: float
     stage_one: float
+    prefill_first: float
+    prefill_later: float
     prefill: float
     total: float
     total_over_sf_llava: float | None = None
@@ -107,45 +140,80 @@ COLUMNS = [f.name for f in dataclasses.fields(Row)]
 
 def method_rows(model: str, basis: str, unit: str, preset: str, costs: Mapping[str, MethodCost],
                 n_questions: int) -> list[Row]:
-    """One row per method (stage one amortised over ``n_questions``)."""
+    """One row per method, stage one and stage two amortised over ``n_questions``."""
     rows = []
     for name, c in costs.items():
-        stage = amortised(c.first, c.later, n_questions)
+        stage, prefill = per_question(c, n_questions)
         rows.append(Row(model=model, basis=basis, unit=unit, preset=preset, method=name, visual_tokens=c.visual,
-                        prompt_tokens=c.prompt, n_questions=n_questions, stage_one_first=c.first,
-                        stage_one_later=c.later, stage_one=stage, prefill=c.prefill, total=stage + c.prefill))
+                        prompt_tokens=c.prompt, cached_tokens=c.cached_tokens, n_questions=n_questions,
+                        stage_one_first=c.first, stage_one_later=c.later, stage_one=stage,
+                        prefill_first=c.prefill_first, prefill_later=c.prefill_later, prefill=prefill,
+                        total=stage + prefill))
     ref = next((r.total for r in rows if r.method == REFERENCE), None)
     return [dataclasses.replace(r, total_over_sf_llava=r.total / ref if ref else None) for r in rows]
+
+
+def rows_by_questions(model: str, basis: str, unit: str, preset: str, costs: Mapping[str, MethodCost],
+                      n_questions: int) -> list[Row]:
+    """:func:`method_rows` at every count of :func:`question_counts` (one question a video first)."""
+    return [r for n in question_counts(n_questions) for r in method_rows(model, basis, unit, preset, costs, n)]
 
 
 def curve(costs: Mapping[str, MethodCost]) -> dict[str, Curve]:
     """:class:`Curve` of every method, against :data:`REFERENCE` (empty without it)."""
     if REFERENCE not in costs:
         return {}
-    ref = costs[REFERENCE].first + costs[REFERENCE].prefill
-    return {name: Curve({n: (amortised(c.first, c.later, n) + c.prefill) / ref for n in NQ_CURVE},
-                        (c.later + c.prefill) / ref,
-                        break_even(c.first, c.later, c.prefill, GOALS["c_mlb_over_sf_llava_max"] * ref))
+    r = costs[REFERENCE]
+
+    def total(c: MethodCost, n: int) -> float:
+        return sum(per_question(c, n))
+
+    return {name: Curve({n: total(c, n) / total(r, n) for n in NQ_CURVE},
+                        (c.later + c.prefill_later) / (r.later + r.prefill_later),
+                        break_even(c.first + c.prefill_first, c.later + c.prefill_later, r.first + r.prefill_first,
+                                   r.later + r.prefill_later, GOALS["c_mlb_over_sf_llava_max"]))
             for name, c in costs.items()}
 
 
 def mlb_over_reference(costs: Mapping[str, MethodCost], n_questions: int) -> float | None:
-    """mlb's per-question total over sf-llava's (None without both)."""
+    """mlb's per-question total over sf-llava's, both over ``n_questions`` (None without both)."""
     if "mlb" not in costs or REFERENCE not in costs:
         return None
-    m, r = costs["mlb"], costs[REFERENCE]
-    return (amortised(m.first, m.later, n_questions) + m.prefill) / (r.first + r.prefill)
+    return sum(per_question(costs["mlb"], n_questions)) / sum(per_question(costs[REFERENCE], n_questions))
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One method's per-question total over sf-llava's at each number of questions per video
+    (the side-by-side view of the rows: one question a video and ``--questions``)."""
+
+    model: str
+    basis: str
+    method: str
+    total_over_sf_llava: dict[int, float | None]
+
+
+def ratio_table(rows: list[Row]) -> list[RatioRow]:
+    """The rows' ratios to sf-llava, one :class:`RatioRow` per (model, basis, method), in row order."""
+    out: dict[tuple[str, str, str], dict[int, float | None]] = {}
+    for r in rows:
+        out.setdefault((r.model, r.basis, r.method), {})[r.n_questions] = r.total_over_sf_llava
+    return [RatioRow(m, b, name, ratios) for (m, b, name), ratios in out.items()]
 
 
 def trace_costs(traces: Mapping[str, MethodTrace], price: Callable[[list[Pass]], float]) -> dict[str, PricedCost]:
-    """Price every traced method's passes (uncached, first and later question, prefill)."""
+    """Price every traced method's passes (stage one uncached, first and later question; stage
+    two uncached, first and later question with the question-independent prefix cached)."""
     costs = {}
     for name, rec in traces.items():
         uncached = price(rec.passes)
-        costs[name] = PricedCost(visual=rec.visual, prompt=rec.prompt, uncached=uncached,
+        two_first, two_later = rec.stage_two()
+        costs[name] = PricedCost(visual=rec.visual, prompt=rec.prompt, cached_tokens=rec.cached_tokens,
+                                 reuse_visual=rec.reuse_visual, uncached=uncached,
                                  first=price(rec.first) if rec.first is not None else uncached,
                                  later=price(rec.later) if rec.later is not None else uncached,
-                                 prefill=price([Pass(1, rec.prompt, head=True)]))
+                                 prefill=price([Pass(1, rec.prompt, head=True)]),
+                                 prefill_first=price(two_first), prefill_later=price(two_later))
     return costs
 
 
@@ -296,12 +364,16 @@ class EmbeddedPart:
     errors: dict[str, str]
     cpu_time: CpuTime
     load_average_1min: dict[str, float]
-    note: str = "segattn-topk reads the same stage-one scores as mlb: its cached stage one is mlb's"
+    note: str = ("every method answers the video's questions with its own stage-one cache and stage-two "
+                 "prefix cache (prefix + visual when its visual tokens do not depend on the question, else the "
+                 "text prefix); prefill: the plain uncached prefill of the first question, timed beside them")
 
 
 @dataclass(frozen=True)
 class Meta:
-    """How, where and with what the benchmark ran."""
+    """How, where and with what the benchmark ran. ``device``, ``dtype`` and ``clock`` are the
+    embedded part's (:func:`mlb_core.bench.measure.clock_name`); the 7B part always runs on the CPU
+    in fp32 with ``time.perf_counter``."""
 
     date: str
     host: str
@@ -310,6 +382,7 @@ class Meta:
     threads: int
     dtype: str
     device: str
+    clock: str
     estimator: str
     preset: str
     params: dict[str, Any]
@@ -338,7 +411,7 @@ class BenchResult:
                          ("7b", self.shaped)):
             if val is not None:
                 out[key] = val
-        return {**out, "goals": self.goals, "rows": self.rows}
+        return {**out, "goals": self.goals, "ratios": ratio_table(self.rows), "rows": self.rows}
 
 
 def jsonable(x: Any) -> Any:

@@ -37,6 +37,9 @@ class Settings:
         shape: layer shape of the ``7b`` part (a key of :data:`mlb_core.bench.flops.SHAPES`).
         fit_lengths: one-layer lengths of the 7B time fit.
         estimator: summary of repeated timings (:func:`mlb_core.bench.measure.estimate`).
+        device: where the embedded part runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``
+            (:func:`mlb_core.bench.measure.bench_device`).
+        warmup: untimed warm-up rounds of the embedded part on a CUDA device (none on the CPU).
         out: the output folder.
     """
 
@@ -52,4 +55,6 @@ class Settings:
     shape: str = "vicuna-7b"
     fit_lengths: tuple[int, ...] = (2048, 3072, 4096)
     estimator: Estimator = "min"
+    device: str = "auto"
+    warmup: int = 2
     out: str = "results/bench"

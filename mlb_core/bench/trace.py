@@ -1,5 +1,7 @@
-"""Tracing the LLM passes of every method on a stand-in: the decoder passes a method makes and
-its visual-token count (:class:`MethodTrace`), later priced in FLOPs or in measured seconds."""
+"""Tracing the LLM passes of every method on a stand-in: the decoder passes a method makes, its
+visual-token count, whether its visual tokens depend on the question, and its stage-two passes
+with the question-independent prefix cached (:class:`MethodTrace`), later priced in FLOPs or in
+measured seconds (docs/architecture.md, "Bench")."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mlb_core.bench.flops import LMShape, Pass
+from mlb_core.bench.flops import LMShape, Pass, stage_two_passes
 from mlb_core.bench.settings import QUESTIONS
 from mlb_core.errors import MLBError
 
@@ -26,6 +28,11 @@ class MethodTrace:
         passes: its decoder passes for one question, uncached.
         first, later: its passes for the first and a later question of a video through the
             stage-one cache; ``None`` when the method reads no segment scores.
+        reuse_visual: its visual tokens do not depend on the question (it reads no segment
+            scores, and two questions gave the same tokens), so stage two caches
+            ``prefix + visual`` once per video (:mod:`mlb_core.bench.prefix`).
+        stage_two_first, stage_two_later: stage two of the first and of a later question with
+            that cache (:func:`mlb_core.bench.flops.stage_two_passes`).
     """
 
     visual: int
@@ -35,6 +42,20 @@ class MethodTrace:
     passes: list[Pass]
     first: list[Pass] | None = None
     later: list[Pass] | None = None
+    reuse_visual: bool = False
+    stage_two_first: list[Pass] | None = None
+    stage_two_later: list[Pass] | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Stage-two positions cached once per video."""
+        return self.prefix_tokens + (self.visual if self.reuse_visual else 0)
+
+    def stage_two(self) -> tuple[list[Pass], list[Pass]]:
+        """``(stage_two_first, stage_two_later)``, counted from the token counts when not traced."""
+        if self.stage_two_first is not None and self.stage_two_later is not None:
+            return self.stage_two_first, self.stage_two_later
+        return stage_two_passes(self.prefix_tokens, self.visual, self.suffix_tokens, self.reuse_visual)
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,9 @@ def trace_methods(
 ) -> dict[str, MethodTrace | TraceError]:
     """Run every method on a stand-in (tiny model with ``shape``'s context and ``family``'s
     prompt, random 24 x 24 grid tokens) and record its visual tokens and decoder passes:
-    ``{method: MethodTrace}``, or ``{method: TraceError}`` when it cannot run here."""
+    ``{method: MethodTrace}``, or ``{method: TraceError}`` when it cannot run here. A method
+    that reads no segment scores runs again on a second question: equal visual tokens make its
+    ``prefix + visual`` cacheable in stage two (``reuse_visual``)."""
     from mlb_core.backbones.prompts import render_prompt
     from mlb_core.backbones.tiny import build_tiny_model
     from mlb_core.config import get_preset
@@ -116,10 +139,14 @@ def trace_methods(
                         fn(MethodInput(vlm, tokens, None, prompt, params, scorer=cache))
                     runs.append(to_passes(cached, n_layers))
                 first, later = runs
+            reuse = not inp.scored and torch.equal(visual, fn(MethodInput(vlm, tokens, None, prompts[1], params)))
+            prefix = len(vlm.embed_text(prompts[0].prefix, True))
+            suffix = len(vlm.embed_text(prompts[0].suffix, False))
+            two_first, two_later = stage_two_passes(prefix, int(visual.shape[0]), suffix, reuse)
             out[name] = MethodTrace(visual=int(visual.shape[0]), prompt=int(embeds.shape[1]),
-                                    prefix_tokens=len(vlm.embed_text(prompts[0].prefix, True)),
-                                    suffix_tokens=len(vlm.embed_text(prompts[0].suffix, False)),
-                                    passes=to_passes(raw, n_layers), first=first, later=later)
+                                    prefix_tokens=prefix, suffix_tokens=suffix,
+                                    passes=to_passes(raw, n_layers), first=first, later=later, reuse_visual=reuse,
+                                    stage_two_first=two_first, stage_two_later=two_later)
         except MLBError as exc:
             out[name] = TraceError(str(exc))
     return out
