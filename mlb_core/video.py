@@ -10,6 +10,7 @@ decodable frame is an error.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -22,6 +23,17 @@ import numpy as np
 from mlb_core.errors import MLBError
 
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+
+logger = logging.getLogger(__name__)
+_warned_no_decord = False  # the missing-decord warning is said once per process
+
+
+def warn_short(path: Path, n_total: int, n_frames: int) -> None:
+    """One warning line when a video has fewer decodable frames than asked: the frames repeat
+    (README, "Short videos"; docs/api.md, "Logging and warnings")."""
+    if 0 < n_total < n_frames:
+        logger.warning("%s has %d decodable frames, fewer than the %d asked for: frames repeat "
+                       "(README, 'Short videos')", path, n_total, n_frames)
 
 
 def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
@@ -102,6 +114,7 @@ def _decode_decord(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
             frames = reader.get_batch(list(indices)).asnumpy()  # (T, H, W, 3) uint8
         except Exception as exc:
             raise MLBError(f"cannot decode frames of {path}: {_reason(exc)}") from None
+    warn_short(path, n_total, n_frames)
     return frames, indices
 
 
@@ -197,6 +210,7 @@ def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     if damage:
         print(f"warning: {path} is damaged ({damage}); sampling from its first "
               f"{n_decoded} decodable frames", file=sys.stderr)
+    warn_short(path, n_decoded, n_frames)
     return frames, sample_indices(n_decoded, n_frames)
 
 
@@ -223,5 +237,12 @@ def load_video(
         return _decode_decord(path, n_frames)
     try:
         return _decode_decord(path, n_frames)
-    except (ImportError, MLBError):
-        return _decode_pyav(path, n_frames)
+    except ImportError:
+        global _warned_no_decord
+        if not _warned_no_decord:
+            _warned_no_decord = True
+            logger.warning("decord is not installed; decoding videos with PyAV instead (slower; "
+                           "pip install decord where a wheel exists)")
+    except MLBError as exc:
+        logger.debug("decord cannot read %s (%s); trying PyAV", path, exc)
+    return _decode_pyav(path, n_frames)

@@ -3,6 +3,7 @@ default, a local folder, a hub id, or a tiny test model (docs/architecture.md, "
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,9 +13,30 @@ from mlb_core.backbones.adapter import VideoLLM, infer_family
 from mlb_core.backbones.prompts import FAMILIES, PROMPT_STYLES, resolve_family
 from mlb_core.errors import MLBError
 
+logger = logging.getLogger(__name__)
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def warn_cpu_load(name: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """One warning line when a real checkpoint (a hub id or a local folder; not ``embedded``, not
+    ``tiny:``) is about to load on the CPU, where it runs in float32 and is slow (README, "Real
+    checkpoints (GPU)"; docs/api.md, "Logging and warnings"). Says why there is no GPU: a
+    CPU-only torch build, CUDA not usable (no GPU, an old driver), or ``device="cpu"`` asked.
+    Returns whether it warned."""
+    if device.type != "cpu" or name == "embedded" or name.startswith("tiny:"):
+        return False
+    if torch.cuda.is_available():
+        why = "as asked"
+    elif torch.version.cuda is None:
+        why = "this torch build has no CUDA"
+    else:
+        why = "CUDA is not usable here (no GPU, or an NVIDIA driver too old for this torch)"
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    logger.warning("loading %s on the CPU (%s): it runs in %s there and will be slow", name, why, precision)
+    return True
 
 
 def split_prompt(name: str, family: str | None = None) -> tuple[str, str | None]:
@@ -85,6 +107,7 @@ def load_model(
     if config.model_type not in ("llava", "llava_next", "llava_onevision"):
         raise MLBError(f"model {name!r} is a {config.model_type!r}, not a LLaVA image LLM")
     chosen = resolve_family(family or "native", infer_family(name, config))  # before the weights load
+    warn_cpu_load(name, device, dtype)
     model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation,
         # "cuda:k" (one data-parallel rank) keeps the whole model on GPU k; plain "cuda" spreads it

@@ -139,7 +139,8 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
         "with global top-k per segment; mlb-gapool: + GAPool; mlb: + VSTail.",
         _build_ablation, _ablation_meta),
     TableSpec(
-        "prefill", "Prefill per question: stage one (amortised) + stage-two prefill",
+        "prefill", "Prefill per question, both stages, each method reusing what does not depend on the question "
+        "(stage-one context; question-independent visual prefix), at 1 and n questions a video",
         "`measured`: wall-clock seconds on this machine's CPU (fp32); `cpu-priced`: a model of Vicuna-7B's "
         "layer shape priced from per-layer times measured here; `flops`: GFLOP of the analytic model. "
         "`total_over_sf_llava`: total relative to SF-LLaVA.",
