@@ -333,3 +333,11 @@ def test_run_eval_feeds_the_tables_and_fig4(tmp_path, one_thread):
     assert written.frame["method"].tolist() == ["segattn-topk", "mlb"]
     assert [p.name for p in written.paths] == ["ablation.csv", "ablation.md"]
     assert written.paths[1].read_text() == written.markdown and "tiny:llava_next" in written.markdown
+
+
+def test_launcher_is_checked(params):
+    bad = dict(params, launcher="srun mlb")
+    with pytest.raises(MLBError, match="launcher"):
+        study.check_sections(bad)
+    study.check_sections(dict(params, launcher="accelerate launch -m mlb_core"))
+    assert study.paper_params(ROOT)["launcher"] == "accelerate launch -m mlb_core"  # paper mode shards

@@ -127,6 +127,8 @@ _COUNTS = {  # (section, key) -> the least value
     ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_paper", "repeats"): 1,
     ("probe_paper", "n_frames"): 1, ("train", "threads"): 1,
 }
+LAUNCHERS = ("mlb", "accelerate launch -m mlb_core")  # how the stages start `mlb eval`: one process, or
+# one per visible GPU (accelerate's default without a config file: every GPU, multi-GPU)
 _CHOICES = {("fig4", "task"): ("all", "open", "mc"), ("eval", "judge"): ("auto", "chat", "offline", "none"),
             ("fig4", "judge"): ("auto", "chat", "offline", "none")}
 
@@ -160,6 +162,8 @@ def check_sections(data: Mapping[str, Any], name: str = PARAMS) -> None:
                 raise MLBError(f"{name}: {where} must be an integer, got {value!r}")
             if value < least:
                 raise MLBError(f"{name}: {where} must be >= {least}, got {value}")
+    if data.get("launcher", "mlb") not in LAUNCHERS:
+        raise MLBError(f"{name}: launcher must be one of {' | '.join(LAUNCHERS)}, got {data.get('launcher')!r}")
     for section, known in _STAGE_KEYS.items():
         body = data.get(section)
         if body is None:
