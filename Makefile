@@ -73,3 +73,41 @@ test: setup lint
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- lmms-eval (optional extra; docs/lmms-eval.md) ------------------------------------------------
+# make lmms-test: .venv-lmms from requirements/lmms-eval.txt, lmms-eval's own lock (apart from the main
+# lock: lmms-eval caps av below 16), this project in it (editable, --no-deps: its dependencies are in
+# that lock), then tests/test_lmms_eval.py there; `lmms_eval --model llava_mlb` works in that venv.
+# make lmms-lock: regenerate that lock from requirements/lmms-eval.in (like `make lock`: keeps its pins
+# unless LOCK_FLAGS says --upgrade; leaves out torch's CUDA stack, which torch's own metadata brings).
+# torchvision (an lmms-eval dependency) must be the build of the torch installed: PyPI's pair works on
+# any machine (a CUDA build on Linux, which runs on the CPU too); with a CPU torch take both from
+# PyTorch's index (TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu). LMMS_PIP_ENV
+# prefixes the pip commands, e.g. LMMS_PIP_ENV="env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null" where
+# pip's configuration points at a local CPU torch wheel without its torchvision.
+LMMS_VENV := .venv-lmms
+LMMS_LOCK := requirements/lmms-eval.txt
+LMMS_STAMP := $(LMMS_VENV)/.installed
+LMMS_PIP_ENV ?=
+
+.PHONY: lmms-setup lmms-test lmms-lock
+
+lmms-setup: $(LMMS_STAMP)
+
+$(LMMS_STAMP): $(LMMS_LOCK) pyproject.toml
+	$(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_PIP_ENV) $(LMMS_VENV)/bin/python -m pip install --quiet $(TORCH_INDEX) -r $(LMMS_LOCK)
+	$(LMMS_PIP_ENV) $(LMMS_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@$(LMMS_VENV)/bin/python -c "import torchvision" 2>/dev/null || { \
+	  echo "$(LMMS_VENV): torchvision does not load with the torch installed (a CPU torch with PyPI's CUDA" \
+	       "torchvision?); see the lmms-eval section of the Makefile, or docs/lmms-eval.md" >&2; exit 1; }
+	touch $(LMMS_STAMP)
+
+lmms-test: $(LMMS_STAMP)
+	$(LMMS_VENV)/bin/python -m pytest tests/test_lmms_eval.py
+
+lmms-lock: $(UV)
+	test -f $(LMMS_LOCK) || cp $(LOCK_cuda) $(LMMS_LOCK)
+	$(UV) pip compile requirements/lmms-eval.in --universal --python-version 3.11 \
+	  $$(sed -En 's/^(nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+|triton)==.*/--no-emit-package \1/p' $(LOCK_cuda)) \
+	  $(LOCK_FLAGS) -o $(LMMS_LOCK)
