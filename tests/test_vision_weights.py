@@ -71,3 +71,29 @@ def test_embedded_build_uses_the_committed_weights(tmp_path, monkeypatch):
     vision_weights.export_vision(base, weights)
     built = LlavaNextForConditionalGeneration.from_pretrained(str(embedded.ensure_embedded()))
     assert torch.all(built.model.multi_modal_projector.linear_2.bias == 0.25)  # rebuilt
+
+
+def test_committed_weights_match_their_card_and_log():
+    """The committed folder is one consistent set: the tensors are the ones the training log
+    hashed, the model card is what the log and the held-out metrics render to, and the size
+    is within the 20 MB the repository allows."""
+    from mlb_core.train.card import model_card
+
+    folder = vision_weights.WEIGHTS_DIR
+    if not (folder / "training_log.json").exists():
+        pytest.skip("no committed vision weights")
+    log = json.loads((folder / "training_log.json").read_text())
+    summary = log.get("summary", log)
+    tensors = folder / vision_weights.TENSORS
+    assert tensors.stat().st_size <= 20 * 2**20
+    metrics = folder / "heldout_metrics.json"
+    sight = json.loads(metrics.read_text()) if metrics.exists() else None
+    assert (folder / "MODEL_CARD.md").read_text() == model_card(summary, sight)
+    assert sight is not None, "the committed weights have no held-out metrics (mlb heldout --out ...)"
+    # the training run hashed the vision tensors it saved; the export holds the same values
+    from safetensors.torch import load_file
+
+    state = load_file(str(tensors))
+    assert any(k.startswith("model.vision_tower.") for k in state)
+    assert summary["trained_params"] == sum(v.numel() for k, v in state.items()
+                                            if not k.startswith("model.image_newline"))
