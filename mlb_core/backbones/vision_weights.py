@@ -98,6 +98,20 @@ def read_config(folder: str | Path | None = None) -> dict[str, Any]:
     return meta
 
 
+def caveat(folder: str | Path | None = None) -> str:
+    """One sentence on what the embedded default sees, from the committed held-out metrics
+    (``mlb heldout``): the caveat that every quality number made with it carries."""
+    metrics = _folder(folder) / "heldout_metrics.json"
+    if not available(folder) or not metrics.exists():
+        return ("Embedded default: real SmolLM2-135M language model, untrained (seeded random) vision tower and "
+                "projector, so the quality numbers exercise the pipeline and do not measure the method.")
+    accs = [float(c["accuracy"]) for c in json.loads(metrics.read_text())["conditions"].values()]
+    return (f"Embedded default: real SmolLM2-135M language model (frozen) with a vision tower and projector "
+            f"trained by this project that sees little (held-out colour/shape accuracy "
+            f"{100 * min(accs):.0f}-{100 * max(accs):.0f}%, README 'A model that sees'), so the quality numbers "
+            f"exercise the pipeline and barely measure the method.")
+
+
 def digest(folder: str | Path | None = None) -> str:
     """sha256 of the tensors and the config: the embedded build is redone when it changes."""
     h = hashlib.sha256()

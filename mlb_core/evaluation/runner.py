@@ -93,9 +93,6 @@ from mlb_core.evaluation.store import (  # noqa: F401 - LOCK_NAME, OutputLocked,
     variant_dir,
 )
 
-EMBEDDED_NOTE = ("embedded default: real SmolLM2-135M language model, untrained (seeded random) vision "
-                 "tower; its answers about video content are not meaningful")
-
 
 # ---- judges ------------------------------------------------------------------------------------------
 def make_judge(kind: str, benchmark: str, out: str | Path, model: str = DEFAULT_JUDGE_MODEL,
@@ -182,7 +179,9 @@ def score_variant(
         "predictions": main.name, "scored": main.name.replace(".predictions.", ".scored."),
     }
     if model_slug(model).startswith("embedded"):
-        result["note"] = EMBEDDED_NOTE
+        from mlb_core.backbones.vision_weights import caveat
+
+        result["note"] = caveat()
     base = main.parent / main.name.replace(".predictions.jsonl", "")
     tmp = Path(f"{base}.scored.jsonl.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

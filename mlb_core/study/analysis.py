@@ -36,10 +36,6 @@ from mlb_core.study.bias import CONDITIONS, frame_order
 __all__ = ["CONDITIONS", "frame_order"]  # re-exported: defined with the maps they order (mlb_core.study.bias)
 
 EMBEDDED = "embedded"
-UNTRAINED_CAVEAT = (
-    "Embedded default: real SmolLM2-135M language model, untrained (seeded random) vision tower "
-    "and projector, so the quality numbers exercise the pipeline and do not measure the method."
-)
 CONDITION_LABELS = {
     "in_order": "(a) frames in order",
     "reversed": "(b) frames reversed",
@@ -406,5 +402,8 @@ def markdown_table(df: pd.DataFrame, title: str, meta: Mapping[str, Any], captio
 
 
 def caption(text: str, model: str) -> str:
-    """``text`` plus the untrained-vision caveat when the model is the embedded default."""
-    return f"{text} {UNTRAINED_CAVEAT}" if model == EMBEDDED else text
+    """``text`` plus the embedded default's sight caveat when it is the model
+    (:func:`mlb_core.backbones.vision_weights.caveat`)."""
+    from mlb_core.backbones.vision_weights import caveat
+
+    return f"{text} {caveat()}" if model == EMBEDDED else text
