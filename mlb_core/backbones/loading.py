@@ -87,7 +87,8 @@ def load_model(
         vlm = build_tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
         vlm.model.to(device=device, dtype=dtype)
         vlm.family = resolve_family(family or "native", vlm.family)
-        vlm.name = label
+        if label != name:  # a prompt setting in the name: keep it in the model's name
+            vlm.name = f"{vlm.name}@{family}"
         return vlm
     if name == "embedded":
         from mlb_core.backbones.embedded import ensure_embedded

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlb_core.evaluation.synthetic import shape_mask  # the one drawing of the project's shapes
+
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -144,23 +146,6 @@ class VideoBank:
             self._frames[name] = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))
                                            for f in raw])
         return self._frames[name]
-
-
-def shape_mask(shape: str, centre: tuple[int, int], radius: float, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool mask of a filled square, circle or upward triangle (as mlb_core.synthetic)."""
-    h, w = hw
-    yy, xx = np.mgrid[0:h, 0:w]
-    cx, cy = centre
-    dx, dy = xx - cx, yy - cy
-    if shape == "square":
-        return (np.abs(dx) <= radius * 0.85) & (np.abs(dy) <= radius * 0.85)
-    if shape == "circle":
-        return dx * dx + dy * dy <= radius * radius
-    if shape == "triangle":  # apex up, base at cy + radius
-        top, bottom = cy - radius, cy + radius
-        frac = (yy - top) / max(1.0, bottom - top)  # 0 at apex, 1 at base
-        return (yy >= top) & (yy <= bottom) & (np.abs(dx) <= frac * radius)
-    raise ValueError(f"unknown shape {shape!r}")
 
 
 def _far_colour(rng: np.random.Generator, avoid: list[tuple[int, int, int]]) -> tuple[int, int, int]:
