@@ -309,7 +309,9 @@ def test_prefill_table_and_markdown():
     # the single-valued model column is named in the metadata, not repeated in the body
     assert "| basis | unit | preset | method | visual tokens |" in md
     assert "| other |" not in md and "| measured | s | 0 | sf-llava | 0 | 0 | 0 | 0 | 2.00 | 1.00 |" in md
-    assert "untrained" in md and analysis.caption("x", "llava-hf/llava-v1.6-vicuna-7b-hf") == "x"
+    from mlb_core.backbones.vision_weights import caveat
+
+    assert caveat() in md and analysis.caption("x", "llava-hf/llava-v1.6-vicuna-7b-hf") == "x"
     assert md.count("\n|") == 2 + len(df)
     with pytest.raises(MLBError):
         analysis.prefill_table([{"model": "x"}])
@@ -337,7 +339,7 @@ def test_table_specs_write_csv_and_markdown(tmp_path):
     md = (out / "openqa.md").read_text()
     assert md == openqa.markdown and md.startswith("**" + TABLES["openqa"].title + "**")
     assert "| segattn-topk | 33.3 / 1.67 |" in md and "- questions: `synthetic: 3`" in md
-    assert "Cells: accuracy (%) / score (0-5). Open-ended" in md and "untrained" in md
+    assert "Cells: accuracy (%) / score (0-5). Open-ended" in md and "Embedded default:" in md
     mc = write_table("mc", tmp_path / "qa", ["segattn-topk", "mlb"], out)
     assert "| mlb | 33.3 |" in mc.markdown and "option parser" in mc.markdown
     abl = write_table("ablation", tmp_path / "qa", "segattn-topk,mlb", out, digits=1)

@@ -92,7 +92,7 @@ def test_documented_snippet_runs_on_tiny(tmp_path, monkeypatch, capsys):
     exec(compile(documented_snippet(), str(DOC), "exec"), ns)
 
     vlm, params, video = ns["vlm"], ns["params"], ns["video"]
-    assert vlm.name == "tiny:llava_next" and params == mlb_core.get_preset("tiny")
+    assert vlm.name == "tiny-llava-next-seed0" and params == mlb_core.get_preset("tiny")
     assert video.tokens.shape[0] == params.n_frames == 4 and set(video.timings) == {"decode", "encode"}
     answers = ns["answers"]
     assert {m for _, m in answers} == {"mlb", "segattn-topk", "full"} and len(answers) == 6

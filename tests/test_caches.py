@@ -119,7 +119,8 @@ def test_truncated_embedded_model_is_rebuilt(tmp_path, monkeypatch, capfd):
 
     def fake_build(out, trained=True):
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"mlb_build_version": embedded.BUILD_VERSION}))
+        (out / "config.json").write_text(json.dumps({"mlb_build_version": embedded.BUILD_VERSION,
+                                                     "mlb_vision": embedded.vision_tag(trained)}))
         save_file({"w": torch.arange(4096, dtype=torch.float32)}, str(out / "model.safetensors"))
         builds.append(out)
 

@@ -147,7 +147,7 @@ def test_dvc_dry_run_under_paper_mode_prints_the_plan(tmp_path, dvc_yaml):
     for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "table@openqa"):
         assert f"Running stage '{stage}'" in text, stage
     assert f"-p model {PAPER_7B}" in text  # figures on LLaVA-NeXT-7B
-    assert "--models llava-hf/llava-v1.6-vicuna-7b-hf,llava-hf/llava-v1.6-34b-hf" in text
+    assert "--models llava-hf/llava-v1.6-vicuna-7b-hf@sf-llava,llava-hf/llava-v1.6-34b-hf@sf-llava" in text
     assert "--set n_frames=50" in text and "--judge-model gpt-3.5-turbo-0125" in text
     assert "--benchmarks msvd-qa,msrvtt-qa,tgif-qa,activitynet-qa,next-qa,egoschema,intentqa" in text
     assert study.load_yaml(tmp_path / "params.yaml")["model"] == "embedded"  # the dry run changed nothing
