@@ -277,10 +277,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from mlb_core.study.params import check_study, run_paper
+    from mlb_core.study.params import check_study, run_paper, run_probe_paper
 
     if args.action == "paper":
         return run_paper(args.root, dry=args.dry)
+    if args.action == "probe-paper":
+        return run_probe_paper(args.root, dry=args.dry)
     for name, params in check_study(args.root).items():
         print(f"{name}: {json.dumps(params.to_dict())}")
     return 0
@@ -343,10 +345,11 @@ def add_study_parser(sub: argparse._SubParsersAction) -> None:
     from mlb_core.study.params import ROOT
 
     s = sub.add_parser("study", help="the DVC study: check its parameters, or run it in paper mode")
-    s.add_argument("action", choices=["check", "paper"],
+    s.add_argument("action", choices=["check", "paper", "probe-paper"],
                    help="check: validate params.yaml and params.yaml + params-paper.yaml; "
-                        "paper: dvc exp run -S <every key of params-paper.yaml>")
-    s.add_argument("--dry", action="store_true", help="paper: only print the plan (dvc exp run --dry)")
+                        "paper: dvc exp run -S <every key of params-paper.yaml>; "
+                        "probe-paper: the paper-scale probe of params.yaml (hours on a CPU)")
+    s.add_argument("--dry", action="store_true", help="paper, probe-paper: only print the plan")
     s.add_argument("--root", default=str(ROOT), help="the repository (params.yaml, dvc.yaml)")
     s.set_defaults(func=cmd_study)
 

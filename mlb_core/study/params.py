@@ -265,3 +265,32 @@ def check_study(root: str | Path = ROOT) -> dict[str, MLBParams]:
     base = check_params(data)
     paper = check_params(paper_params(root))
     return {**{f"default {k}": v for k, v in base.items()}, **{f"paper {k}": v for k, v in paper.items()}}
+
+
+def probe_paper_commands(data: dict[str, Any]) -> list[list[str]]:
+    """The paper-scale probe (section ``probe_paper``, with ``probe``'s segment length, seed
+    and answer length): ``mlb probe`` into ``data/probe_paper``, then ``mlb eval`` into
+    ``results/eval/probe_paper`` (resumable). Hours on a CPU, so it is not a ``dvc repro``
+    stage; ``mlb study probe-paper`` runs it."""
+    p, pp = data["probe"], data["probe_paper"]
+    launcher = str(data.get("launcher", "mlb")).split()
+    make = ["mlb", "probe", "--out", "data/probe_paper", "--frames", str(pp["n_frames"]), "--segment-frames",
+            str(p["segment_frames"]), "--sizes", str(pp["sizes"]), "--orders", str(pp["orders"]), "--forms", "open",
+            "--repeats", str(pp["repeats"]), "--seed", str(p["seed"])]
+    run = [*launcher, "eval", "--benchmark", "probe", "--data", "data/probe_paper", "--models", str(data["model"]),
+           "--methods", str(pp["methods"]), "--preset", str(pp["preset"]), "--set", f"n_frames={pp['n_frames']}",
+           "--set", f"segment_frames={p['segment_frames']}", "--set", f"max_new_tokens={p['max_new_tokens']}",
+           "--out", "results/eval/probe_paper"]
+    return [make, run]
+
+
+def run_probe_paper(root: str | Path = ROOT, dry: bool = False) -> int:
+    """``mlb study probe-paper``: the paper-scale probe from ``params.yaml`` (``--dry``: print it)."""
+    root = Path(root)
+    data = load_yaml(root / PARAMS)
+    check_sections(data)
+    for cmd in probe_paper_commands(data):
+        print("$ " + " ".join(cmd), file=sys.stderr)
+        if not dry and (rc := subprocess.call(cmd, cwd=root)) != 0:
+            return rc
+    return 0
