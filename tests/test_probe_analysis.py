@@ -48,3 +48,11 @@ def test_tables_and_verdicts():
 def test_no_records_is_an_error():
     with pytest.raises(MLBError):
         accuracy_by([], ["method"])
+
+
+def test_flatness_needs_narrow_intervals():
+    """A small probe, or a model at the floor, is flat by default: that is undecided, not a pass."""
+    recs = [{"status": "answered", "method": "mlb-gapool", "slot": slot, "position": "first", "size": "large",
+             "order": "forward", "correct": slot == 4 and rep == 0} for slot in range(1, 6) for rep in range(4)]
+    verdicts = {h["hypothesis"]: h["verdict"] for h in hypotheses(probe_tables(recs, ["mlb-gapool"]), 5)}
+    assert verdicts["gapool-flat"].startswith("undecided")

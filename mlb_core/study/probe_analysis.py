@@ -92,10 +92,15 @@ def _row(df: pd.DataFrame, **where: Any) -> pd.Series | None:
     return sel.iloc[0] if len(sel) else None
 
 
+FLAT_MAX_WIDTH = 30.0  # points: the widest 95% interval with which "no two slots separate" means flat
+
+
 def hypotheses(tables: dict[str, pd.DataFrame], n_slots: int) -> list[dict[str, Any]]:
     """The paper's three predictions, read off the tables. A prediction ``holds`` when the
     95% intervals separate in its direction, ``fails`` when they separate the other way (or,
-    for flatness, when two slots separate), and is ``undecided`` otherwise."""
+    for flatness, when two slots separate), and is ``undecided`` otherwise; flatness also
+    needs every slot's interval at most :data:`FLAT_MAX_WIDTH` points wide, or it is
+    ``undecided`` (a probe too small, or a model at the floor, is flat by default)."""
     slot, seg = tables["slot"], tables["segment"]
     out = []
 
@@ -113,7 +118,11 @@ def hypotheses(tables: dict[str, pd.DataFrame], n_slots: int) -> list[dict[str, 
     g = slot[slot["method"] == "mlb-gapool"]
     if len(g):
         lo_row, hi_row = g.loc[g["accuracy"].idxmin()], g.loc[g["accuracy"].idxmax()]
-        flat = "fails" if lo_row["hi"] < hi_row["lo"] else "holds (no two slots separate)"
+        widest = float((g["hi"] - g["lo"]).max())
+        flat = ("fails" if lo_row["hi"] < hi_row["lo"] else
+                f"undecided (no two slots separate, but intervals up to {widest:.0f} points wide cannot show "
+                f"flatness; needs <= {FLAT_MAX_WIDTH:.0f})" if widest > FLAT_MAX_WIDTH else
+                "holds (no two slots separate)")
         out.append({"hypothesis": "gapool-flat", "claim": "mlb-gapool: flat across slots", "verdict": flat,
                     "a": f"slot {lo_row['slot']}: {lo_row['accuracy']:.0f}", "b": f"slot {hi_row['slot']}: "
                                                                                f"{hi_row['accuracy']:.0f}"})
