@@ -168,7 +168,7 @@ DATA_DEPS = {"mlb_core/weights/embedded-vision"}
 def _entry_source(stage: dict) -> str:
     """Python source whose imports are the stage's: a notebook's ``mlb_core`` import lines, or the
     module of the ``mlb`` sub-command it runs (plus the command line itself)."""
-    cmd = stage["cmd"]
+    cmd = stage["cmd"].replace("${launcher}", "mlb")  # `accelerate launch -m mlb_core` runs the same command
     nb = re.findall(r"papermill (?:--\S+ )*(\S+\.ipynb)", cmd)
     if nb:
         cells = nbformat.read(str(ROOT / nb[0]), as_version=4).cells
