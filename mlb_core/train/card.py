@@ -62,12 +62,13 @@ Final losses: {json.dumps(summary["final_loss"])}.
 
 def heldout_section(sight: dict[str, Any] | None) -> str:
     """The card's held-out table (``mlb heldout``), or a line saying how to measure it."""
-    from mlb_core.train.sight import pct
-
     if not sight:
         return "\n## Held-out accuracy\nNot measured yet: `mlb heldout --out <folder>/heldout_metrics.json`.\n"
     rows = ["| condition | method | frames | questions | colour | shape | all |", "|---|---|---|---|---|---|---|"]
     for name, r in sight["conditions"].items():
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
         rows.append(f"| {name} | {r['method']} ({r['preset']}) | {r['n_frames']} | {r['n']} | "
                     f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} |")
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"

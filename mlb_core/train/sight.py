@@ -127,15 +127,13 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                        "carphone clips (never used in training)", "conditions": results}
 
 
-def pct(x: float | None) -> str:
-    """An accuracy as a whole percentage, ``-`` when not measured."""
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
 def format_sight(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`measure_sight`'s result."""
     lines = [f"{'condition':14s} {'method':6s} {'frames':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} {'all':>6s}"]
     for name, r in result["conditions"].items():
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.0f}%"
+
         lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r['n']:4d} {pct(r['colour_accuracy']):>7s} "
                      f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
     return "\n".join(lines)
