@@ -26,7 +26,7 @@ UV := $(LOCK_TOOLS)/bin/uv
 UV_COMPILE := $(UV) pip compile requirements/lock.in --universal --python-version 3.11
 LOCK_FLAGS ?=
 
-.PHONY: setup repro test lint clean-venv lock
+.PHONY: setup repro test lint clean-venv lock lab browser browser-test
 
 setup: $(STAMP)
 
@@ -73,6 +73,25 @@ test: setup lint
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- the explorer (docs/explore.md) --------------------------------------------------------------
+# make lab: JupyterLab in the project's environment, opened on the explorer notebook.
+lab: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab notebooks/explore.ipynb
+
+# make browser-test: the explorer in headless Chromium (tests/test_explore_browser.py; CI runs it after
+# `make test`). Playwright drives the system's Chromium; where none is found and apt-get is there (Debian,
+# Ubuntu; as root, as CI is), Debian's chromium package is installed. MLB_CHROMIUM names another one.
+CHROMIUM := $(or $(MLB_CHROMIUM),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
+browser:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no Chromium: install one (e.g. apt-get install chromium) or set MLB_CHROMIUM" >&2; exit 2; fi; \
+	fi
+
+browser-test: setup browser
+	$(BIN)/python -m pytest -m browser tests/test_explore_browser.py
 
 # ---- lmms-eval (optional extra; docs/lmms-eval.md) ------------------------------------------------
 # make lmms-test: .venv-lmms from requirements/lmms-eval.txt, lmms-eval's own lock (apart from the main
