@@ -20,10 +20,10 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from pathlib import Path
 
 from mlb_core.config import PRESETS, get_preset
 from mlb_core.errors import MLBError
@@ -227,6 +227,13 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_synth)
 
 
+# Wings whose sub-commands are found by module name when the parser is built (``add_parsers``):
+# the commands the study's stages run then do not import them, so their code is not among
+# those stages' DVC deps and work on training does not rerun the study
+# (tests/test_study.py::test_every_stage_names_its_code_deps_by_wing).
+COMMAND_WINGS = ("mlb_core.train.command",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlb", description="LLaVA-MLB: training-free video QA with a frozen LLaVA")
     # logging (mlb_core/logs.py, docs/api.md); dests apart from the sub-commands' own -v/-q
@@ -262,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(sub)
     add_bench_parser(sub)
     add_study_parser(sub)
-    add_train_parsers(sub)
+    for wing in COMMAND_WINGS:  # looked up by name: see COMMAND_WINGS
+        importlib.import_module(wing).add_parsers(sub)
     return parser
 
 
@@ -286,59 +294,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     for name, params in check_study(args.root).items():
         print(f"{name}: {json.dumps(params.to_dict())}")
     return 0
-
-
-def cmd_train_vision(args: argparse.Namespace) -> int:
-    import torch
-
-    from mlb_core.train.command import train_and_export
-
-    if args.minutes <= 0 or args.threads < 1:
-        raise MLBError("--minutes must be > 0 and --threads >= 1")
-    torch.set_num_threads(args.threads)
-    summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads)
-    print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
-    return 0
-
-
-def cmd_heldout(args: argparse.Namespace) -> int:
-    from mlb_core.train.sight import default_conditions, format_sight, measure_sight, write_sight
-
-    if args.scale <= 0:
-        raise MLBError("--scale must be > 0")
-    result = measure_sight(args.model, default_conditions(args.scale), seed=args.seed, progress=not args.quiet)
-    print(format_sight(result))
-    if args.out:
-        write_sight(result, args.out)
-        print(f"wrote {args.out}", file=sys.stderr)
-        folder = Path(args.out).parent
-        if (folder / "training_log.json").exists():  # a weights folder: its model card shows the result
-            from mlb_core.train.card import refresh_card
-
-            print(f"wrote {refresh_card(folder)}", file=sys.stderr)
-    return 0
-
-
-def add_train_parsers(sub: argparse._SubParsersAction) -> None:
-    from mlb_core.backbones.vision_weights import WEIGHTS_DIR
-
-    t = sub.add_parser("train-vision", help="train the embedded default's vision tower and projector (frozen LM)",
-                       description="LLaVA-style training of the embedded default's vision side over the frozen "
-                                   "SmolLM2-135M on scenes the project draws; writes the committed weights folder.")
-    t.add_argument("--out", default=str(WEIGHTS_DIR), help="weights folder (default: the committed one)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--minutes", type=float, default=28.0, help="time budget of the training")
-    t.add_argument("--threads", type=int, default=2, help="CPU threads")
-    t.set_defaults(func=cmd_train_vision)
-    h = sub.add_parser("heldout", help="held-out colour and shape accuracy of a model, through the pipeline",
-                       description="Held-out scenes (new seeds, unseen backgrounds) written as videos and answered "
-                                   "by full and mlb at 1, 20 and 50 frames.")
-    h.add_argument("--model", default="embedded")
-    h.add_argument("--out", help="write the metrics as JSON here")
-    h.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips per condition")
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("-q", "--quiet", action="store_true")
-    h.set_defaults(func=cmd_heldout)
 
 
 def add_study_parser(sub: argparse._SubParsersAction) -> None:

@@ -58,14 +58,21 @@ def parse_value(text: str) -> Any:
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["n_frames=10", "grid=2x2"]`` -> ``{"n_frames": 10, "grid": (2, 2)}``; keys must be
-    :class:`~mlb_core.config.MLBParams` fields."""
+    """``["n_frames=10", "grid=2x2", "extra.fastv_r=0.75"]`` -> ``{"n_frames": 10, "grid": (2, 2),
+    "extra": {"fastv_r": 0.75}}``; keys must be :class:`~mlb_core.config.MLBParams` fields, or
+    ``extra.NAME`` for a method's own setting (``fastv_k``, ``fastv_r``, ``sf_slow_frames``,
+    ``ts_sampled_tokens``: docs/method.md, "Baselines"; the method checks the value)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
+        head, dot, name = key.partition(".")
+        if sep and head == "extra" and dot and name.isidentifier():
+            out.setdefault("extra", {})[name] = parse_value(value)
+            continue
         if not sep or key not in FIELDS:
-            raise MLBError(f"--set needs KEY=VALUE with KEY one of {', '.join(sorted(FIELDS))}; got {pair!r}")
+            raise MLBError(f"--set needs KEY=VALUE with KEY one of {', '.join(sorted(FIELDS))} or extra.NAME; "
+                           f"got {pair!r}")
         out[key] = parse_grid(str(value)) if key in GRID_FIELDS else parse_value(value)
     return out
 

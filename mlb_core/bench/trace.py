@@ -101,10 +101,11 @@ def to_passes(raw: list[dict[str, int]], n_layers: int) -> list[Pass]:
 
 
 def trace_methods(
-    shape: LMShape, family: str, preset: str, methods: list[str], n_questions: int
+    shape: LMShape, family: str, preset: str | Any, methods: list[str], n_questions: int
 ) -> dict[str, MethodTrace | TraceError]:
     """Run every method on a stand-in (tiny model with ``shape``'s context and ``family``'s
-    prompt, random 24 x 24 grid tokens) and record its visual tokens and decoder passes:
+    prompt, random 24 x 24 grid tokens) at ``preset`` (a preset name or an ``MLBParams``)
+    and record its visual tokens and decoder passes:
     ``{method: MethodTrace}``, or ``{method: TraceError}`` when it cannot run here. A method
     that reads no segment scores runs again on a second question: equal visual tokens make its
     ``prefix + visual`` cacheable in stage two (``reuse_visual``)."""
@@ -115,7 +116,7 @@ def trace_methods(
     from mlb_core.methods.registry import MethodInput
     from mlb_core.selection.scores import StageOneCache
 
-    params = get_preset(preset)
+    params = get_preset(preset) if isinstance(preset, str) else preset
     vlm = build_tiny_model("llava_next", seed=0, prompt_family=family, max_position_embeddings=shape.context)
     n_layers = len(vlm.layers)
     assert params.score_layer < n_layers - 1, "the stand-in must be deeper than the scoring layer"

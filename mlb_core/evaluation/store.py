@@ -70,7 +70,8 @@ def make_variants(
             if grid is not None:
                 changes["grid"] = tuple(grid)
             params = get_preset(preset, **changes)
-            label = preset + "".join(f"+{k}={_fmt(v)}" for k, v in sorted(changes.items()))
+            flat = {k: v for k, v in changes.items() if k != "extra"} | dict(changes.get("extra", {}))
+            label = preset + "".join(f"+{k}={_fmt(v)}" for k, v in sorted(flat.items()))
             out.extend(Variant(m, params, label) for m in methods)
     return out
 

@@ -119,6 +119,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
               "max_new_tokens", "mechanism"},
     "probe_paper": {"preset", "n_frames", "sizes", "orders", "repeats", "methods"},
     "train": {"seed", "minutes", "threads", "heldout_scale"},
+    "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
 }
 _COUNTS = {  # (section, key) -> the least value
     (None, "threads"): 0, ("fig2", "windows"): 1, ("fig2", "limit"): 0, ("fig2", "repeat_frame"): 0,
@@ -201,6 +202,13 @@ def check_sections(data: Mapping[str, Any], name: str = PARAMS) -> None:
                 parse_grid(g)
         except MLBError as exc:
             raise MLBError(f"{name}: fig4.grids: {exc}") from None
+    if isinstance(data.get("cost"), Mapping):
+        from mlb_core.study.cost import check_cost_section
+
+        try:
+            check_cost_section(data["cost"])
+        except MLBError as exc:
+            raise MLBError(f"{name}: {exc}") from None
     tables = data.get("tables")
     if isinstance(tables, Mapping) and tables.get("specs") is not None:
         specs = tables["specs"]

@@ -4,13 +4,16 @@ trained tensors into the committed folder, and measure what the model sees (docs
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from mlb_core.backbones import vision_weights
+from mlb_core.errors import MLBError
 
 
 def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float = 28.0,
@@ -33,3 +36,53 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def cmd_train_vision(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.minutes <= 0 or args.threads < 1:
+        raise MLBError("--minutes must be > 0 and --threads >= 1")
+    torch.set_num_threads(args.threads)
+    summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads)
+    print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
+    return 0
+
+
+def cmd_heldout(args: argparse.Namespace) -> int:
+    from mlb_core.train.sight import default_conditions, format_sight, measure_sight, write_sight
+
+    if args.scale <= 0:
+        raise MLBError("--scale must be > 0")
+    result = measure_sight(args.model, default_conditions(args.scale), seed=args.seed, progress=not args.quiet)
+    print(format_sight(result))
+    if args.out:
+        write_sight(result, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+        folder = Path(args.out).parent
+        if (folder / "training_log.json").exists():  # a weights folder: its model card shows the result
+            from mlb_core.train.card import refresh_card
+
+            print(f"wrote {refresh_card(folder)}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """``mlb train-vision`` and ``mlb heldout`` (registered by :func:`mlb_core.cli.build_parser`)."""
+    t = sub.add_parser("train-vision", help="train the embedded default's vision tower and projector (frozen LM)",
+                       description="LLaVA-style training of the embedded default's vision side over the frozen "
+                                   "SmolLM2-135M on scenes the project draws; writes the committed weights folder.")
+    t.add_argument("--out", default=str(vision_weights.WEIGHTS_DIR), help="weights folder (default: the committed one)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--minutes", type=float, default=28.0, help="time budget of the training")
+    t.add_argument("--threads", type=int, default=2, help="CPU threads")
+    t.set_defaults(func=cmd_train_vision)
+    h = sub.add_parser("heldout", help="held-out colour and shape accuracy of a model, through the pipeline",
+                       description="Held-out scenes (new seeds, unseen backgrounds) written as videos and answered "
+                                   "by full and mlb at 1, 20 and 50 frames.")
+    h.add_argument("--model", default="embedded")
+    h.add_argument("--out", help="write the metrics as JSON here")
+    h.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips per condition")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("-q", "--quiet", action="store_true")
+    h.set_defaults(func=cmd_heldout)
