@@ -46,3 +46,16 @@ def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
+    """``mlb heldout --ideal``: the frozen LM's reading of ideal tokens (small, one layout each)."""
+    from mlb_core.train import ceiling
+
+    assert main(["heldout", "--ideal", "--ideal-scale", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --ideal-scale")
+    result = ceiling.ideal_accuracy(n_clips=1)
+    for r in result["layouts"].values():
+        assert r["n"] == 1 and r["colour"] in (0.0, 1.0) and r["shape"] in (0.0, 1.0)
+    assert "raw x1" in ceiling.format_ideal(result)

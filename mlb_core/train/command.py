@@ -54,6 +54,18 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
+    if args.ideal:
+        from mlb_core.train.ceiling import format_ideal, ideal_accuracy
+
+        if args.ideal_scale <= 0 or args.ideal_background < 0:
+            raise MLBError("--ideal-scale must be > 0 and --ideal-background >= 0")
+        result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed)
+        print(format_ideal(result))
+        if args.out:
+            from mlb_core.train.sight import write_sight
+
+            write_sight(result, args.out)
+        return 0
     result = measure_sight(args.model, default_conditions(args.scale), seed=args.seed, progress=not args.quiet)
     print(format_sight(result))
     if args.out:
@@ -84,5 +96,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--out", help="write the metrics as JSON here")
     h.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips per condition")
     h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--ideal", action="store_true",
+                   help="instead: what the frozen LM reads from ideal visual tokens (the training's targets, "
+                        "made of its own word embeddings), teacher-forced, no vision tower (mlb_core/train/ceiling.py)")
+    h.add_argument("--ideal-scale", type=float, default=1.0, help="--ideal: multiply the object vectors")
+    h.add_argument("--ideal-background", type=float, default=1.0, help="--ideal: multiply the background vector")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_heldout)

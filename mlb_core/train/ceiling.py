@@ -1,0 +1,80 @@
+"""What the frozen LM can read at best: held-out accuracy on *ideal* visual tokens (``mlb heldout --ideal``).
+
+The training recipe (:mod:`mlb_core.train.vision`) teaches the vision side to produce, for every
+patch, an ideal token made of the LM's own word embeddings: ``cover * (colour + shape) + (1 -
+cover) * background`` (:class:`~mlb_core.train.vision.Codebook`, at its initial value: " red" +
+" circle", 0.1 x " the"). If the frozen LM cannot name the colour or the shape from those ideal
+tokens, no vision side trained towards them can do better. This check feeds held-out scenes'
+ideal tokens, in a token layout, to the frozen SmolLM2 and reads its next-token choice at the
+answer's colour (or shape) word, teacher-forced up to that word, among the six colours (or three
+shapes): accuracy per layout and question kind. It needs no vision tower; ``scale`` multiplies the
+object vectors (``sum_x2``: twice the word embeddings), ``background`` the background vector.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlb_core.train import layouts, scenes
+
+LAYOUTS: dict[str, layouts.Layout] = {
+    "raw x1": layouts.Layout("raw", 1, 1),  # one frame, 576 raw tokens (single_full)
+    "bodytail3 x20": layouts.Layout("bodytail", 3, 20),  # mlb's layout at the cpu preset (1360 tokens)
+}
+
+
+def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
+                   source: Any = None) -> dict[str, Any]:
+    """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``."""
+    from mlb_core.train.vision import Codebook, default_source, lm_text, load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(source or default_source())
+    codebook = Codebook(model.get_input_embeddings(), tokenizer)
+    with torch.no_grad():
+        codebook.colour.mul_(scale)
+        codebook.shape.mul_(scale)
+        codebook.background.mul_(background)
+    first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
+    embed = model.get_input_embeddings()
+    out: dict[str, Any] = {"scale": scale, "background": background, "n_clips": n_clips, "seed": seed,
+                           "judge": "argmax over the 6 colours (3 shapes) of the next-token logits at the answer word",
+                           "layouts": {}}
+    t0 = time.perf_counter()
+    for name, layout in LAYOUTS.items():
+        rng = np.random.default_rng([scenes.HELDOUT_SEED_BASE, seed])
+        right = {"colour": [0, 0], "shape": [0, 0]}
+        with torch.no_grad():
+            for i in range(n_clips):
+                spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", 1, 0.0)
+                visual = layouts.arrange(codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec), layout)
+                for q in scenes.make_questions(spec, (seed, i), forms=("open",)):
+                    if q.kind not in right:
+                        continue
+                    text = lm_text(model, tokenizer, q)
+                    vocab = scenes.COLOURS if q.kind == "colour" else scenes.SHAPES
+                    j = text.answer.tolist().index(first[q.truth])  # the answer word's position
+                    x = torch.cat([text.prefix, visual, text.suffix, embed(text.answer[:j])])[None]
+                    hidden = model.model.language_model(inputs_embeds=x).last_hidden_state[0, -1]
+                    logits = model.lm_head(hidden)
+                    guess = max(vocab, key=lambda w: float(logits[first[w]]))
+                    right[q.kind][0] += int(guess == q.truth)
+                    right[q.kind][1] += 1
+        out["layouts"][name] = {"tokens": layout.n_tokens,
+                                **{k: round(v[0] / v[1], 4) for k, v in right.items()},
+                                "n": right["colour"][1]}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def format_ideal(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`ideal_accuracy`."""
+    lines = [f"ideal tokens (object x{result['scale']:g}, background x{result['background']:g}), "
+             f"{result['n_clips']} held-out clips a layout, teacher-forced",
+             f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"]
+    for name, r in result["layouts"].items():
+        lines.append(f"{name:16s} {r['tokens']:6d} {100 * r['colour']:6.0f}% {100 * r['shape']:6.0f}%")
+    return "\n".join(lines)
