@@ -140,11 +140,14 @@ def plot_cost(df: pd.DataFrame, caption: str) -> Any:
     """Accuracy (95% intervals) against GFLOP per question on the 7B shape (left) and measured
     seconds per question (right), one line per method through its budgets."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     from mlb_core.study.plots import add_caption, setup_style
     from mlb_core.study.probe_analysis import METHOD_COLOURS
 
     setup_style()
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    offsets = {"mlb": (4, 5), "mlb-gapool": (4, -11), "sf-llava": (-4, 5), "fastv": (4, 5)}  # labels apart
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), sharey=True)
     for ax, x, label in ((axes[0], "gflop_7b", "prefill GFLOP per question, Vicuna-7B shape (analytic)"),
                          (axes[1], "seconds", "measured s per question (stage one + prefill), embedded")):
@@ -155,13 +158,18 @@ def plot_cost(df: pd.DataFrame, caption: str) -> Any:
             colour = METHOD_COLOURS.get(method)
             err = np.vstack([d["accuracy"] - d["ci_low"], d["ci_high"] - d["accuracy"]]) * 100
             ax.errorbar(d[x], d["accuracy"] * 100, yerr=err, marker="o", capsize=3, label=method, color=colour)
+            dx, dy = offsets[method]
             for xi, yi, s in zip(d[x], d["accuracy"] * 100, d["setting"], strict=True):
-                ax.annotate(s, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+                ax.annotate(s, (xi, yi), textcoords="offset points", xytext=(dx, dy), fontsize=7, color=colour,
+                            ha="left" if dx >= 0 else "right")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(label)
     axes[0].set_ylabel("probe v2 accuracy (%)")
     axes[0].set_ylim(-2, 102)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     add_caption(fig, caption, y=-0.04)
     fig.tight_layout()
     return fig
