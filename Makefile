@@ -76,8 +76,10 @@ clean-venv:
 
 # ---- the explorer (docs/explore.md) --------------------------------------------------------------
 # make lab: JupyterLab in the project's environment, opened on the explorer notebook.
+# (Jupyter refuses to run as root without --allow-root: containers often are root.)
 lab: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab notebooks/explore.ipynb
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) \
+	  notebooks/explore.ipynb
 
 # make browser-test: the explorer in headless Chromium (tests/test_explore_browser.py; CI runs it after
 # `make test`). Playwright drives the system's Chromium; where none is found and apt-get is there (Debian,
