@@ -92,8 +92,10 @@ def test_ask_encodes_once_and_reports_each_method(explorer, tiny, monkeypatch):
     assert "stage_one" in views[0].timings
     assert seen[-1] == 1.0 and seen == sorted(seen)
     att = explorer.attention("bigbuckbunny.mp4", "Another question?", params.replace(score_layer=0))
-    assert att.shares.shape == (2, 2) and att.layer == 0
-    explorer.ask("bigbuckbunny.mp4", "Another question?", ["mlb-gapool"], params.replace(grid=(4, 4)))
+    assert att.shares.shape == (2, 2) and att.layer == 0 and att.seconds > 0
+    (again,) = explorer.ask("bigbuckbunny.mp4", "Another question?", ["mlb-gapool"],
+                            params.replace(grid=(4, 4), score_layer=0))
+    assert again.timings["stage_one"] > 0, "the scores' cost is reported, though attention() computed them"
     assert calls == [4], "the video is encoded once, whatever the question or the settings"
 
 

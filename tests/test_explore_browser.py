@@ -43,8 +43,11 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a random token, serving the repository."""
     port, token = free_port(), secrets.token_hex(16)
     home = tmp_path_factory.mktemp("lab")
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no news prompt
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "MPLBACKEND": "Agg"}
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "MPLBACKEND": "Agg"}
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}", "--ServerApp.open_browser=False",
            "--LabApp.news_url=", *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
@@ -110,6 +113,8 @@ def test_explorer_answers_in_a_real_browser(lab):
             assert rows.count() == 2, answers.inner_html()
             assert "mlb" in rows.nth(0).inner_text()
             assert "error" not in page.locator(".mlb-status").inner_text().lower()
+            height = "() => document.querySelector('img.mlb-kept-image').naturalHeight"
+            two_rows = page.evaluate(height)
             # a second question about the same (already encoded) clip, one method
             page.locator(".mlb-methods select").select_option(["mlb"])
             t1 = time.perf_counter()
@@ -118,6 +123,9 @@ def test_explorer_answers_in_a_real_browser(lab):
             page.wait_for_function("() => document.querySelectorAll('table.mlb-answers tbody tr').length === 1",
                                    timeout=120_000)
             second = time.perf_counter() - t1
+            assert page.evaluate(height) < two_rows, "the kept overlay shows the one method now chosen"
+            for name in ("attention-image", "kept-image"):  # the overlays themselves, scrolled into view
+                page.locator(f"img.mlb-{name}").screenshot(path=str(ARTIFACTS / f"explore_{name}.png"))
         finally:
             page.screenshot(path=str(ARTIFACTS / "explore_browser.png"), full_page=True)
             browser.close()

@@ -123,9 +123,9 @@ class ExplorerApp:
             frames = self.explorer.features(video, params.n_frames).frames
             self.attention_image.value = figure_png(plot_attention(frames, att))
             views = self.explorer.ask(video, question, list(self.methods.value), params, self._progress)
-            self.answers.value = answers_html(views)
             if any(v.error is None for v in views):
                 self.kept_image.value = figure_png(plot_kept(frames, views))
+            self.answers.value = answers_html(views)  # last: a new answers table means every output is new
             self.status.value = f"stage one: {att.seconds:.2f} s (0 when cached)"
             return True
         except MLBError as exc:

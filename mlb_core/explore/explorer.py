@@ -135,7 +135,9 @@ class AttentionView:
 
 @dataclass
 class MethodView:
-    """One method's answer to one question, and what it kept."""
+    """One method's answer to one question, and what it kept. ``timings["stage_one"]`` is what
+    computing the question's stage-one scores took (the video's context included when this
+    question built it), also when an earlier call or method had already computed them."""
 
     method: str
     answer: str
@@ -261,26 +263,36 @@ class Explorer:
                 progress(f"{method}: stage one, compression and answer", 0.3 + 0.7 * i / len(methods))
             try:
                 a = answer(self.vlm, feats, question, method, params, scorer=cache)
+                timings = dict(a.timings)
+                if "stage_one" in timings:  # what these scores cost, also when another call computed them
+                    timings["stage_one"] = sum(cache.last_cost.values())
                 kept, n = kept_map(self.vlm, feats.tokens, feats.frames, question, method, params, cache)
             except MLBError as exc:
                 views.append(MethodView(method, "", 0, {}, np.zeros(feats.tokens.shape[:3]), 0, str(exc)))
                 continue
             assert n == a.n_visual_tokens, (method, n, a.n_visual_tokens)
             image = max(0, n - int(round(kept.sum())))
-            views.append(MethodView(method, a.text, n, a.timings, kept, image))
+            views.append(MethodView(method, a.text, n, timings, kept, image))
         if progress:
             progress("done", 1.0)
         return views
 
 
 # ---- figures ---------------------------------------------------------------------------------
-def _frame_panel(ax: Any, frame: np.ndarray, heat: np.ndarray, vmax: float, cmap: str) -> None:
+def _frame_panel(ax: Any, frame: np.ndarray, heat: np.ndarray, vmax: float, cmap: str | None) -> None:
+    """The frame with ``heat`` (h, w) overlaid: as a colour map (``cmap``), or, without one, as
+    a shade that darkens each patch by how little it carries (black: nothing of it is kept)."""
     from mlb_core.study.plots import square
 
     h, w = heat.shape
     ax.imshow(square(frame, 160), extent=(0, w, h, 0), interpolation="bilinear")
-    ax.imshow(heat, extent=(0, w, h, 0), cmap=cmap, alpha=0.55, vmin=0, vmax=max(vmax, 1e-12),
-              interpolation="nearest")
+    if cmap is None:
+        shade = np.zeros((h, w, 4))
+        shade[..., 3] = 0.85 * (1 - np.clip(heat / max(vmax, 1e-12), 0, 1))
+        ax.imshow(shade, extent=(0, w, h, 0), interpolation="nearest")
+    else:
+        ax.imshow(heat, extent=(0, w, h, 0), cmap=cmap, alpha=0.55, vmin=0, vmax=max(vmax, 1e-12),
+                  interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -310,7 +322,8 @@ def plot_attention(frames: np.ndarray, view: AttentionView, max_segments: int = 
 
 
 def plot_kept(frames: np.ndarray, views: Sequence[MethodView], max_frames: int = 10) -> Any:
-    """Methods (rows) x frames (columns): each patch tinted by what the method keeps of it."""
+    """Methods (rows) x frames (columns): each patch shaded by what the method keeps of it (clear:
+    the most a patch carries for that method, black: nothing)."""
     import matplotlib.pyplot as plt
 
     from mlb_core.study.plots import setup_style
@@ -326,13 +339,13 @@ def plot_kept(frames: np.ndarray, views: Sequence[MethodView], max_frames: int =
         vmax = float(v.kept.max())
         for c, fi in enumerate(cols):
             ax = axes[r, c]
-            _frame_panel(ax, frames[fi], v.kept[fi], vmax, "viridis")
+            _frame_panel(ax, frames[fi], v.kept[fi], vmax, None)
             if r == 0:
                 ax.set_title(f"frame {fi + 1}", fontsize=7)
             if c == 0:
                 extra = f" + {v.image_tokens} img" if v.image_tokens else ""
                 ax.set_ylabel(f"{v.method}\n{v.n_visual_tokens} tok{extra}", fontsize=7)
-    fig.suptitle("What each method keeps (stage-two tokens per patch)", fontsize=9)
+    fig.suptitle("What each method keeps (stage-two tokens per patch: clear = most, black = none)", fontsize=9)
     fig.tight_layout()
     return fig
 
