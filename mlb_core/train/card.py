@@ -56,6 +56,14 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    {r["lr_finetune"]}): end to end through the frozen LM, + {r["anchor_weight"]} x regression anchor.
 Final losses: {json.dumps(summary["final_loss"])}.
 
+## Reproducibility
+The stages are sized by a cost model, not by the clock, and every data stream is seeded: a
+rerun with the same seed and thread count takes the same steps on the same examples and gives
+bit-identical weights on the same torch build and CPU kernels (`tests/test_train_repro.py`
+checks it on a 6-second budget: two runs from one seed, same SHA-256; another seed, another).
+A different thread count or CPU changes float reductions, so the weights then differ slightly.
+The full {summary["minutes_budget"]:g}-minute run was not repeated.
+
 """
     return card + heldout_section(sight)
 
