@@ -28,19 +28,22 @@ LAYOUTS: dict[str, layouts.Layout] = {
 
 
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
-                   source: Any = None) -> dict[str, Any]:
-    """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``."""
+                   source: Any = None, shape_scale: float | None = None) -> dict[str, Any]:
+    """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
+    ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
+    word alone on the object's patches, the easiest colour target there is."""
     from mlb_core.train.vision import Codebook, default_source, lm_text, load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(source or default_source())
     codebook = Codebook(model.get_input_embeddings(), tokenizer)
     with torch.no_grad():
         codebook.colour.mul_(scale)
-        codebook.shape.mul_(scale)
+        codebook.shape.mul_(scale if shape_scale is None else shape_scale)
         codebook.background.mul_(background)
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
-    out: dict[str, Any] = {"scale": scale, "background": background, "n_clips": n_clips, "seed": seed,
+    out: dict[str, Any] = {"scale": scale, "shape_scale": scale if shape_scale is None else shape_scale,
+                           "background": background, "n_clips": n_clips, "seed": seed,
                            "judge": "argmax over the 6 colours (3 shapes) of the next-token logits at the answer word",
                            "layouts": {}}
     t0 = time.perf_counter()
@@ -72,7 +75,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
 
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
-    lines = [f"ideal tokens (object x{result['scale']:g}, background x{result['background']:g}), "
+    lines = [f"ideal tokens (colour x{result['scale']:g}, shape x{result['shape_scale']:g}, "
+             f"background x{result['background']:g}), "
              f"{result['n_clips']} held-out clips a layout, teacher-forced",
              f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"]
     for name, r in result["layouts"].items():

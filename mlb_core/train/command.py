@@ -57,9 +57,10 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     if args.ideal:
         from mlb_core.train.ceiling import format_ideal, ideal_accuracy
 
-        if args.ideal_scale <= 0 or args.ideal_background < 0:
-            raise MLBError("--ideal-scale must be > 0 and --ideal-background >= 0")
-        result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed)
+        if args.ideal_scale <= 0 or args.ideal_background < 0 or (args.ideal_shape_scale or 0) < 0:
+            raise MLBError("--ideal-scale must be > 0, --ideal-shape-scale and --ideal-background >= 0")
+        result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
+                                shape_scale=args.ideal_shape_scale)
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -101,5 +102,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "made of its own word embeddings), teacher-forced, no vision tower (mlb_core/train/ceiling.py)")
     h.add_argument("--ideal-scale", type=float, default=1.0, help="--ideal: multiply the object vectors")
     h.add_argument("--ideal-background", type=float, default=1.0, help="--ideal: multiply the background vector")
+    h.add_argument("--ideal-shape-scale", type=float, help="--ideal: multiply the shape vectors alone (default: "
+                                                              "--ideal-scale; 0: the colour word alone)")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_heldout)
