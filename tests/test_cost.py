@@ -27,12 +27,12 @@ def test_extra_overrides_reach_the_params_and_the_folder_name():
 
 
 def test_setting_of_each_curve():
-    p = get_preset("cpu", n_frames=10).to_dict()
-    assert C.setting_of("mlb", {**p, "grid": [4, 4]}) == "4x4"
+    p = get_preset("cpu", n_frames=10)
+    assert C.setting_of("mlb", p.replace(grid=(4, 4))) == "4x4"
     assert C.setting_of("sf-llava", p) == "slow 2"  # SF-LLaVA's default: one slow frame in five
-    assert C.setting_of("sf-llava", {**p, "extra": {"sf_slow_frames": 1}}) == "slow 1"
+    assert C.setting_of("sf-llava", p.replace(extra={"sf_slow_frames": 1})) == "slow 1"
     assert C.setting_of("fastv", p) == "R=0.5"
-    assert C.setting_of("fastv", {**p, "extra": {"fastv_r": 0.9}}) == "R=0.9"
+    assert C.setting_of("fastv", p.replace(extra={"fastv_r": 0.9})) == "R=0.9"
     assert C.setting_of("full", p) is None
 
 

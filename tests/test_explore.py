@@ -175,7 +175,8 @@ def test_app_answers_and_shows_both_images(tiny):
 
 
 def test_app_any_path(tiny, tmp_path):
-    from mlb_core.explore.app import ANY_PATH, ExplorerApp, parse_grid
+    from mlb_core.explore.app import ANY_PATH, ExplorerApp
+    from mlb_core.parsing import parse_grid
 
     app = ExplorerApp(E.Explorer.from_model(tiny, preset="tiny"))
     app.model.value = tiny.name
@@ -186,5 +187,5 @@ def test_app_any_path(tiny, tmp_path):
     app.path.value = str(tmp_path / "bad.mp4")
     assert not app.run() and "error" in app.status.value
     assert parse_grid("4x2") == (4, 2)
-    with pytest.raises(MLBError, match="two integers"):
+    with pytest.raises(MLBError, match="3x3"):
         parse_grid("big")

@@ -15,19 +15,11 @@ from typing import Any
 from mlb_core.config import POOL_MODES, TAIL_MODES
 from mlb_core.errors import MLBError
 from mlb_core.explore.explorer import Explorer, figure_png, plot_attention, plot_kept, video_choices
+from mlb_core.parsing import parse_grid
 
 ANY_PATH = "a path (type it below)"
 GRIDS = ("1x2", "2x2", "2x3", "3x3", "4x4", "6x6")
 DEFAULT_QUESTION = "What colour is the object in the video?"
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    """``"3x3"`` -> ``(3, 3)``; anything else is an MLBError."""
-    try:
-        a, b = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise MLBError(f"a grid is two integers like 3x3, got {text!r}") from None
-    return a, b
 
 
 class ExplorerApp:

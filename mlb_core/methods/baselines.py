@@ -149,6 +149,15 @@ def sf_slow_indices(t: int, n_slow: int) -> torch.Tensor:
     return torch.linspace(0, t, n_slow + 1).to(torch.int32)[:-1].long()
 
 
+def sf_slow_frames(params: MLBParams, t: int) -> int:
+    """SF-LLaVA's slow-pathway frame count for ``t`` sampled frames: ``params.extra
+    ["sf_slow_frames"]``, default one frame in :data:`SF_SLOW_RATIO` (at least one)."""
+    n_slow = int(params.extra.get("sf_slow_frames", max(1, t // SF_SLOW_RATIO)))
+    if n_slow < 1:
+        raise MLBError(f"sf_slow_frames must be >= 1, got {n_slow}")
+    return n_slow
+
+
 @register("sf-llava", "SlowFast-LLaVA: slow 1 in 5 frames max-pooled by 2, fast all frames pooled to 4x4")
 def sf_llava(inp: MethodInput) -> torch.Tensor:
     """SlowFast-LLaVA (``slowfast-slow_10frms_spatial_1d_max_pool-fast_4x4``, 50 frames).
@@ -160,9 +169,7 @@ def sf_llava(inp: MethodInput) -> torch.Tensor:
     10 x 288 + 50 x 16 = 3680 tokens at the ``mlb`` preset.
     """
     t, h, w, d = inp.tokens.shape
-    n_slow = int(inp.params.extra.get("sf_slow_frames", max(1, t // SF_SLOW_RATIO)))
-    if n_slow < 1:
-        raise MLBError(f"sf_slow_frames must be >= 1, got {n_slow}")
+    n_slow = sf_slow_frames(inp.params, t)
     slow = inp.tokens[sf_slow_indices(t, n_slow)].reshape(n_slow, h * w, d)  # (S, hw, D)
     slow = F.max_pool1d(slow.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)  # (S, hw//2, D)
     grid = (min(SF_FAST_GRID[0], h), min(SF_FAST_GRID[1], w))

@@ -52,21 +52,16 @@ def check_cost_section(section: Mapping[str, Any]) -> None:
             raise MLBError(f"cost.fastv_r: expected fractions in [0, 1), got {r!r}")
 
 
-def setting_of(method: str, params: Mapping[str, Any]) -> str | None:
-    """The curve label of a run's parameters (``params`` as in a metrics file); None for a
-    method without a curve."""
+def setting_of(method: str, params: MLBParams) -> str | None:
+    """The curve label of a run's parameters; None for a method without a curve."""
+    from mlb_core.methods.baselines import fastv_settings, sf_slow_frames
+
     if method in ("mlb", "mlb-gapool"):
-        g = params["grid"]
-        return f"{g[0]}x{g[1]}"
-    extra = params.get("extra") or {}
+        return f"{params.grid[0]}x{params.grid[1]}"
     if method == "sf-llava":
-        from mlb_core.methods.baselines import SF_SLOW_RATIO
-
-        return f"slow {int(extra.get('sf_slow_frames', max(1, params['n_frames'] // SF_SLOW_RATIO)))}"
+        return f"slow {sf_slow_frames(params, params.n_frames)}"
     if method == "fastv":
-        from mlb_core.methods.baselines import FASTV_R
-
-        return f"R={float(extra.get('fastv_r', FASTV_R)):g}"
+        return f"R={fastv_settings(params)[1]:g}"
     return None
 
 
@@ -80,9 +75,10 @@ def read_runs(folders: Sequence[str | Path]) -> pd.DataFrame:
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.metrics.json")):
             m = json.loads(path.read_text())
-            setting = setting_of(m["method"], m["params"]) if m["method"] in CURVES else None
-            if setting is None:
+            if m["method"] not in CURVES:
                 continue
+            params = MLBParams(**m["params"])
+            setting = setting_of(m["method"], params)
             key = (m["method"], json.dumps(m["params"], sort_keys=True))
             if key in seen:
                 continue
@@ -93,7 +89,7 @@ def read_runs(folders: Sequence[str | Path]) -> pd.DataFrame:
             rows.append({"method": m["method"], "setting": setting, "n": judged, "correct": correct,
                          "accuracy": correct / judged if judged else float("nan"),
                          "seconds": sum(float(times.get(k, 0.0)) for k in TIME_KEYS),
-                         "params": m["params"], "model": m.get("model", "")})
+                         "params": params, "model": m.get("model", "")})
     if not rows:
         raise MLBError(f"no run of {', '.join(CURVES)} found under {', '.join(map(str, folders))}")
     return pd.DataFrame(rows)
@@ -121,11 +117,8 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     frames there) and on the embedded shape."""
     out = []
     for row in runs.itertuples(index=False):
-        p = dict(row.params)
-        p["grid"], p["tail_grid"] = tuple(p["grid"]), tuple(p["tail_grid"])
-        params = MLBParams(**p)
-        _, g7 = prefill_gflop(row.method, params, "vicuna-7b", "vicuna")  # its 4K context: fewer frames fit
-        visual, ge = prefill_gflop(row.method, params, "smollm2-135m", "smollm2")  # the model that answered
+        _, g7 = prefill_gflop(row.method, row.params, "vicuna-7b", "vicuna")  # its 4K context: fewer frames fit
+        visual, ge = prefill_gflop(row.method, row.params, "smollm2-135m", "smollm2")  # the model that answered
         lo, hi = wilson(int(row.correct), int(row.n))
         out.append({"method": row.method, "setting": row.setting, "visual_tokens": visual, "n": int(row.n),
                     "correct": int(row.correct), "accuracy": row.accuracy, "ci_low": lo, "ci_high": hi,
