@@ -159,15 +159,15 @@ def test_qwen2_is_llava_next_qwen_conversation(tok, task):
 
 
 @pytest.mark.parametrize("task", ["open", "mc"])
-def test_smollm2_omits_smollm2s_default_system_turn(tok, task):
-    """smollm2: SmolLM2's own template (from the tokenizer) minus the system turn it inserts
-    when there is none. Frozen: the embedded default's vision side is trained on this prompt."""
+def test_smollm2_is_smollm2s_own_template(tok, task):
+    """smollm2: SmolLM2's own template (from the tokenizer), with the default system turn it
+    inserts when there is none. The embedded default's vision side is trained on this prompt."""
     assert tok.chat_template is not None
     rendered = tok.apply_chat_template([{"role": "user", "content": "<image>\n" + user_text(task)}],
                                        tokenize=False, add_generation_prompt=True)
     assert rendered.startswith(SMOLLM2_SYSTEM_TURN)
-    assert ours("smollm2", task) == rendered.removeprefix(SMOLLM2_SYSTEM_TURN) + PRIME[task]
-    assert render_prompt("smollm2", Q).prefix == "<|im_start|>user\n"  # mlb_core/train/vision.py relies on it
+    assert ours("smollm2", task) == rendered + PRIME[task]
+    assert render_prompt("smollm2", Q).prefix == SMOLLM2_SYSTEM_TURN + "<|im_start|>user\n"
 
 
 # ---- SF-LLaVA's protocol ----------------------------------------------------------------------------

@@ -97,3 +97,23 @@ def test_committed_weights_match_their_card_and_log():
     assert any(k.startswith("model.vision_tower.") for k in state)
     assert summary["trained_params"] == sum(v.numel() for k, v in state.items()
                                             if not k.startswith("model.image_newline"))
+
+
+@pytest.mark.parametrize("accs, words", [
+    (None, "untrained"),
+    ((0.2, 0.5), "sees little"),
+    ((0.3, 0.95), "only where the model sees"),
+    ((0.85, 1.0), "not video understanding in general"),
+])
+def test_caveat_follows_the_held_out_metrics(tmp_path, accs, words):
+    """The caption caveat is read off heldout_metrics.json: its range and its wording change
+    with what the model was measured to see (the SEES_WELL threshold)."""
+    for name in (vision_weights.TENSORS, vision_weights.CONFIG):
+        (tmp_path / name).write_text("x")
+    if accs is not None:
+        conds = {f"c{i}": {"accuracy": a} for i, a in enumerate(accs)}
+        (tmp_path / "heldout_metrics.json").write_text(json.dumps({"conditions": conds}))
+    text = vision_weights.caveat(tmp_path)
+    assert words in text
+    if accs is not None:
+        assert f"{100 * min(accs):.0f}-{100 * max(accs):.0f}%" in text

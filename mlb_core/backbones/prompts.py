@@ -40,8 +40,10 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     # LLaVA-OneVision (Qwen2): ChatML with Qwen's system prompt
     "qwen2": ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
               "<|im_end|>\n<|im_start|>assistant\n"),
-    # The embedded default (SmolLM2-135M-Instruct): ChatML, no system turn
-    "smollm2": ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
+    # The embedded default (SmolLM2-135M-Instruct): its own chat template, with the system
+    # turn that template inserts when a conversation has none
+    "smollm2": ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                "<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
 }
 
 # ---- SF-LLaVA's protocol (apple/ml-slowfast-llava, prompt.py) ------------------------------

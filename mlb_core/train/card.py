@@ -48,12 +48,14 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
 1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
    {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
    LM's word embeddings; ideal patch token = coverage-weighted colour+shape vector plus the
-   uncovered fraction times the background vector; trained with the frozen LM's answer loss.
+   uncovered fraction times the background vector; trained with the frozen LM's answer loss
+   (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
 2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
    {r["lr_regress"]}, cosine): tower+projector regress each patch onto its ideal token
    (MSE, object patches x{r["object_weight"]}).
 3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
-   {r["lr_finetune"]}): end to end through the frozen LM, + {r["anchor_weight"]} x regression anchor.
+   {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
+   regression anchor.
 Final losses: {json.dumps(summary["final_loss"])}.
 
 ## Reproducibility

@@ -12,8 +12,8 @@ per token, forward and backward), so the recipe has three stages:
    word embeddings (" red", " circle", ...; background: 0.1 x " the"). A patch's ideal
    token is ``sum_k cover_k * (colour_k + shape_k) + (1 - sum_k cover_k) * background``
    (``cover_k``: the fraction of the patch covered by object k). Idealised clips made of
-   these tokens are laid out in random layouts, with a length curriculum from 200 to
-   3400 tokens, and the vectors are trained so that the frozen LM answers correctly. Since
+   these tokens are laid out in random layouts, with a length curriculum from 60 to
+   900 tokens, and the vectors are trained so that the frozen LM answers correctly. Since
    pooling is linear, a pooled cell of the ideal tokens is the same mixture with its mean
    coverage: the codebook is learnt for every layout at once.
 2. **regress** (no LM): the vision tower and projector regress every patch of rendered
@@ -43,28 +43,31 @@ from . import layouts, scenes
 from .card import model_card
 
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
-PREFIX = "<|im_start|>user\n"  # render_prompt("smollm2", q).prefix, checked in _prompt()
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Hyper-parameters of :func:`train_vision` (all recorded in the model card).
 
-    ``*_share``: fractions of the budget per stage; ``sec_per_token``/``sec_per_token2``:
+    ``*_share``: fractions of the budget per stage; ``key_weight``: extra weight of the
+    cross-entropy at the answer's key token (the colour or shape word, or the option letter),
+    which carries what the picture says (the rest of the answer is predictable from the
+    question); ``sec_per_token``/``sec_per_token2``:
     the cost model of one LM forward+backward (seconds per token and per token squared,
     one thread), ``thread_speedup``: speed-up per doubling of threads; ``sec_per_frame``:
     one tower+projector forward+backward per frame.
     """
 
-    codebook_share: float = 0.35
-    regress_share: float = 0.30
-    finetune_share: float = 0.35
-    lr_codebook: float = 3e-3
+    codebook_share: float = 0.36
+    regress_share: float = 0.32
+    finetune_share: float = 0.32
+    lr_codebook: float = 1e-2
     lr_regress: float = 1e-3
     lr_finetune: float = 3e-4
-    codebook_min_tokens: int = 200
-    codebook_max_tokens: int = 3400
-    finetune_max_tokens: int = 1400
+    codebook_min_tokens: int = 60
+    codebook_max_tokens: int = 900
+    finetune_max_tokens: int = 460
+    key_weight: float = 1.0
     regress_batch: int = 8
     object_weight: float = 4.0
     anchor_weight: float = 0.5
@@ -75,7 +78,7 @@ class Recipe:
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
-    thread_speedup: float = 1.7
+    thread_speedup: float = 1.2
 
 
 # ---- model I/O -----------------------------------------------------------------------
@@ -158,11 +161,13 @@ class Codebook(torch.nn.Module):
 @dataclass
 class LMText:
     """Text embeddings of one training example: (P, D) prefix, (S, D) suffix, (A,) answer
-    ids (answer text then ``<|im_end|>``)."""
+    ids (answer text then ``<|im_end|>``) and ``key``, the position in the answer of the
+    first token of its truth word (None if the tokenizer splits it otherwise)."""
 
     prefix: torch.Tensor
     suffix: torch.Tensor
     answer: torch.Tensor
+    key: int | None = None
 
 
 def lm_text(model: Any, tokenizer: Any, q: scenes.Question) -> LMText:
@@ -171,19 +176,26 @@ def lm_text(model: Any, tokenizer: Any, q: scenes.Question) -> LMText:
     pre = tokenizer(prefix, add_special_tokens=True, return_tensors="pt").input_ids[0]
     suf = tokenizer(suffix, add_special_tokens=False, return_tensors="pt").input_ids[0]
     ans = tokenizer(q.answer + "<|im_end|>", add_special_tokens=False, return_tensors="pt").input_ids[0]
+    firsts = {tokenizer(w, add_special_tokens=False).input_ids[0] for w in (" " + q.truth, q.truth)}
+    key = next((i for i, t in enumerate(ans.tolist()) if t in firsts), None)
     with torch.no_grad():
-        return LMText(embed(pre), embed(suf), ans)
+        return LMText(embed(pre), embed(suf), ans, key)
 
 
-def answer_loss(model: Any, text: LMText, visual: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of the answer given ``prefix + visual (N, D) + suffix``."""
+def answer_loss(model: Any, text: LMText, visual: torch.Tensor, key_weight: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy of the answer given ``prefix + visual (N, D) + suffix``,
+    plus ``key_weight`` times the cross-entropy at the answer's key token."""
     with torch.no_grad():
         ans_emb = model.get_input_embeddings()(text.answer)  # (A, D)
     x = torch.cat([text.prefix, visual, text.suffix, ans_emb])[None]  # (1, L, D)
     hidden = model.model.language_model(inputs_embeds=x).last_hidden_state[0]  # (L, D)
     a = len(text.answer)
-    logits = model.lm_head(hidden[-a - 1:-1])  # (A, V)
-    return F.cross_entropy(logits.float(), text.answer)
+    logits = model.lm_head(hidden[-a - 1:-1]).float()  # (A, V)
+    loss = F.cross_entropy(logits, text.answer)
+    if key_weight and text.key is not None:
+        k = text.key
+        loss = loss + key_weight * F.cross_entropy(logits[k:k + 1], text.answer[k:k + 1])
+    return loss
 
 
 def pick_question(rng: np.random.Generator, spec: scenes.ClipSpec, p_mc: float) -> scenes.Question:
@@ -219,7 +231,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
         ideal = codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec)  # (T, 24, 24, D)
-        loss = answer_loss(model, text, layouts.arrange(ideal, layout))
+        loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -289,7 +301,7 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, codebook: Codeboo
         tokens = encode(model, pixel_values(frames, processor))  # (T, 24, 24, D)
         with torch.no_grad():
             ideal = codebook(c_t, spec)
-        lm = answer_loss(model, text, layouts.arrange(tokens, layout))
+        lm = answer_loss(model, text, layouts.arrange(tokens, layout), recipe.key_weight)
         anchor = _regress_loss(tokens, ideal, c_t.sum(1, keepdim=True), recipe)
         loss = lm + recipe.anchor_weight * anchor
         opt.zero_grad()
