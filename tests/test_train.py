@@ -1,0 +1,75 @@
+"""The training wing's pieces against plain references: token layouts (a per-cell loop), the
+answer's key token, and the answer loss with its key-token weight (a per-position loop)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlb_core.backbones.tiny import build_tiny_model
+from mlb_core.train import layouts, scenes
+from mlb_core.train.vision import answer_loss, lm_text
+
+
+def _cells_loop(grid: torch.Tensor, cell: int) -> torch.Tensor:
+    """Frame-major, then row-major over cells: the mean of each cell, one at a time."""
+    t, h, w, _ = grid.shape
+    return torch.stack([grid[f, r:r + cell, c:c + cell].reshape(-1, grid.shape[-1]).mean(0)
+                        for f in range(t) for r in range(0, h, cell) for c in range(0, w, cell)])
+
+
+@pytest.mark.parametrize("family, cell", [("raw", 1), ("pool", 3), ("pool", 12), ("bodytail", 2), ("bodytail", 6)])
+def test_arrange_matches_a_cell_loop(family, cell):
+    grid = torch.randn(3, 24, 24, 5)
+    layout = layouts.Layout(family, cell, 3)
+    got = layouts.arrange(grid, layout)
+    want = _cells_loop(grid, cell)
+    if family == "bodytail":  # body in time order, then every frame's 2 x 2 tail
+        want = torch.cat([want, _cells_loop(grid, layouts.TAIL_CELL)])
+    assert got.shape == (layout.n_tokens, 5)
+    torch.testing.assert_close(got, want)
+
+
+def test_sample_layout_respects_the_cap():
+    rng = np.random.default_rng(0)
+    for cap in (60, 300, 900, 3400):
+        for _ in range(50):
+            lay = layouts.sample_layout(rng, cap)
+            assert lay.n_tokens <= cap or lay.n_frames == 1
+            assert 1 <= lay.n_frames <= layouts.MAX_FRAMES
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_model("llava_next", prompt_family="smollm2")
+
+
+def test_key_token_is_the_truth_word(tiny):
+    spec = scenes.sample_clip(3, 1, "train", 1)
+    for q in scenes.make_questions(spec, 0):
+        text = lm_text(tiny.model, tiny.tokenizer, q)
+        assert text.key is not None, q
+        word = tiny.tokenizer.decode(text.answer[text.key:text.key + 1]).strip()
+        assert q.truth.startswith(word) and word, (q, word)
+
+
+def test_answer_loss_key_weight_against_a_loop(tiny):
+    model = tiny.model
+    spec = scenes.sample_clip(5, 1, "train", 1)
+    q = scenes.make_questions(spec, 0, forms=("open",))[0]
+    text = lm_text(model, tiny.tokenizer, q)
+    visual = torch.randn(7, model.config.text_config.hidden_size)
+    base, keyed = answer_loss(model, text, visual), answer_loss(model, text, visual, key_weight=2.0)
+    # the reference: one forward per answer position, each predicting the next token
+    emb = model.get_input_embeddings()
+    ctx = torch.cat([text.prefix, visual, text.suffix])
+    losses = []
+    for i, tok in enumerate(text.answer.tolist()):
+        x = torch.cat([ctx, emb(text.answer[:i])])[None]
+        logits = model.lm_head(model.model.language_model(inputs_embeds=x).last_hidden_state[0, -1])
+        losses.append(F.cross_entropy(logits[None].float(), torch.tensor([tok])))
+    losses = torch.stack(losses)
+    torch.testing.assert_close(base, losses.mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(keyed, losses.mean() + 2.0 * losses[text.key], rtol=1e-4, atol=1e-5)
