@@ -49,9 +49,10 @@ def vision_state(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_vision(model: Any, out: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+def export_vision(model: Any, out: str | Path, extra_files: dict[str, str | bytes] | None = None) -> Path:
     """Write the vision side of ``model`` to ``out`` (atomically: a temporary sibling folder
-    renamed into place). ``extra_files`` maps file names to text (model card, logs)."""
+    renamed into place). ``extra_files`` maps file names to text or bytes (model card, logs,
+    the training's codebook)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -63,8 +64,11 @@ def export_vision(model: Any, out: str | Path, extra_files: dict[str, str] | Non
             **{f: getattr(cfg, f) for f in LLAVA_FIELDS if hasattr(cfg, f)}}
     save_file(vision_state(model), str(tmp / TENSORS), metadata={"format": "pt"})
     (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    for name, text in (extra_files or {}).items():
-        (tmp / name).write_text(text)
+    for name, content in (extra_files or {}).items():
+        if isinstance(content, bytes):
+            (tmp / name).write_bytes(content)
+        else:
+            (tmp / name).write_text(content)
     if out.exists():
         backup = out.with_name(f".{out.name}-old-{os.getpid()}")
         out.rename(backup)

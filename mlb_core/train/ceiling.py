@@ -1,10 +1,12 @@
 """What the frozen LM can read at best: held-out accuracy on *ideal* visual tokens (``mlb heldout --ideal``).
 
 The training recipe (:mod:`mlb_core.train.vision`) teaches the vision side to produce, for every
-patch, an ideal token made of the LM's own word embeddings: ``cover * (colour + shape) + (1 -
-cover) * background`` (:class:`~mlb_core.train.vision.Codebook`, at its initial value: " red" +
-" circle", 0.1 x " the"). If the frozen LM cannot name the colour or the shape from those ideal
-tokens, no vision side trained towards them can do better. This check feeds held-out scenes'
+patch, an ideal token ``cover * (colour + shape) + (1 - cover) * background`` from a codebook
+(:class:`~mlb_core.train.vision.Codebook`): at its initial value the LM's own word embeddings
+(" red" + " circle", 0.1 x " the", ``codebook="words"``), after training the vectors learnt
+through the LM (``codebook.safetensors`` in the weights folder, ``mlb heldout --ideal
+--ideal-codebook learned``). If the frozen LM cannot name the colour or the shape from those
+ideal tokens, no vision side trained towards them can do better. This check feeds held-out scenes'
 ideal tokens, in a token layout, to the frozen SmolLM2 and reads its next-token choice at the
 answer's colour (or shape) word, teacher-forced up to that word, among the six colours (or three
 shapes): accuracy per layout and question kind. It needs no vision tower; ``scale`` multiplies the
@@ -14,11 +16,13 @@ object vectors (``sum_x2``: twice the word embeddings), ``background`` the backg
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mlb_core.errors import MLBError
 from mlb_core.train import layouts, scenes
 
 LAYOUTS: dict[str, layouts.Layout] = {
@@ -28,21 +32,33 @@ LAYOUTS: dict[str, layouts.Layout] = {
 
 
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
-                   source: Any = None, shape_scale: float | None = None) -> dict[str, Any]:
+                   source: Any = None, shape_scale: float | None = None,
+                   codebook: str | Path = "words") -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
-    word alone on the object's patches, the easiest colour target there is."""
+    word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
+    training's starting point) or a ``codebook.safetensors`` the training learnt (the committed
+    one is in the weights folder): the targets the vision side was trained towards."""
     from mlb_core.train.vision import Codebook, default_source, lm_text, load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(source or default_source())
-    codebook = Codebook(model.get_input_embeddings(), tokenizer)
+    book = Codebook(model.get_input_embeddings(), tokenizer)
+    if str(codebook) != "words":
+        from safetensors.torch import load_file
+
+        try:
+            book.load_state_dict(load_file(str(codebook)))
+        except (OSError, RuntimeError) as exc:
+            raise MLBError(f"cannot read the codebook {codebook}: {str(exc).splitlines()[0]}") from None
     with torch.no_grad():
-        codebook.colour.mul_(scale)
-        codebook.shape.mul_(scale if shape_scale is None else shape_scale)
-        codebook.background.mul_(background)
+        book.colour.mul_(scale)
+        book.shape.mul_(scale if shape_scale is None else shape_scale)
+        book.background.mul_(background)
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
-    out: dict[str, Any] = {"scale": scale, "shape_scale": scale if shape_scale is None else shape_scale,
+    name = "words" if str(codebook) == "words" else Path(codebook).name
+    out: dict[str, Any] = {"codebook": name, "scale": scale,
+                           "shape_scale": scale if shape_scale is None else shape_scale,
                            "background": background, "n_clips": n_clips, "seed": seed,
                            "judge": "argmax over the 6 colours (3 shapes) of the next-token logits at the answer word",
                            "layouts": {}}
@@ -53,7 +69,7 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         with torch.no_grad():
             for i in range(n_clips):
                 spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", 1, 0.0)
-                visual = layouts.arrange(codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec), layout)
+                visual = layouts.arrange(book(torch.from_numpy(scenes.clip_coverage(spec)), spec), layout)
                 for q in scenes.make_questions(spec, (seed, i), forms=("open",)):
                     if q.kind not in right:
                         continue
@@ -75,7 +91,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
 
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
-    lines = [f"ideal tokens (colour x{result['scale']:g}, shape x{result['shape_scale']:g}, "
+    lines = [f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
+             f"shape x{result['shape_scale']:g}, "
              f"background x{result['background']:g}), "
              f"{result['n_clips']} held-out clips a layout, teacher-forced",
              f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"]

@@ -29,7 +29,10 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
         summary = train_vision(work / "checkpoint", seed=seed, minutes_budget=minutes, threads=threads, source=source)
         model, _, _ = load_checkpoint(work / "checkpoint")
         card = work / "checkpoint" / "MODEL_CARD.md"
-        extra = {"training_log.json": json.dumps(summary, indent=1, default=str) + "\n"}
+        extra: dict[str, str | bytes] = {"training_log.json": json.dumps(summary, indent=1, default=str) + "\n"}
+        codebook = work / "checkpoint" / "codebook.safetensors"  # the ideal tokens (mlb heldout --ideal)
+        if codebook.exists():
+            extra["codebook.safetensors"] = codebook.read_bytes()
         if card.exists():
             extra["MODEL_CARD.md"] = card.read_text()
         vision_weights.export_vision(model, out, extra)
@@ -59,8 +62,13 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
         if args.ideal_scale <= 0 or args.ideal_background < 0 or (args.ideal_shape_scale or 0) < 0:
             raise MLBError("--ideal-scale must be > 0, --ideal-shape-scale and --ideal-background >= 0")
+        book = args.ideal_codebook
+        if book == "learned":
+            book = vision_weights.WEIGHTS_DIR / "codebook.safetensors"
+            if not book.exists():
+                raise MLBError(f"--ideal-codebook learned: no {book} (the training writes it)")
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
-                                shape_scale=args.ideal_shape_scale)
+                                shape_scale=args.ideal_shape_scale, codebook=book)
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -104,5 +112,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-background", type=float, default=1.0, help="--ideal: multiply the background vector")
     h.add_argument("--ideal-shape-scale", type=float, help="--ideal: multiply the shape vectors alone (default: "
                                                               "--ideal-scale; 0: the colour word alone)")
+    h.add_argument("--ideal-codebook", default="words",
+                   help="--ideal: 'words' (the LM's word embeddings), 'learned' (the committed weights' "
+                        "codebook.safetensors, the training's actual targets) or a codebook file")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_heldout)
