@@ -73,3 +73,27 @@ def test_answer_loss_key_weight_against_a_loop(tiny):
     losses = torch.stack(losses)
     torch.testing.assert_close(base, losses.mean(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(keyed, losses.mean() + 2.0 * losses[text.key], rtol=1e-4, atol=1e-5)
+
+
+def test_installed_codebook_turns_slot_targets_into_ideal_tokens(tiny):
+    """With the codebook in the projector's last layer, slot activations equal to the slot
+    targets give exactly the codebook's ideal tokens, whatever the other hidden units hold."""
+    from mlb_core.train.vision import N_SLOTS, Codebook, install_codebook, slot_targets
+
+    model = build_tiny_model("llava_next", prompt_family="smollm2").model
+    book = Codebook(model.get_input_embeddings(), tiny.tokenizer)
+    with torch.no_grad():
+        for p in book.parameters():
+            p.add_(torch.randn_like(p))  # a trained codebook is no longer the word embeddings
+    install_codebook(model, book)
+    spec = scenes.sample_clip(11, 2, "train", 2, 0.0)
+    cover = torch.from_numpy(scenes.clip_coverage(spec))  # (2, 2, 24, 24)
+    target = slot_targets(cover, spec)  # (2, 24, 24, N_SLOTS)
+    assert target.shape == (2, 24, 24, N_SLOTS)
+    torch.testing.assert_close(target[..., :6].sum(-1) + target[..., -1], torch.ones(2, 24, 24))
+    hidden = torch.randn(2, 24, 24, model.config.text_config.hidden_size)
+    hidden[..., :N_SLOTS] = target
+    got = model.model.multi_modal_projector.linear_2(hidden)
+    with torch.no_grad():
+        want = book(cover, spec)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

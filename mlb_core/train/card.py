@@ -51,11 +51,13 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
    (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
 2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
-   {r["lr_regress"]}, cosine): tower+projector regress each patch onto its ideal token
+   {r["lr_regress"]}, cosine): the codebook is written into the projector's last layer (ten
+   input units, one per vector); tower + the projector's first layer regress those ten
+   activations of each patch onto how much of it each colour, shape and the background cover
    (MSE, object patches x{r["object_weight"]}).
 3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
    {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
-   regression anchor.
+   the stage-2 loss as an anchor; the codebook stays fixed.
 Final losses: {json.dumps(summary["final_loss"])}.
 
 ## Reproducibility
