@@ -72,7 +72,7 @@ class Recipe:
     regress_share: float = 0.45
     finetune_share: float = 0.20
     lr_codebook: float = 1e-2
-    lr_regress: float = 2e-3
+    lr_regress: float = 1e-3
     lr_finetune: float = 1e-4
     codebook_min_tokens: int = 60
     codebook_max_tokens: int = 600
@@ -84,7 +84,7 @@ class Recipe:
     p_mc: float = 0.25
     p_two_objects: float = 0.2
     p_partial: float = 0.3
-    feature_layer: int = -1
+    feature_layer: int = -2
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -370,7 +370,7 @@ def _vision_params(model: Any) -> list[torch.nn.Parameter]:
 
 
 # ---- entry point -----------------------------------------------------------------------
-def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 28.0, threads: int = 2,
+def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.0, threads: int = 2,
                  source: str | Path | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
     """Train the vision tower and projector of the untrained embedded checkpoint.
 
