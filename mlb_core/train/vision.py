@@ -132,19 +132,6 @@ def pixel_values(frames: np.ndarray, processor: Any) -> torch.Tensor:
     return (x - mean) / std
 
 
-def encode(model: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels (T, 3, 336, 336) -> projected patch tokens (T, 24, 24, D), with gradients,
-    exactly as the checkpoint's config reads them (feature layer, CLS dropped)."""
-    cfg = model.config
-    hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
-    feats = hidden[cfg.vision_feature_layer]  # (T, 1 + 576, Dv)
-    if cfg.vision_feature_select_strategy == "default":
-        feats = feats[:, 1:]
-    tokens = model.model.multi_modal_projector(feats)  # (T, 576, D)
-    side = int(math.isqrt(tokens.shape[1]))
-    return tokens.reshape(len(pixels), side, side, -1)
-
-
 class Codebook(torch.nn.Module):
     """Ideal visual tokens: one vector per colour, per shape and for the background."""
 
