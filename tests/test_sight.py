@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mlb_core.cli import main
@@ -59,3 +60,44 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
     for r in result["layouts"].values():
         assert r["n"] == 1 and r["colour"] in (0.0, 1.0) and r["shape"] in (0.0, 1.0)
     assert "raw x1" in ceiling.format_ideal(result)
+
+
+@pytest.mark.parametrize("roll", [0, 1])
+def test_slot_accuracy_reads_the_true_slots_right_and_rolled_ones_wrong(monkeypatch, roll):
+    """``mlb heldout --slots`` on an oracle tower (its slots are the training targets of the frame
+    just drawn): every object read right; with the shape units rolled by one, every shape wrong and
+    the confusion shows where each went. No model is loaded."""
+    import torch
+
+    from mlb_core.train import ceiling, scenes, vision
+
+    drawn: list[tuple[np.ndarray, scenes.ClipSpec]] = []
+    real_render = scenes.render_clip
+
+    def render(spec, bank=None):
+        frames, cover = real_render(spec, bank)
+        drawn.append((cover, spec))
+        return frames, cover
+
+    def oracle(model, pixels):
+        cover, spec = drawn[-1]
+        target = vision.slot_targets(torch.from_numpy(cover), spec)  # (1, 24, 24, N_SLOTS)
+        n = len(scenes.COLOURS)
+        target[..., n:n + 3] = target[..., n:n + 3].roll(roll, dims=-1)
+        return target
+
+    monkeypatch.setattr(scenes, "render_clip", render)
+    monkeypatch.setattr(vision, "load_checkpoint", lambda folder: (None, None, None))
+    monkeypatch.setattr(vision, "pixel_values", lambda frames, processor: None)
+    monkeypatch.setattr(vision, "slots", oracle)
+    result = ceiling.slot_accuracy(n_clips=6, source="unused")
+    assert result["n"] == 6 and result["colour"] == 1.0
+    confusion = np.array(result["confusion_shape"])
+    assert confusion.sum() == 6
+    if roll == 0:
+        assert result["shape"] == 1.0 and (confusion == np.diag(np.diag(confusion))).all()
+    else:
+        assert result["shape"] == 0.0
+        for i, row in enumerate(confusion):  # truth i is read as shape i + 1
+            assert row.sum() == row[(i + 1) % 3]
+    assert "shape confusion" in ceiling.format_slots(result)

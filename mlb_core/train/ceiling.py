@@ -11,6 +11,12 @@ ideal tokens, in a token layout, to the frozen SmolLM2 and reads its next-token 
 answer's colour (or shape) word, teacher-forced up to that word, among the six colours (or three
 shapes): accuracy per layout and question kind. It needs no vision tower; ``scale`` multiplies the
 object vectors (``sum_x2``: twice the word embeddings), ``background`` the background vector.
+
+The other half of the diagnosis is the tower: :func:`slot_accuracy` (``mlb heldout --slots``)
+reads the trained projector's slot activations (the ten hidden units that carry the codebook,
+:func:`~mlb_core.train.vision.slots`) on held-out frames, averages them over each object's
+patches and takes the strongest colour and shape unit. When the slots are wrong, no LM can
+answer from them; when they are right and the answers are not, the LM side is where it fails.
 """
 
 from __future__ import annotations
@@ -98,4 +104,56 @@ def format_ideal(result: dict[str, Any]) -> str:
              f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"]
     for name, r in result["layouts"].items():
         lines.append(f"{name:16s} {r['tokens']:6d} {100 * r['colour']:6.0f}% {100 * r['shape']:6.0f}%")
+    return "\n".join(lines)
+
+
+def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None, min_cover: float = 0.5) -> dict[str, Any]:
+    """Per-object readout of the trained tower's slots on held-out single frames (one object,
+    no compression, no LM): the argmax of the colour (shape) units averaged over the patches
+    the object covers by at least ``min_cover``. ``{colour, shape, n, confusion_shape}``, where
+    ``confusion_shape[i][j]`` counts objects of shape ``SHAPES[i]`` read as ``SHAPES[j]``."""
+    from mlb_core.train.vision import load_checkpoint, pixel_values, slots
+
+    if source is None:
+        from mlb_core.backbones.embedded import ensure_embedded
+
+        source = ensure_embedded(trained=True)
+    model, _, processor = load_checkpoint(Path(source))
+    n_col = len(scenes.COLOURS)
+    rng = np.random.default_rng([scenes.HELDOUT_SEED_BASE, seed, 5])
+    right = {"colour": 0, "shape": 0}
+    confusion = np.zeros((len(scenes.SHAPES), len(scenes.SHAPES)), int)
+    n = 0
+    bank = scenes.VideoBank()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(n_clips):
+            spec = scenes.sample_clip(int(rng.integers(1 << 31)), 1, "heldout", 1, 0.0)
+            frames, cover = scenes.render_clip(spec, bank)  # (1, S, S, 3), (1, 1, 24, 24)
+            act = slots(model, pixel_values(frames, processor))[0]  # (24, 24, N_SLOTS)
+            mask = torch.from_numpy(cover[0, 0]) >= min_cover  # (24, 24)
+            if not bool(mask.any()):
+                continue
+            mean = act[mask].mean(0)  # (N_SLOTS,)
+            obj = spec.objects[0]
+            colour = scenes.COLOURS[int(mean[:n_col].argmax())]
+            shape = int(mean[n_col:n_col + len(scenes.SHAPES)].argmax())
+            right["colour"] += int(colour == obj.colour)
+            right["shape"] += int(scenes.SHAPES[shape] == obj.shape)
+            confusion[scenes.SHAPES.index(obj.shape), shape] += 1
+            n += 1
+    if n == 0:
+        raise MLBError("no held-out object covered a patch; raise n_clips")
+    return {"colour": round(right["colour"] / n, 4), "shape": round(right["shape"] / n, 4), "n": n,
+            "shapes": list(scenes.SHAPES), "confusion_shape": confusion.tolist(), "min_cover": min_cover,
+            "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def format_slots(result: dict[str, Any]) -> str:
+    """A plain-text summary of :func:`slot_accuracy`."""
+    lines = [f"tower slots, {result['n']} held-out objects (one frame, patches covered >= {result['min_cover']:g}): "
+             f"colour {100 * result['colour']:.0f}%, shape {100 * result['shape']:.0f}%",
+             "shape confusion (rows: truth, columns: read as): " + " ".join(result["shapes"])]
+    for name, row in zip(result["shapes"], result["confusion_shape"], strict=True):
+        lines.append(f"  {name:9s} " + " ".join(f"{v:6d}" for v in row))
     return "\n".join(lines)

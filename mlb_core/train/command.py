@@ -57,6 +57,14 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
+    if args.slots:
+        from mlb_core.train.ceiling import format_slots, slot_accuracy
+
+        result = slot_accuracy(max(2, round(40 * args.scale)), args.seed)
+        print(format_slots(result))
+        if args.out:
+            write_sight(result, args.out)
+        return 0
     if args.ideal:
         from mlb_core.train.ceiling import format_ideal, ideal_accuracy
 
@@ -109,6 +117,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal", action="store_true",
                    help="instead: what the frozen LM reads from ideal visual tokens (the training's targets, "
                         "made of its own word embeddings), teacher-forced, no vision tower (mlb_core/train/ceiling.py)")
+    h.add_argument("--slots", action="store_true",
+                   help="instead: read the trained tower's colour and shape slots per held-out object (one frame, "
+                        "no LM): is it the tower or the LM that fails? (mlb_core/train/ceiling.py)")
     h.add_argument("--ideal-scale", type=float, default=1.0, help="--ideal: multiply the object vectors")
     h.add_argument("--ideal-background", type=float, default=1.0, help="--ideal: multiply the background vector")
     h.add_argument("--ideal-shape-scale", type=float, help="--ideal: multiply the shape vectors alone (default: "
