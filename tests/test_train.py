@@ -97,3 +97,46 @@ def test_installed_codebook_turns_slot_targets_into_ideal_tokens(tiny):
     with torch.no_grad():
         want = book(cover, spec)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_verify_training_compares_a_rerun_and_the_card_says_so(tmp_path):
+    """``mlb train-vision --verify --verify-against``: same tensors are bit-identical, a changed
+    tensor is reported with its largest difference, and the card's sentence follows the result."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mlb_core.cli import main
+    from mlb_core.train.card import model_card
+    from mlb_core.train.command import compare_weights
+
+    weights = {"model.vision_tower.w": torch.arange(6.0).reshape(2, 3), "model.multi_modal_projector.b": torch.ones(3)}
+    from mlb_core.backbones import vision_weights
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # a real log: the card needs it
+    log = log.get("summary", log) | {"minutes_budget": 1.5, "wall_s": {"total": 80.0}}
+    folders = {}
+    for name, delta in (("committed", 0.0), ("same", 0.0), ("other", 0.125)):
+        f = tmp_path / name
+        f.mkdir()
+        state = {k: v + (delta if k.endswith(".b") else 0.0) for k, v in weights.items()}
+        save_file(state, str(f / "vision.safetensors"))
+        (f / "training_log.json").write_text(json.dumps(log))
+        folders[name] = f
+    assert compare_weights(folders["committed"] / "vision.safetensors", folders["same"] / "vision.safetensors")[
+        "identical"]
+    other = compare_weights(folders["committed"] / "vision.safetensors", folders["other"] / "vision.safetensors")
+    assert not other["identical"] and other["max_abs_diff"] == 0.125
+    save_file({"model.vision_tower.w": torch.zeros(3)}, str(tmp_path / "odd.safetensors"))
+    assert compare_weights(folders["committed"] / "vision.safetensors", tmp_path / "odd.safetensors")[
+        "max_abs_diff"] == float("inf")
+
+    for against, word in (("same", "bit-identical"), ("other", "largest absolute difference 0.125")):
+        assert main(["train-vision", "--out", str(folders["committed"]), "--verify",
+                     "--verify-against", str(folders[against])]) == 0
+        repro = json.loads((folders["committed"] / "reproducibility.json").read_text())
+        assert repro["identical"] == (against == "same") and repro["wall_s"] == 80.0
+        card = (folders["committed"] / "MODEL_CARD.md").read_text()
+        assert "1.5-minute run was repeated" in card and word in card
+    assert "was not repeated" in model_card.__globals__["repro_line"](log, None)

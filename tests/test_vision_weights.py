@@ -88,7 +88,9 @@ def test_committed_weights_match_their_card_and_log():
     assert tensors.stat().st_size <= 20 * 2**20
     metrics = folder / "heldout_metrics.json"
     sight = json.loads(metrics.read_text()) if metrics.exists() else None
-    assert (folder / "MODEL_CARD.md").read_text() == model_card(summary, sight)
+    repro_file = folder / "reproducibility.json"
+    repro = json.loads(repro_file.read_text()) if repro_file.exists() else None
+    assert (folder / "MODEL_CARD.md").read_text() == model_card(summary, sight, repro)
     assert sight is not None, "the committed weights have no held-out metrics (mlb heldout --out ...)"
     # the training run hashed the vision tensors it saved; the export holds the same values
     from safetensors.torch import load_file

@@ -8,10 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+REPRO = "reproducibility.json"  # written by ``mlb train-vision --verify``
 
-def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None) -> str:
+
+def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None,
+               repro: dict[str, Any] | None = None) -> str:
     """The checkpoint's MODEL_CARD.md: data mixture, recipe, training time and, when
-    ``sight`` (the result of ``mlb heldout``) is given, the held-out accuracy."""
+    ``sight`` (the result of ``mlb heldout``) is given, the held-out accuracy; ``repro`` (the
+    result of ``mlb train-vision --verify``) says whether the full run was repeated and how close."""
     r = summary["recipe"]
     card = f"""# llava-next-smollm2-135m-embedded, vision trained
 
@@ -66,10 +70,21 @@ rerun with the same seed and thread count takes the same steps on the same examp
 bit-identical weights on the same torch build and CPU kernels (`tests/test_train_repro.py`
 checks it on a 6-second budget: two runs from one seed, same SHA-256; another seed, another).
 A different thread count or CPU changes float reductions, so the weights then differ slightly.
-The full {summary["minutes_budget"]:g}-minute run was not repeated.
+{repro_line(summary, repro)}
 
 """
     return card + heldout_section(sight)
+
+
+def repro_line(summary: dict[str, Any], repro: dict[str, Any] | None) -> str:
+    """One sentence on the full run's reproducibility (``reproducibility.json``), if checked."""
+    minutes = f"{summary['minutes_budget']:g}"
+    if not repro:
+        return f"The full {minutes}-minute run was not repeated."
+    how = ("bit-identical tensors (same SHA-256)" if repro["identical"] else
+           f"different tensors (largest absolute difference {repro['max_abs_diff']:.3g})")
+    return (f"The full {minutes}-minute run was repeated (`mlb train-vision --verify`, {repro['date']}, "
+            f"torch {repro['torch']}, {repro['threads']} threads, {repro['wall_s']:.0f} s): {how}.")
 
 
 def heldout_section(sight: dict[str, Any] | None) -> str:
@@ -95,6 +110,8 @@ def refresh_card(folder: str | Path) -> Path:
     summary = summary.get("summary", summary)
     metrics = folder / "heldout_metrics.json"
     sight = json.loads(metrics.read_text()) if metrics.exists() else None
+    repro_file = folder / REPRO
+    repro = json.loads(repro_file.read_text()) if repro_file.exists() else None
     out = folder / "MODEL_CARD.md"
-    out.write_text(model_card(summary, sight))
+    out.write_text(model_card(summary, sight, repro))
     return out

@@ -41,11 +41,74 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
     return summary
 
 
+def compare_weights(committed: str | Path, rerun: str | Path) -> dict[str, Any]:
+    """Two ``vision.safetensors`` files: same bytes (SHA-256), and the largest absolute
+    difference over the tensors both hold (``inf`` when their names or shapes differ)."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    a, b = Path(committed), Path(rerun)
+    sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+    sa, sb = load_file(str(a)), load_file(str(b))
+    if set(sa) != set(sb) or any(sa[k].shape != sb[k].shape for k in sa):
+        diff = float("inf")
+    else:
+        diff = max((float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].numel()), default=0.0)
+    return {"sha256_committed": sha[0], "sha256_rerun": sha[1], "identical": sha[0] == sha[1],
+            "max_abs_diff": diff}
+
+
+def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str | Path | None = None
+                    ) -> dict[str, Any]:
+    """Repeat the committed training (its log's seed, budget and threads) and compare the
+    tensors with the committed ones; the result goes to ``folder/reproducibility.json`` and the
+    model card. ``rerun``: compare with that already-trained weights folder instead of training."""
+    import datetime
+    import time
+
+    import torch
+
+    from mlb_core.train.card import REPRO, refresh_card
+
+    folder = Path(folder)
+    try:
+        log = json.loads((folder / "training_log.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise MLBError(f"cannot read {folder / 'training_log.json'} ({exc}); nothing to verify") from None
+    log = log.get("summary", log)
+    t0 = time.perf_counter()
+    work = None
+    if rerun is None:
+        work = Path(tempfile.mkdtemp(prefix="mlb-verify-"))
+        summary = train_and_export(work, seed=log["seed"], minutes=log["minutes_budget"], threads=log["threads"])
+        rerun, wall = work, summary["wall_s"]["total"]
+    else:
+        rerun = Path(rerun)
+        wall = json.loads((rerun / "training_log.json").read_text())["wall_s"]["total"]
+    try:
+        result = compare_weights(folder / vision_weights.TENSORS, Path(rerun) / vision_weights.TENSORS)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    result |= {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "seed": log["seed"],
+               "minutes_budget": log["minutes_budget"], "threads": log["threads"], "wall_s": round(wall, 1),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    (folder / REPRO).write_text(json.dumps(result, indent=1) + "\n")
+    refresh_card(folder)
+    return result
+
+
 def cmd_train_vision(args: argparse.Namespace) -> int:
     import torch
 
     if args.minutes <= 0 or args.threads < 1:
         raise MLBError("--minutes must be > 0 and --threads >= 1")
+    if args.verify:
+        result = verify_training(args.out, args.verify_against)
+        same = "bit-identical" if result["identical"] else f"differ (max |diff| {result['max_abs_diff']:.3g})"
+        print(f"rerun of the committed training: weights {same}; wrote {Path(args.out) / 'reproducibility.json'}")
+        return 0
     torch.set_num_threads(args.threads)
     summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads)
     print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
@@ -106,6 +169,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--minutes", type=float, default=27.0,
                    help="planned time of the training (its cost model; about 19 min of wall time on 2 idle cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
+    t.add_argument("--verify", action="store_true",
+                   help="instead: repeat the training of the --out folder (its log's seed, budget and threads) and "
+                        "compare the weights; writes reproducibility.json and the model card")
+    t.add_argument("--verify-against", metavar="FOLDER",
+                   help="--verify: compare with this already-trained weights folder instead of training")
     t.set_defaults(func=cmd_train_vision)
     h = sub.add_parser("heldout", help="held-out colour and shape accuracy of a model, through the pipeline",
                        description="Held-out scenes (new seeds, unseen backgrounds) written as videos and answered "
