@@ -68,7 +68,7 @@ lint: setup
 	$(BIN)/ruff check mlb_core tests
 
 test: setup lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 	$(BIN)/python -m pytest --nbval notebooks/teaching --nbval-sanitize-with notebooks/teaching/sanitize.cfg
 
 clean-venv:
