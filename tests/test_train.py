@@ -130,7 +130,7 @@ def test_verify_training_compares_a_rerun_and_the_card_says_so(tmp_path):
     assert not other["identical"] and other["max_abs_diff"] == 0.125
     save_file({"model.vision_tower.w": torch.zeros(3)}, str(tmp_path / "odd.safetensors"))
     assert compare_weights(folders["committed"] / "vision.safetensors", tmp_path / "odd.safetensors")[
-        "max_abs_diff"] == float("inf")
+        "max_abs_diff"] is None
 
     for against, word in (("same", "bit-identical"), ("other", "largest absolute difference 0.125")):
         assert main(["train-vision", "--out", str(folders["committed"]), "--verify",
@@ -140,3 +140,5 @@ def test_verify_training_compares_a_rerun_and_the_card_says_so(tmp_path):
         card = (folders["committed"] / "MODEL_CARD.md").read_text()
         assert "1.5-minute run was repeated" in card and word in card
     assert "was not repeated" in model_card.__globals__["repro_line"](log, None)
+    assert main(["train-vision", "--out", str(folders["committed"]), "--verify", "--verify-against",
+                 str(tmp_path / "nowhere")]) == 2  # a one-line error, nothing written over

@@ -81,8 +81,10 @@ def repro_line(summary: dict[str, Any], repro: dict[str, Any] | None) -> str:
     minutes = f"{summary['minutes_budget']:g}"
     if not repro:
         return f"The full {minutes}-minute run was not repeated."
+    diff = repro["max_abs_diff"]
     how = ("bit-identical tensors (same SHA-256)" if repro["identical"] else
-           f"different tensors (largest absolute difference {repro['max_abs_diff']:.3g})")
+           "tensors of other names or shapes" if diff is None else
+           f"different tensors (largest absolute difference {diff:.3g})")
     return (f"The full {minutes}-minute run was repeated (`mlb train-vision --verify`, {repro['date']}, "
             f"torch {repro['torch']}, {repro['threads']} threads, {repro['wall_s']:.0f} s): {how}.")
 

@@ -43,7 +43,7 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
 
 def compare_weights(committed: str | Path, rerun: str | Path) -> dict[str, Any]:
     """Two ``vision.safetensors`` files: same bytes (SHA-256), and the largest absolute
-    difference over the tensors both hold (``inf`` when their names or shapes differ)."""
+    difference over the tensors both hold (None when their names or shapes differ)."""
     import hashlib
 
     from safetensors.torch import load_file
@@ -55,6 +55,8 @@ def compare_weights(committed: str | Path, rerun: str | Path) -> dict[str, Any]:
         diff = float("inf")
     else:
         diff = max((float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].numel()), default=0.0)
+    if diff == float("inf"):
+        diff = None  # other tensor names or shapes (JSON has no infinity)
     return {"sha256_committed": sha[0], "sha256_rerun": sha[1], "identical": sha[0] == sha[1],
             "max_abs_diff": diff}
 
@@ -85,7 +87,11 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
         rerun, wall = work, summary["wall_s"]["total"]
     else:
         rerun = Path(rerun)
-        wall = json.loads((rerun / "training_log.json").read_text())["wall_s"]["total"]
+        try:
+            wall = json.loads((rerun / "training_log.json").read_text())["wall_s"]["total"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MLBError(f"--verify-against {rerun}: not a trained weights folder (its training_log.json: "
+                           f"{exc!r})") from None
     try:
         result = compare_weights(folder / vision_weights.TENSORS, Path(rerun) / vision_weights.TENSORS)
     finally:
@@ -106,7 +112,9 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
         raise MLBError("--minutes must be > 0 and --threads >= 1")
     if args.verify:
         result = verify_training(args.out, args.verify_against)
-        same = "bit-identical" if result["identical"] else f"differ (max |diff| {result['max_abs_diff']:.3g})"
+        diff = result["max_abs_diff"]
+        same = ("bit-identical" if result["identical"] else
+                "differ in their tensor names or shapes" if diff is None else f"differ (max |diff| {diff:.3g})")
         print(f"rerun of the committed training: weights {same}; wrote {Path(args.out) / 'reproducibility.json'}")
         return 0
     torch.set_num_threads(args.threads)
