@@ -136,11 +136,11 @@ def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None, min_cove
                 continue
             mean = act[mask].mean(0)  # (N_SLOTS,)
             obj = spec.objects[0]
-            colour = scenes.COLOURS[int(mean[:n_col].argmax())]
-            shape = int(mean[n_col:n_col + len(scenes.SHAPES)].argmax())
-            right["colour"] += int(colour == obj.colour)
-            right["shape"] += int(scenes.SHAPES[shape] == obj.shape)
-            confusion[scenes.SHAPES.index(obj.shape), shape] += 1
+            truth = scenes.SHAPES.index(obj.shape)
+            read = int(mean[n_col:n_col + len(scenes.SHAPES)].argmax())
+            right["colour"] += int(int(mean[:n_col].argmax()) == scenes.COLOURS.index(obj.colour))
+            right["shape"] += int(read == truth)
+            confusion[truth, read] += 1
             n += 1
     if n == 0:
         raise MLBError("no held-out object covered a patch; raise n_clips")

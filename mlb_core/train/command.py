@@ -44,12 +44,12 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
 def compare_weights(committed: str | Path, rerun: str | Path) -> dict[str, Any]:
     """Two ``vision.safetensors`` files: same bytes (SHA-256), and the largest absolute
     difference over the tensors both hold (None when their names or shapes differ)."""
-    import hashlib
-
     from safetensors.torch import load_file
 
+    from mlb_core.train.vision import sha256_file
+
     a, b = Path(committed), Path(rerun)
-    sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+    sha = [sha256_file(p) for p in (a, b)]
     sa, sb = load_file(str(a)), load_file(str(b))
     if set(sa) != set(sb) or any(sa[k].shape != sb[k].shape for k in sa):
         diff = float("inf")
@@ -84,7 +84,7 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
     if rerun is None:
         work = Path(tempfile.mkdtemp(prefix="mlb-verify-"))
         summary = train_and_export(work, seed=log["seed"], minutes=log["minutes_budget"], threads=log["threads"])
-        rerun, wall = work, summary["wall_s"]["total"]
+        rerun, wall = work, summary["wall_s"]["total"]  # rerun: a Path from here on
     else:
         rerun = Path(rerun)
         try:
@@ -93,7 +93,7 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
             raise MLBError(f"--verify-against {rerun}: not a trained weights folder (its training_log.json: "
                            f"{exc!r})") from None
     try:
-        result = compare_weights(folder / vision_weights.TENSORS, Path(rerun) / vision_weights.TENSORS)
+        result = compare_weights(folder / vision_weights.TENSORS, rerun / vision_weights.TENSORS)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)

@@ -455,7 +455,7 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
         "layout_counts": counts,
         "trained_params": n_trained, "trained_mb_fp32": round(n_trained * 4 / 2**20, 2),
         "vision_safetensors_bytes": (out / "vision.safetensors").stat().st_size,
-        "vision_sha256": _sha256(out / "vision.safetensors"),
+        "vision_sha256": sha256_file(out / "vision.safetensors"),
         "recipe": asdict(recipe),
     }
     (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
@@ -463,7 +463,8 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     return summary
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
