@@ -253,12 +253,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_accelerate_launch_two_cpu_processes_shard_and_merge(probe, reference, tmp_path):
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_launchers_two_cpu_processes_shard_and_merge(probe, reference, tmp_path, launcher):
+    """``accelerate launch`` (paper mode) and ``torchrun --standalone`` (params.yaml's CPU
+    default) both start two ranks that shard whole videos; rank 0 merges into the answers a
+    single process gives."""
     ref_out, ref = reference
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", *_cli(probe, out)[2:]]
+    if launcher == "accelerate":
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), "-m", *_cli(probe, out)[2:]]
+    else:  # what `launcher: torchrun --standalone --nproc-per-node 2 -m mlb_core` runs
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", *_cli(probe, out)[2:]]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     for v in make_variants(METHODS, ["tiny"], {"max_new_tokens": 12}):

@@ -340,4 +340,9 @@ def test_launcher_is_checked(params):
     with pytest.raises(MLBError, match="launcher"):
         study.check_sections(bad)
     study.check_sections(dict(params, launcher="accelerate launch -m mlb_core"))
+    study.check_sections(dict(params, launcher="torchrun --standalone --nproc-per-node 3 -m mlb_core"))
+    for wrong in ("torchrun --standalone --nproc-per-node 0 -m mlb_core", "torchrun --nproc-per-node 2 -m mlb_core",
+                  "torchrun --standalone --nproc-per-node N -m mlb_core"):
+        with pytest.raises(MLBError, match="launcher"):
+            study.check_sections(dict(params, launcher=wrong))
     assert study.paper_params(ROOT)["launcher"] == "accelerate launch -m mlb_core"  # paper mode shards

@@ -14,6 +14,7 @@ Logic of the figures and tables lives in :mod:`mlb_core.study.analysis`, plottin
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -128,8 +129,19 @@ _COUNTS = {  # (section, key) -> the least value
     ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_paper", "repeats"): 1,
     ("probe_paper", "n_frames"): 1, ("train", "threads"): 1,
 }
-LAUNCHERS = ("mlb", "accelerate launch -m mlb_core")  # how the stages start `mlb eval`: one process, or
-# one per visible GPU (accelerate's default without a config file: every GPU, multi-GPU)
+# How the stages start `mlb eval`: one process; one per visible GPU (accelerate's default without a
+# config file: every GPU, multi-GPU); or N CPU processes on one machine (torchrun sets RANK and
+# WORLD_SIZE, the runner shards whole videos and rank 0 merges; if a rank dies torchrun stops the rest).
+LAUNCHERS = ("mlb", "accelerate launch -m mlb_core", "torchrun --standalone --nproc-per-node N -m mlb_core")
+
+
+def launcher_ok(value: Any) -> bool:
+    """Whether ``value`` is one of :data:`LAUNCHERS` (``N``: a positive process count)."""
+    text = str(value)
+    if text in LAUNCHERS[:2]:
+        return True
+    m = re.fullmatch(r"torchrun --standalone --nproc-per-node ([0-9]+) -m mlb_core", text)
+    return bool(m) and int(m.group(1)) >= 1
 _CHOICES = {("fig4", "task"): ("all", "open", "mc"), ("eval", "judge"): ("auto", "chat", "offline", "none"),
             ("fig4", "judge"): ("auto", "chat", "offline", "none")}
 
@@ -163,7 +175,7 @@ def check_sections(data: Mapping[str, Any], name: str = PARAMS) -> None:
                 raise MLBError(f"{name}: {where} must be an integer, got {value!r}")
             if value < least:
                 raise MLBError(f"{name}: {where} must be >= {least}, got {value}")
-    if data.get("launcher", "mlb") not in LAUNCHERS:
+    if not launcher_ok(data.get("launcher", "mlb")):
         raise MLBError(f"{name}: launcher must be one of {' | '.join(LAUNCHERS)}, got {data.get('launcher')!r}")
     for section, known in _STAGE_KEYS.items():
         body = data.get(section)
