@@ -79,3 +79,19 @@ def test_read_runs_and_cost_table(tmp_path):
     assert len(fig.axes) == 2
     with pytest.raises(MLBError, match="no run"):
         C.read_runs([tmp_path / "empty"])
+
+
+def test_runs_of_different_probes_are_refused(tmp_path):
+    """The cost sweep is frozen with committed answers: a probe that changed since is an error."""
+    base = get_preset("cpu", n_frames=10, max_new_tokens=8).to_dict()
+    rec = lambda qid, truth: json.dumps({"qid": qid, "question": "What colour?", "answer": truth}) + "\n"  # noqa: E731
+    for name, truth in (("a", "red"), ("b", "red")):
+        d = tmp_path / name / "probe" / "m" / "x"
+        _metrics(d, "mlb" if name == "a" else "mlb-gapool", base, 1, 2, 1.0)
+        (d / ("mlb" if name == "a" else "mlb-gapool")).with_suffix(".predictions.jsonl").write_text(
+            rec("q0", truth) + rec("q1", "blue"))
+    assert len(C.read_runs([tmp_path / "a", tmp_path / "b"])) == 2  # the same probe
+    changed = tmp_path / "b" / "probe" / "m" / "x" / "mlb-gapool.predictions.jsonl"
+    changed.write_text(rec("q0", "green") + rec("q1", "blue"))
+    with pytest.raises(MLBError, match="different probes.*dvc unfreeze eval_cost"):
+        C.read_runs([tmp_path / "a", tmp_path / "b"])

@@ -200,6 +200,20 @@ def test_merge_keeps_benchmark_order_and_drops_duplicates(probe, tmp_path):
     assert [shard_items(items, r, 2)[0].video for r in (0, 1)] == ["synth00", "synth01"]
 
 
+def test_shard_items_whole_videos_unless_unbalanced(probe):
+    items = load_benchmark("synthetic", probe)  # 4 videos x 6 questions
+    two = [shard_items(items, r, 2) for r in (0, 1)]
+    assert [{it.video for it in s} for s in two] == [{"synth00", "synth02"}, {"synth01", "synth03"}]
+    three = [shard_items(items, r, 3) for r in range(3)]  # whole videos: 12 / 6 / 6 questions
+    assert [len(s) for s in three] == [8, 8, 8]  # so questions, round-robin
+    assert three[1] == items[1::3]
+    one_video = [it for it in items if it.video == "synth00"]
+    assert [len(shard_items(one_video, r, 2)) for r in (0, 1)] == [3, 3]
+    for world in (1, 2, 3, 5, 30):  # every question on exactly one rank
+        got = sorted(it.qid for r in range(world) for it in shard_items(items, r, world))
+        assert got == sorted(it.qid for it in items)
+
+
 def _cli(probe, out, *extra):
     return [sys.executable, "-m", "mlb_core", "eval", "--benchmark", "synthetic", "--data", str(probe),
             "--methods", ",".join(METHODS), "--preset", "tiny", "--set", "max_new_tokens=12", "--model", MODEL,
@@ -275,7 +289,7 @@ def test_launchers_two_cpu_processes_shard_and_merge(probe, reference, tmp_path,
         assert _texts(main) == ref[v.method]
         assert [r["qid"] for r in recs] == [it.qid for it in load_benchmark("synthetic", probe)]
         assert {r["rank"] for r in recs} == {0, 1}  # both ranks answered, whole videos each
-        assert all(r["rank"] == int(r["video"][-2:]) % 2 for r in recs)
+        assert all(r["rank"] == int(r["video"][-2:]) % 2 for r in recs)  # 4 videos: balanced
         assert not list(main.parent.glob("*.rank*")), "shards are merged and removed"
         metrics_file = main.with_name(f"{v.method}.metrics.json")
         assert json.loads(metrics_file.read_text())["counts"]["answered"] == 24

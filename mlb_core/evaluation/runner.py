@@ -26,7 +26,8 @@ How it runs:
   is still recorded for each). ``feature_cache=DIR`` also keeps grid tokens on disk across
   runs.
 - **Data-parallel.** Under ``accelerate launch`` (or ``torchrun``: ``RANK``/``WORLD_SIZE``),
-  rank ``r`` answers the videos ``r, r + W, ...`` into ``<method>.predictions.rank<r>of<W>.jsonl``
+  rank ``r`` answers the videos ``r, r + W, ...`` (the questions, when a few videos would leave
+  ranks idle: :func:`~mlb_core.evaluation.store.shard_items`) into ``<method>.predictions.rank<r>of<W>.jsonl``
   on its own device (``cuda:LOCAL_RANK``); rank 0 waits until every question has a line,
   merges the shards into ``<method>.predictions.jsonl`` (benchmark order) and scores.
   The output folder must be shared by all ranks (one node, or a shared file system).

@@ -109,12 +109,21 @@ def shard_info() -> tuple[int, int, int]:
     return rank, world, local
 
 
+BALANCE_SLACK = 1.25  # whole videos per rank unless a rank would get more than this x its fair share
+
+
 def shard_items(items: list[Item], rank: int, world: int) -> list[Item]:
     """The items of rank ``rank``: whole videos, round-robin in first-appearance order, so
-    each video is encoded by one rank only."""
+    each video is encoded by one rank only; but when that would leave some rank more than
+    :data:`BALANCE_SLACK` times its fair share of questions (few videos: one clip of six
+    questions, three clips on two ranks), the questions themselves, round-robin in
+    benchmark order (a video asked on two ranks is encoded on both, cheap next to idle ranks)."""
     videos = list(dict.fromkeys(it.video for it in items))
-    mine = set(videos[rank::world])
-    return [it for it in items if it.video in mine]
+    by_video = [set(videos[r::world]) for r in range(world)]
+    load = [sum(it.video in vs for it in items) for vs in by_video]
+    if world > 1 and items and max(load) > BALANCE_SLACK * len(items) / world:
+        return items[rank::world]
+    return [it for it in items if it.video in by_video[rank]]
 
 
 # ---- the output folder's lock --------------------------------------------------------------------

@@ -92,7 +92,28 @@ def read_runs(folders: Sequence[str | Path]) -> pd.DataFrame:
                          "params": params, "model": m.get("model", "")})
     if not rows:
         raise MLBError(f"no run of {', '.join(CURVES)} found under {', '.join(map(str, folders))}")
+    check_same_questions(folders)
     return pd.DataFrame(rows)
+
+
+RERUN_COST = "dvc unfreeze eval_cost && dvc repro eval_cost && dvc freeze eval_cost"
+
+
+def check_same_questions(folders: Sequence[str | Path]) -> None:
+    """Raise if the runs under ``folders`` answered different probes (another set of question
+    ids, or the same ids with other questions or truths). The cost sweep is a frozen stage with
+    committed answers, so after the probe changes it must be rerun (:data:`RERUN_COST`)."""
+    import json
+
+    seen: dict[frozenset, Path] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.predictions.jsonl")):
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            seen.setdefault(frozenset((r.get("qid"), r.get("question"), str(r.get("answer"))) for r in rows), path)
+    if len(seen) > 1:
+        a, b = list(seen.values())[:2]
+        raise MLBError(f"{a} and {b} answer different probes: rerun the cost sweep on the current probe "
+                       f"({RERUN_COST})")
 
 
 def prefill_gflop(method: str, params: MLBParams, shape: str, family: str) -> tuple[int, float]:

@@ -114,7 +114,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
              "judge_base_url"},
     "fig4": {"preset", "benchmark", "grids", "method", "reference", "limit", "task", "metric", "judge",
              "judge_model"},
-    "bench": {"preset", "parts", "repeats", "questions", "video", "methods"},
+    "bench": {"preset", "parts", "repeats", "questions", "video", "methods", "threads"},
     "tables": {"digits", "specs"},
     "probe": {"preset", "n_frames", "segment_frames", "sizes", "orders", "forms", "repeats", "seed", "methods",
               "max_new_tokens", "mechanism"},
@@ -127,11 +127,11 @@ _COUNTS = {  # (section, key) -> the least value
     ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
     ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_paper", "repeats"): 1,
-    ("probe_paper", "n_frames"): 1, ("train", "threads"): 1,
+    ("probe_paper", "n_frames"): 1, ("train", "threads"): 1, ("bench", "threads"): 0,
 }
 # How the stages start `mlb eval`: one process; one per visible GPU (accelerate's default without a
 # config file: every GPU, multi-GPU); or N CPU processes on one machine (torchrun sets RANK and
-# WORLD_SIZE, the runner shards whole videos and rank 0 merges; if a rank dies torchrun stops the rest).
+# WORLD_SIZE, the runner shards videos (or questions) and rank 0 merges; if a rank dies torchrun stops the rest).
 LAUNCHERS = ("mlb", "accelerate launch -m mlb_core", "torchrun --standalone --nproc-per-node N -m mlb_core")
 
 
