@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from mlb_core.cli import main
+from mlb_core.errors import MLBError
+from mlb_core.train import scenes
 from mlb_core.train.sight import (
     SightCondition,
     default_conditions,
     first_word,
     format_sight,
     measure_sight,
+    sight_questions,
     write_sight,
 )
 
@@ -42,8 +45,30 @@ def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["conditions"]["single_full"]["n"] == 4
 
 
-@pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["train-vision", "--minutes", "0"],
-                                  ["train-vision", "--threads", "0"]])
+def test_paraphrased_questions_name_the_object_and_keep_the_truth():
+    spec = scenes.sample_clip(3, 1, "heldout", 1, 0.0)
+    obj = spec.objects[0]
+    train = sight_questions(spec, 3)
+    assert [(k, t) for k, _, t in train] == [("colour", obj.colour), ("shape", obj.shape)]
+    para = sight_questions(spec, 3, "paraphrase")
+    assert len(para) == 6 and {q for _, q, _ in para}.isdisjoint({q for _, q, _ in train})
+    for kind, question, truth in para:
+        assert "{" not in question and truth == (obj.colour if kind == "colour" else obj.shape)
+        assert truth not in question.lower()  # never gives the answer away
+    with pytest.raises(MLBError, match="questions"):
+        sight_questions(spec, 3, "other")
+
+
+def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
+    result = measure_sight("tiny:llava_next", [SightCondition("single_full", 1, "full", "tiny", 2)],
+                           workdir=tmp_path, progress=False, questions="paraphrase")
+    r = result["conditions"]["single_full"]
+    assert result["questions"] == "paraphrase" and r["n"] == 12 and r["colour_n"] == r["shape_n"] == 6
+    assert len(r["by_question"]) == 6 and all(v["n"] == 2 for v in r["by_question"].values())
+
+
+@pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["heldout", "--conditions", "single_ful"],
+                                  ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -154,7 +154,15 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
             write_sight(result, args.out)
         return 0
-    result = measure_sight(args.model, default_conditions(args.scale), seed=args.seed, progress=not args.quiet)
+    conditions = default_conditions(args.scale)
+    if args.conditions:
+        wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        unknown = sorted(set(wanted) - {c.name for c in conditions})
+        if unknown:
+            raise MLBError(f"--conditions: unknown {', '.join(unknown)}; choose from "
+                           f"{', '.join(c.name for c in conditions)}")
+        conditions = [c for c in conditions if c.name in wanted]
+    result = measure_sight(args.model, conditions, seed=args.seed, progress=not args.quiet, questions=args.questions)
     print(format_sight(result))
     if args.out:
         write_sight(result, args.out)
@@ -203,5 +211,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-codebook", default="words",
                    help="--ideal: 'words' (the LM's word embeddings), 'learned' (the committed weights' "
                         "codebook.safetensors, the training's actual targets) or a codebook file")
+    h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
+                                        "clip20_full, clip50_mlb, clip50_full")
+    h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
+                   help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_heldout)

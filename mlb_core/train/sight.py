@@ -36,6 +36,30 @@ from mlb_core.train import scenes
 
 SEED_OFFSET = 7_000_000  # on top of scenes.HELDOUT_SEED_BASE: seeds of this check only
 
+# Wordings the training never uses (it asks "What colour is the {shape} in the video?" and "What
+# shape is the {colour} object in the video?"): ``--questions paraphrase`` asks these instead, to
+# show how far the held-out numbers depend on the training's own phrasing.
+PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "colour": ("What color is the {shape}?", "What is the colour of the object in this video?",
+               "Which colour does the {shape} have?"),
+    "shape": ("What shape is the object?", "What is the shape of the {colour} thing in this video?",
+              "Which geometric shape is shown in the video?"),
+}
+QUESTION_SETS = ("train", "paraphrase")
+
+
+def sight_questions(spec: scenes.ClipSpec, seed: Any, questions: str = "train") -> list[tuple[str, str, str]]:
+    """``(kind, question, truth)`` for the clip's one object: its colour and its shape, in the
+    training's wording (``train``) or in every wording of :data:`PARAPHRASES` (``paraphrase``)."""
+    if questions not in QUESTION_SETS:
+        raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
+    if questions == "train":
+        return [(q.kind, q.question, q.truth) for q in scenes.make_questions(spec, seed, forms=("open",))
+                if q.kind in ("colour", "shape")]
+    obj = spec.objects[0]
+    return [(kind, t.format(shape=obj.shape, colour=obj.colour), obj.colour if kind == "colour" else obj.shape)
+            for kind, templates in PARAPHRASES.items() for t in templates]
+
 
 @dataclass(frozen=True)
 class SightCondition:
@@ -75,8 +99,10 @@ def write_clip(spec: scenes.ClipSpec, path: Path, bank: scenes.VideoBank) -> Non
 
 
 def measure_sight(model: str = "embedded", conditions: list[SightCondition] | None = None, workdir: str | Path = "",
-                  seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Held-out accuracy per condition through the pipeline; per question kind (colour, shape)."""
+                  seed: int = 0, progress: bool = True, questions: str = "train") -> dict[str, Any]:
+    """Held-out accuracy per condition through the pipeline; per question kind (colour, shape).
+    ``questions``: ``train`` (the training's wording) or ``paraphrase`` (:data:`PARAPHRASES`,
+    with the accuracy of each wording under ``by_question``)."""
     import tempfile
 
     from tqdm.auto import tqdm
@@ -86,6 +112,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     from mlb_core.pipeline import answer, encode_video
 
     conditions = conditions or default_conditions()
+    if questions not in QUESTION_SETS:
+        raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
     vlm = load_model(model)
     bank = scenes.VideoBank()
     folder = Path(workdir or tempfile.mkdtemp(prefix="mlb-sight-"))
@@ -95,6 +123,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         params = get_preset(cond.preset, n_frames=cond.n_frames, segment_frames=min(5, cond.n_frames),
                             max_new_tokens=10)
         right = {"colour": [0, 0], "shape": [0, 0]}
+        by_question: dict[str, list[int]] = {}
         t0 = time.perf_counter()
         examples = []
         for k in tqdm(range(cond.n_clips), desc=cond.name, disable=not progress):
@@ -103,16 +132,21 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             path = folder / f"{cond.name}_{k}.mp4"
             write_clip(spec, path, bank)
             feats = encode_video(vlm, path, cond.n_frames)
-            for q in scenes.make_questions(spec, clip_seed, forms=("open",)):
-                if q.kind not in right:
-                    continue
-                vocab = tuple(scenes.PALETTE) if q.kind == "colour" else scenes.SHAPES
-                a = answer(vlm, feats, q.question, cond.method, params)
-                ok = first_word(a.text, vocab) == q.truth
-                right[q.kind][0] += int(ok)
-                right[q.kind][1] += 1
+            for (kind, question, truth), template in zip(
+                    sight_questions(spec, clip_seed, questions),
+                    [t for ts in PARAPHRASES.values() for t in ts] if questions == "paraphrase" else [None, None],
+                    strict=True):
+                vocab = tuple(scenes.PALETTE) if kind == "colour" else scenes.SHAPES
+                a = answer(vlm, feats, question, cond.method, params)
+                ok = first_word(a.text, vocab) == truth
+                right[kind][0] += int(ok)
+                right[kind][1] += 1
+                if template is not None:
+                    by_question.setdefault(template, [0, 0])
+                    by_question[template][0] += int(ok)
+                    by_question[template][1] += 1
                 if len(examples) < 2:
-                    examples.append({"question": q.question, "truth": q.truth, "answer": a.text,
+                    examples.append({"question": question, "truth": truth, "answer": a.text,
                                      "visual_tokens": a.n_visual_tokens})
         k_all = sum(v[0] for v in right.values())
         n_all = sum(v[1] for v in right.values())
@@ -121,8 +155,11 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         results[cond.name] = {**asdict(cond), "accuracy": k_all / n_all, "n": n_all,
                               **{f"{kind}_accuracy": (v[0] / v[1] if v[1] else None) for kind, v in right.items()},
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
-                              "seconds": round(time.perf_counter() - t0, 1), "examples": examples}
-    return {"model": model, "seed": seed, "judge": "first colour/shape word of the answer is the truth",
+                              "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
+                              **({"by_question": {t: {"accuracy": k / n, "n": n} for t, (k, n) in by_question.items()}}
+                                 if by_question else {})}
+    return {"model": model, "seed": seed, "questions": questions,
+            "judge": "first colour/shape word of the answer is the truth",
             "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
                        "carphone clips (never used in training)", "conditions": results}
 
