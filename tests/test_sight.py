@@ -49,10 +49,10 @@ def test_paraphrased_questions_name_the_object_and_keep_the_truth():
     spec = scenes.sample_clip(3, 1, "heldout", 1, 0.0)
     obj = spec.objects[0]
     train = sight_questions(spec, 3)
-    assert [(k, t) for k, _, t in train] == [("colour", obj.colour), ("shape", obj.shape)]
+    assert [(k, t, w) for k, _, t, w in train] == [("colour", obj.colour, "train"), ("shape", obj.shape, "train")]
     para = sight_questions(spec, 3, "paraphrase")
-    assert len(para) == 6 and {q for _, q, _ in para}.isdisjoint({q for _, q, _ in train})
-    for kind, question, truth in para:
+    assert len(para) == 6 and {q for _, q, _, _ in para}.isdisjoint({q for _, q, _, _ in train})
+    for kind, question, truth, _ in para:
         assert "{" not in question and truth == (obj.colour if kind == "colour" else obj.shape)
         assert truth not in question.lower()  # never gives the answer away
     with pytest.raises(MLBError, match="questions"):

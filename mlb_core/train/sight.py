@@ -48,16 +48,17 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
 QUESTION_SETS = ("train", "paraphrase")
 
 
-def sight_questions(spec: scenes.ClipSpec, seed: Any, questions: str = "train") -> list[tuple[str, str, str]]:
-    """``(kind, question, truth)`` for the clip's one object: its colour and its shape, in the
-    training's wording (``train``) or in every wording of :data:`PARAPHRASES` (``paraphrase``)."""
+def sight_questions(spec: scenes.ClipSpec, seed: Any, questions: str = "train") -> list[tuple[str, str, str, str]]:
+    """``(kind, question, truth, wording)`` for the clip's one object: its colour and its shape,
+    in the training's wording (``train``; ``wording`` is ``"train"``) or in every wording of
+    :data:`PARAPHRASES` (``paraphrase``; ``wording`` is the template)."""
     if questions not in QUESTION_SETS:
         raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
     if questions == "train":
-        return [(q.kind, q.question, q.truth) for q in scenes.make_questions(spec, seed, forms=("open",))
+        return [(q.kind, q.question, q.truth, "train") for q in scenes.make_questions(spec, seed, forms=("open",))
                 if q.kind in ("colour", "shape")]
     obj = spec.objects[0]
-    return [(kind, t.format(shape=obj.shape, colour=obj.colour), obj.colour if kind == "colour" else obj.shape)
+    return [(kind, t.format(shape=obj.shape, colour=obj.colour), obj.colour if kind == "colour" else obj.shape, t)
             for kind, templates in PARAPHRASES.items() for t in templates]
 
 
@@ -132,19 +133,15 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             path = folder / f"{cond.name}_{k}.mp4"
             write_clip(spec, path, bank)
             feats = encode_video(vlm, path, cond.n_frames)
-            for (kind, question, truth), template in zip(
-                    sight_questions(spec, clip_seed, questions),
-                    [t for ts in PARAPHRASES.values() for t in ts] if questions == "paraphrase" else [None, None],
-                    strict=True):
+            for kind, question, truth, wording in sight_questions(spec, clip_seed, questions):
                 vocab = tuple(scenes.PALETTE) if kind == "colour" else scenes.SHAPES
                 a = answer(vlm, feats, question, cond.method, params)
                 ok = first_word(a.text, vocab) == truth
                 right[kind][0] += int(ok)
                 right[kind][1] += 1
-                if template is not None:
-                    by_question.setdefault(template, [0, 0])
-                    by_question[template][0] += int(ok)
-                    by_question[template][1] += 1
+                tally = by_question.setdefault(wording, [0, 0])
+                tally[0] += int(ok)
+                tally[1] += 1
                 if len(examples) < 2:
                     examples.append({"question": question, "truth": truth, "answer": a.text,
                                      "visual_tokens": a.n_visual_tokens})
@@ -157,7 +154,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
                               **({"by_question": {t: {"accuracy": k / n, "n": n} for t, (k, n) in by_question.items()}}
-                                 if by_question else {})}
+                                 if questions == "paraphrase" else {})}
     return {"model": model, "seed": seed, "questions": questions,
             "judge": "first colour/shape word of the answer is the truth",
             "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
