@@ -48,12 +48,16 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
 QUESTION_SETS = ("train", "paraphrase")
 
 
+def _check_questions(questions: str) -> None:
+    if questions not in QUESTION_SETS:
+        raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
+
+
 def sight_questions(spec: scenes.ClipSpec, seed: Any, questions: str = "train") -> list[tuple[str, str, str, str]]:
     """``(kind, question, truth, wording)`` for the clip's one object: its colour and its shape,
     in the training's wording (``train``; ``wording`` is ``"train"``) or in every wording of
     :data:`PARAPHRASES` (``paraphrase``; ``wording`` is the template)."""
-    if questions not in QUESTION_SETS:
-        raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
+    _check_questions(questions)
     if questions == "train":
         return [(q.kind, q.question, q.truth, "train") for q in scenes.make_questions(spec, seed, forms=("open",))
                 if q.kind in ("colour", "shape")]
@@ -113,8 +117,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     from mlb_core.pipeline import answer, encode_video
 
     conditions = conditions or default_conditions()
-    if questions not in QUESTION_SETS:
-        raise MLBError(f"questions must be one of {', '.join(QUESTION_SETS)}, got {questions!r}")
+    _check_questions(questions)  # before the model loads
     vlm = load_model(model)
     bank = scenes.VideoBank()
     folder = Path(workdir or tempfile.mkdtemp(prefix="mlb-sight-"))
