@@ -291,6 +291,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         return run_paper(args.root, dry=args.dry)
     if args.action == "probe-paper":
         return run_probe_paper(args.root, dry=args.dry)
+    if args.action == "rerun":
+        from mlb_core.study.frozen import rerun_frozen
+
+        if not args.stage:
+            raise MLBError("mlb study rerun needs the frozen stage's name (train_embedded or eval_cost)")
+        return rerun_frozen(args.stage, args.root, dry=args.dry)
     for name, params in check_study(args.root).items():
         print(f"{name}: {json.dumps(params.to_dict())}")
     return 0
@@ -300,11 +306,13 @@ def add_study_parser(sub: argparse._SubParsersAction) -> None:
     from mlb_core.study.params import ROOT
 
     s = sub.add_parser("study", help="the DVC study: check its parameters, or run it in paper mode")
-    s.add_argument("action", choices=["check", "paper", "probe-paper"],
+    s.add_argument("action", choices=["check", "paper", "probe-paper", "rerun"],
                    help="check: validate params.yaml and params.yaml + params-paper.yaml; "
                         "paper: dvc exp run -S <every key of params-paper.yaml>; "
-                        "probe-paper: the paper-scale probe of params.yaml (hours on a CPU)")
-    s.add_argument("--dry", action="store_true", help="paper, probe-paper: only print the plan")
+                        "probe-paper: the paper-scale probe of params.yaml (hours on a CPU); "
+                        "rerun STAGE: rerun a frozen stage (train_embedded, eval_cost) and dvc commit it")
+    s.add_argument("stage", nargs="?", help="rerun: the frozen stage")
+    s.add_argument("--dry", action="store_true", help="paper, probe-paper, rerun: only print the plan")
     s.add_argument("--root", default=str(ROOT), help="the repository (params.yaml, dvc.yaml)")
     s.set_defaults(func=cmd_study)
 

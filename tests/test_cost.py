@@ -93,5 +93,5 @@ def test_runs_of_different_probes_are_refused(tmp_path):
     assert len(C.read_runs([tmp_path / "a", tmp_path / "b"])) == 2  # the same probe
     changed = tmp_path / "b" / "probe" / "m" / "x" / "mlb-gapool.predictions.jsonl"
     changed.write_text(rec("q0", "green") + rec("q1", "blue"))
-    with pytest.raises(MLBError, match="different probes.*dvc unfreeze eval_cost"):
+    with pytest.raises(MLBError, match="different probes.*mlb study rerun eval_cost"):
         C.read_runs([tmp_path / "a", tmp_path / "b"])

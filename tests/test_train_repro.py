@@ -24,3 +24,25 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert first["steps"] == again["steps"] and first["layout_counts"] == again["layout_counts"]
     assert first["vision_sha256"] == again["vision_sha256"], "same seed, same threads: bit-identical weights"
     assert other["vision_sha256"] != first["vision_sha256"]
+
+
+def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):
+    """New weights make the folder's held-out metrics and reproducibility record stale: the
+    export removes them, and the card then says neither was measured for these weights."""
+    from mlb_core.train.card import METRICS, REPRO
+    from mlb_core.train.command import train_and_export
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    for stale in (METRICS, REPRO):
+        (out / stale).write_text("{}")
+    from mlb_core.train.vision import RECIPES
+
+    summary = train_and_export(out, seed=0, minutes=0.05, threads=1, recipe=RECIPES["structured"])
+    assert summary["steps"]["regress"] >= 1 and (out / "vision.safetensors").exists()
+    assert not (out / METRICS).exists() and not (out / REPRO).exists()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "was not repeated" in card and "Not measured yet" in card
+    assert "structured (`mlb_core.train.tower_init`)" in card and "shape head" in card and "constant" in card
+    assert summary["recipe"]["feature_layer"] == -1
+    assert '"vision_feature_layer": -1' in (out / "vision.json").read_text()  # the export carries the layer

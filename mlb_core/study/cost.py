@@ -96,7 +96,7 @@ def read_runs(folders: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-RERUN_COST = "dvc unfreeze eval_cost && dvc repro eval_cost && dvc freeze eval_cost"
+RERUN_COST = "mlb study rerun eval_cost"  # mlb_core.study.frozen
 
 
 def check_same_questions(folders: Sequence[str | Path]) -> None:

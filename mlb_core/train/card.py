@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 REPRO = "reproducibility.json"  # written by ``mlb train-vision --verify``
+METRICS = "heldout_metrics.json"  # written by ``mlb heldout --out``
 
 
 def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None,
@@ -55,10 +56,11 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
    (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
 2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
-   {r["lr_regress"]}, cosine): the codebook is written into the projector's last layer (ten
+   {r["lr_regress"]}, {schedule(r)}): the codebook is written into the projector's last layer (ten
    input units, one per vector); tower + the projector's first layer regress those ten
    activations of each patch onto how much of it each colour, shape and the background cover
-   (MSE, object patches x{r["object_weight"]}).
+   (MSE, object patches x{r["object_weight"]}){shape_aux(r)}.
+   Tower initialisation: {tower_init_line(r)}.
 3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
    {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
    the stage-2 loss as an anchor; the codebook stays fixed.
@@ -74,6 +76,27 @@ A different thread count or CPU changes float reductions, so the weights then di
 
 """
     return card + heldout_section(sight)
+
+
+def schedule(r: dict[str, Any]) -> str:
+    """Stage 2's learning-rate schedule, in words (recipes before the field existed: cosine)."""
+    return "cosine" if r.get("regress_schedule", "cosine") == "cosine" else "20 warm-up steps, then constant"
+
+
+def shape_aux(r: dict[str, Any]) -> str:
+    """The recipe's image-level shape loss, in words (empty when it is off)."""
+    w = r.get("shape_weight", 0)
+    return (f", + {w} x the cross-entropy of a linear shape head on the tower's pooled CLS output "
+            "(single-object frames; the head is discarded)") if w else ""
+
+
+def tower_init_line(r: dict[str, Any]) -> str:
+    """How the tower's weights started (``mlb_core.train.tower_init``)."""
+    if r.get("tower_init", "random") == "random":
+        return "the embedded build's random weights"
+    return ("structured (`mlb_core.train.tower_init`): fixed colour and step-edge filters in the "
+            "patch embedding, 2-D sine-cosine positions, mimetic self-attention (Trockman and Kolter, "
+            "ICML 2023)")
 
 
 def repro_line(summary: dict[str, Any], repro: dict[str, Any] | None) -> str:
@@ -110,7 +133,7 @@ def refresh_card(folder: str | Path) -> Path:
     folder = Path(folder)
     summary = json.loads((folder / "training_log.json").read_text())
     summary = summary.get("summary", summary)
-    metrics = folder / "heldout_metrics.json"
+    metrics = folder / METRICS
     sight = json.loads(metrics.read_text()) if metrics.exists() else None
     repro_file = folder / REPRO
     repro = json.loads(repro_file.read_text()) if repro_file.exists() else None

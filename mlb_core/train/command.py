@@ -17,16 +17,18 @@ from mlb_core.errors import MLBError
 
 
 def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float = 27.0,
-                     threads: int = 2) -> dict[str, Any]:
+                     threads: int = 2, recipe: Any = None) -> dict[str, Any]:
     """Train from the seeded random vision side (the frozen LM is the real SmolLM2) and write
-    the trained tower + projector, the model card and the training log to ``out``."""
+    the trained tower + projector, the model card and the training log to ``out``
+    (``recipe``: a :class:`~mlb_core.train.vision.Recipe`, default the committed one)."""
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import load_checkpoint, train_vision
 
     source = ensure_embedded(trained=False)
     work = Path(tempfile.mkdtemp(prefix="mlb-train-"))
     try:
-        summary = train_vision(work / "checkpoint", seed=seed, minutes_budget=minutes, threads=threads, source=source)
+        summary = train_vision(work / "checkpoint", seed=seed, minutes_budget=minutes, threads=threads, source=source,
+                               recipe=recipe)
         model, _, _ = load_checkpoint(work / "checkpoint")
         card = work / "checkpoint" / "MODEL_CARD.md"
         extra: dict[str, str | bytes] = {"training_log.json": json.dumps(summary, indent=1, default=str) + "\n"}
@@ -36,6 +38,10 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
         if card.exists():
             extra["MODEL_CARD.md"] = card.read_text()
         vision_weights.export_vision(model, out, extra)
+        from mlb_core.train.card import METRICS, REPRO
+
+        for stale in (REPRO, METRICS):  # they describe the weights just replaced
+            (Path(out) / stale).unlink(missing_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary
@@ -80,7 +86,10 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
     work = None
     if rerun is None:
         work = Path(tempfile.mkdtemp(prefix="mlb-verify-"))
-        summary = train_and_export(work, seed=log["seed"], minutes=log["minutes_budget"], threads=log["threads"])
+        from mlb_core.train.vision import Recipe
+
+        summary = train_and_export(work, seed=log["seed"], minutes=log["minutes_budget"], threads=log["threads"],
+                                   recipe=Recipe(**log["recipe"]))  # fields the log predates keep their defaults
         rerun, wall = work, summary["wall_s"]["total"]  # rerun: a Path from here on
     else:
         rerun = Path(rerun)
@@ -115,7 +124,10 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
         print(f"rerun of the committed training: weights {same}; wrote {Path(args.out) / 'reproducibility.json'}")
         return 0
     torch.set_num_threads(args.threads)
-    summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads)
+    from mlb_core.train.vision import RECIPES
+
+    summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads,
+                               recipe=RECIPES[args.recipe])
     print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
     return 0
 
@@ -182,9 +194,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--minutes", type=float, default=27.0,
                    help="planned time of the training (its cost model; about 19 min of wall time on 2 idle cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
+    t.add_argument("--recipe", choices=["committed", "structured"], default="committed",
+                   help="committed: the recipe of the committed weights; structured: structured tower init, "
+                        "feature layer -1 and an image-level shape loss (README, 'The frames teach shape')")
     t.add_argument("--verify", action="store_true",
-                   help="instead: repeat the training of the --out folder (its log's seed, budget and threads) and "
-                        "compare the weights; writes reproducibility.json and the model card")
+                   help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
+                        "recipe) and compare the weights; writes reproducibility.json and the model card")
     t.add_argument("--verify-against", metavar="FOLDER",
                    help="--verify: compare with this already-trained weights folder instead of training")
     t.set_defaults(func=cmd_train_vision)

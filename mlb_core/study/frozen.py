@@ -1,0 +1,61 @@
+"""Rerun a frozen stage of the study (``mlb study rerun STAGE``).
+
+Two stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
+on a fresh clone neither retrains the embedded vision side (``train_embedded``, about 45
+minutes with its held-out check) nor reruns the cost sweep (``eval_cost``). DVC cannot
+unfreeze a stage whose command uses ``${...}`` parameters (``dvc unfreeze`` fails with
+"cannot dump a parametrized stage"), and ``dvc repro`` skips frozen stages even when named.
+:func:`rerun_frozen` does what ``dvc repro`` would: it resolves the stage's command with
+DVC's own parser, removes the stage's outputs, runs the command in the repository, and records
+the new outputs in ``dvc.lock`` with ``dvc commit -f STAGE``. The stage stays frozen.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mlb_core.errors import MLBError
+
+COMMAND = "mlb study rerun"
+
+
+def frozen_stage(root: str | Path, name: str) -> tuple[str, list[Path]]:
+    """(resolved command, output paths) of the frozen stage ``name`` of ``root/dvc.yaml``."""
+    from dvc.repo import Repo
+
+    root = Path(root)
+    with Repo(str(root)) as repo:
+        try:
+            stages = repo.stage.collect(f"{root / 'dvc.yaml'}:{name}")  # targets are relative to the cwd
+        except Exception as exc:  # dvc raises its own StageNotFound / parse errors
+            raise MLBError(f"no stage {name!r} in {root / 'dvc.yaml'} ({type(exc).__name__}: {exc})") from None
+        (stage,) = stages
+        if not stage.frozen:
+            raise MLBError(f"stage {name!r} is not frozen: run `dvc repro {name}`")
+        return stage.cmd, [root / str(out) for out in stage.outs]
+
+
+def rerun_frozen(name: str, root: str | Path, dry: bool = False) -> int:
+    """Rerun the frozen stage ``name`` (module docstring); ``dry``: only print the plan."""
+    root = Path(root)
+    cmd, outs = frozen_stage(root, name)
+    commit = ["dvc", "commit", "-f", name]
+    print("$ rm -rf " + " ".join(str(o.relative_to(root)) for o in outs), file=sys.stderr)
+    print("$ " + cmd, file=sys.stderr)
+    print("$ " + " ".join(commit), file=sys.stderr)
+    commit = [sys.executable, "-m", "dvc", *commit[1:]]  # the dvc of this environment
+    if dry:
+        return 0
+    for out in outs:
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+    if (rc := subprocess.call(cmd, shell=True, cwd=root)) != 0:
+        print(f"error: stage {name} failed (exit {rc}); dvc.lock is unchanged, `git restore` brings back "
+              "the committed outputs", file=sys.stderr)
+        return rc
+    return subprocess.call(commit, cwd=root)

@@ -1,0 +1,139 @@
+"""A structured, learning-free initialisation of the embedded CLIP vision tower.
+
+Trained from a random initialisation, the small CLIP ViT of the embedded default learns a
+patch's colour within a hundred steps but not an object's shape, which needs the outline
+across patches: a four-layer CNN learns shape from the same frames in about two minutes,
+the randomly initialised ViT stays at chance for 1,500 steps (README, "The frames teach
+shape"). :func:`structured_init` rewrites three parts of a ``CLIPVisionModel`` in closed
+form, so that its first steps start from a locality- and edge-aware tower:
+
+* **patch embedding**: the first rows become fixed linear filters: each channel's mean, each
+  channel's mean per quadrant, and signed step edges at six orientations and three offsets
+  (on the luminance and on each channel); the remaining rows keep their random values;
+* **position embedding**: 2-D sine-cosine positions (rows and columns, MAE style), the CLS
+  position zero;
+* **self-attention**: "mimetic" weights (Trockman and Kolter, *Mimetic Initialization of
+  Self-Attention Layers*, ICML 2023): per head the query-key product ``W_q W_k^T`` is close to
+  ``a1 Z + b1 I`` and the value-output product ``W_v W_o`` close to ``a2 Z - b2 I`` (``Z`` a
+  random Gaussian matrix), so a token attends to tokens like itself (same content, nearby
+  position) at the start of training, as trained ViTs' early layers do.
+
+The model stays a stock ``CLIPVisionModel``: only weight values change. Everything is drawn
+from a ``torch.Generator`` seeded by ``seed``, so the initialisation is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+EDGE_ANGLES = (0, 30, 60, 90, 120, 150)  # degrees
+EDGE_OFFSETS = (-4.0, 0.0, 4.0)  # pixels from the patch centre
+
+
+def edge_filters(patch: int, angles: tuple[int, ...] = EDGE_ANGLES,
+                 offsets: tuple[float, ...] = EDGE_OFFSETS) -> torch.Tensor:
+    """(len(angles) * len(offsets), patch, patch) zero-mean, unit-norm soft step edges."""
+    centre = (patch - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(patch) - centre, torch.arange(patch) - centre, indexing="ij")
+    out = []
+    for a in angles:
+        t = math.radians(a)
+        d = xx * math.cos(t) + yy * math.sin(t)  # (p, p) signed distance along the normal
+        for o in offsets:
+            f = torch.tanh(d - o)
+            f = f - f.mean()
+            out.append(f / (f.norm() + 1e-9))
+    return torch.stack(out).float()
+
+
+def patch_filters(channels: int, patch: int) -> torch.Tensor:
+    """(F, channels, patch, patch) fixed filters: channel means, channel means per quadrant,
+    and signed step edges on the luminance and on each channel."""
+    rows: list[torch.Tensor] = []
+    for c in range(channels):
+        w = torch.zeros(channels, patch, patch)
+        w[c] = 1.0 / patch
+        rows.append(w)
+    half = patch // 2
+    for c in range(channels):
+        for qy in (0, 1):
+            for qx in (0, 1):
+                w = torch.zeros(channels, patch, patch)
+                w[c, qy * half:(qy + 1) * half, qx * half:(qx + 1) * half] = 2.0 / patch
+                rows.append(w)
+    for e in edge_filters(patch):
+        for sign in (1.0, -1.0):
+            rows.append(sign * e.expand(channels, patch, patch) / math.sqrt(channels))
+            for c in range(channels):
+                w = torch.zeros(channels, patch, patch)
+                w[c] = sign * e
+                rows.append(w)
+    return torch.stack(rows)
+
+
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """(side * side, dim) 2-D sine-cosine position embedding: the first half encodes the row,
+    the second half the column, each with ``dim / 4`` frequencies."""
+    assert dim % 4 == 0, f"dim {dim} must be a multiple of 4"
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim / 4))  # (dim/4,)
+    y, x = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                          indexing="ij")
+
+    def embed(pos: torch.Tensor) -> torch.Tensor:
+        arg = pos.reshape(-1, 1) * omega[None]  # (side*side, dim/4)
+        return torch.cat([arg.sin(), arg.cos()], 1)
+
+    return torch.cat([embed(y), embed(x)], 1)
+
+
+def _factor(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B), both (d, rank), with ``A @ B.T`` the best rank-``rank`` approximation of ``m``."""
+    u, s, vh = torch.linalg.svd(m)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, vh[:rank].T * root
+
+
+def mimetic_attention(layer: Any, gen: torch.Generator, a1: float = 0.7, b1: float = 0.7,
+                      a2: float = 0.4, b2: float = 0.4) -> None:
+    """Set one CLIP self-attention block's projections so that per head ``W_q W_k^T`` is the
+    rank-``head_dim`` part of ``a1 Z + b1 I``, and ``W_v W_o`` is ``a2 Z - b2 I`` (biases zero)."""
+    att = layer.self_attn
+    d, h = att.embed_dim, att.num_heads
+    k = d // h
+    with torch.no_grad():
+        for i in range(h):
+            z = torch.randn(d, d, generator=gen) / math.sqrt(d)
+            q, kk = _factor(a1 * z + b1 * torch.eye(d), k)  # (d, k) each
+            att.q_proj.weight[i * k:(i + 1) * k] = q.T
+            att.k_proj.weight[i * k:(i + 1) * k] = kk.T
+        z = torch.randn(d, d, generator=gen) / math.sqrt(d)
+        v, o = _factor(a2 * z - b2 * torch.eye(d), d)  # x W_v^T W_o^T = x (a2 Z - b2 I)
+        att.v_proj.weight[:] = v.T
+        att.out_proj.weight[:] = o
+        for proj in (att.q_proj, att.k_proj, att.v_proj, att.out_proj):
+            if proj.bias is not None:
+                proj.bias.zero_()
+
+
+def structured_init(tower: Any, seed: int = 0) -> int:
+    """Rewrite a ``CLIPVisionModel``'s patch filters, positions and attention in place (module
+    docstring). Returns the number of patch-embedding rows set to fixed filters."""
+    emb = tower.vision_model.embeddings if hasattr(tower, "vision_model") else tower.embeddings
+    encoder = tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder
+    gen = torch.Generator().manual_seed(seed)
+    conv = emb.patch_embedding  # weight (D, C, p, p)
+    dim, channels, patch, _ = conv.weight.shape
+    filters = patch_filters(channels, patch)[:dim]  # (F, C, p, p)
+    pos = emb.position_embedding.weight  # (1 + N, D)
+    side = math.isqrt(pos.shape[0] - 1)
+    assert side * side == pos.shape[0] - 1, f"{pos.shape[0] - 1} patch positions are not a square grid"
+    with torch.no_grad():
+        conv.weight[:len(filters)] = filters
+        pos[1:] = sincos_2d(side, pos.shape[1])
+        pos[0] = 0
+    for layer in encoder.layers:
+        mimetic_attention(layer, gen)
+    return len(filters)

@@ -1,0 +1,44 @@
+"""``mlb study rerun``: rerunning a frozen, parametrized DVC stage (mlb_core.study.frozen)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mlb_core.errors import MLBError
+from mlb_core.study.frozen import frozen_stage, rerun_frozen
+from mlb_core.study.params import ROOT
+
+
+def test_the_studys_frozen_stages_resolve_with_their_parameters():
+    for name, out in (("eval_cost", "results/eval/cost"), ("train_embedded", "mlb_core/weights/embedded-vision")):
+        cmd, outs = frozen_stage(ROOT, name)
+        assert "${" not in cmd and cmd.strip()
+        assert outs == [ROOT / out]
+    with pytest.raises(MLBError, match="not frozen"):
+        frozen_stage(ROOT, "fig1")
+    with pytest.raises(MLBError, match="no stage 'nope'"):
+        frozen_stage(ROOT, "nope")
+
+
+def test_rerun_runs_a_frozen_stage_and_records_it_in_the_lock(tmp_path):
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("word: hello\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: mkdir -p out && echo ${word} > out/said.txt\n    frozen: true\n"
+        "    outs:\n      - out:\n          cache: false\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("from before")
+    assert rerun_frozen("make", tmp_path, dry=True) == 0 and (tmp_path / "out" / "stale.txt").exists()
+    assert rerun_frozen("make", tmp_path) == 0
+    assert (tmp_path / "out" / "said.txt").read_text() == "hello\n"
+    assert not (tmp_path / "out" / "stale.txt").exists()  # outputs are removed first, as dvc repro does
+    lock = (tmp_path / "dvc.lock").read_text()
+    assert "make:" in lock and "out" in lock
+    assert "frozen: true" in (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text((tmp_path / "dvc.yaml").read_text().replace("echo", "false &&"))
+    assert rerun_frozen("make", tmp_path) != 0  # a failing command: nonzero, the lock untouched
+    assert (tmp_path / "dvc.lock").read_text() == lock
