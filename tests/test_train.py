@@ -142,3 +142,10 @@ def test_verify_training_compares_a_rerun_and_the_card_says_so(tmp_path):
     assert "was not repeated" in model_card.__globals__["repro_line"](log, None)
     assert main(["train-vision", "--out", str(folders["committed"]), "--verify", "--verify-against",
                  str(tmp_path / "nowhere")]) == 2  # a one-line error, nothing written over
+
+
+def test_train_vision_refuses_an_unknown_recipe_before_training(tmp_path):
+    from mlb_core.cli import main
+
+    assert main(["train-vision", "--recipe", "nope", "--out", str(tmp_path / "w")]) == 2
+    assert not (tmp_path / "w").exists()

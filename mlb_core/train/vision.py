@@ -342,6 +342,7 @@ def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: i
             head.bias.zero_()
         params = [*params, *head.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr_regress, weight_decay=0.0)
+
     def lr_factor(s: int) -> float:  # 20 warm-up steps, then constant or a cosine decay to 0
         decay = 0.5 * (1 + math.cos(math.pi * s / max(1, n_steps))) if recipe.regress_schedule == "cosine" else 1.0
         return min(1.0, (s + 1) / 20) * decay
