@@ -149,3 +149,15 @@ def test_train_vision_refuses_an_unknown_recipe_before_training(tmp_path):
 
     assert main(["train-vision", "--recipe", "nope", "--out", str(tmp_path / "w")]) == 2
     assert not (tmp_path / "w").exists()
+
+
+def test_a_log_from_before_a_recipe_field_means_the_code_from_before_it():
+    """Training logs written before ``lr_codebook_finetune`` existed trained with the codebook
+    fixed in stage 3: ``--verify`` must repeat that, not today's default."""
+    from dataclasses import asdict
+
+    from mlb_core.train.vision import RECIPES, Recipe, recipe_from_log
+
+    old = {k: v for k, v in asdict(RECIPES["first"]).items() if k != "lr_codebook_finetune"}
+    assert recipe_from_log(old) == RECIPES["first"] and recipe_from_log(old).lr_codebook_finetune == 0
+    assert recipe_from_log(asdict(Recipe())) == Recipe() and Recipe().lr_codebook_finetune > 0

@@ -24,6 +24,23 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert first["steps"] == again["steps"] and first["layout_counts"] == again["layout_counts"]
     assert first["vision_sha256"] == again["vision_sha256"], "same seed, same threads: bit-identical weights"
     assert other["vision_sha256"] != first["vision_sha256"]
+    # the committed recipe trains the codebook in stage 3: the projector's columns leave stage 1's vectors
+    assert first["recipe"]["lr_codebook_finetune"] > 0
+    assert not _codebook_in_projector(tmp_path / "a")
+
+
+def _codebook_in_projector(folder) -> bool:
+    """Whether the projector's last layer still holds stage 1's codebook (codebook.safetensors)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mlb_core.train.vision import N_SLOTS
+
+    book = load_file(str(folder / "codebook.safetensors"))
+    want = torch.cat([book["colour"], book["shape"], book["background"][None]]).T  # (D, N_SLOTS)
+    lin = load_file(str(folder / "vision.safetensors"))["model.multi_modal_projector.linear_2.weight"]
+    assert lin.shape[1] > N_SLOTS and not lin[:, N_SLOTS:].any()  # the other units stay zero
+    return torch.equal(lin[:, :N_SLOTS], want)
 
 
 def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):
@@ -45,4 +62,6 @@ def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):
     assert "was not repeated" in card and "Not measured yet" in card
     assert "structured (`mlb_core.train.tower_init`)" in card and "shape head" in card and "constant" in card
     assert summary["recipe"]["feature_layer"] == -1
+    assert _codebook_in_projector(out), "structured builds on the first recipe: the codebook stays fixed"
+    assert "the codebook stays fixed" in card
     assert '"vision_feature_layer": -1' in (out / "vision.json").read_text()  # the export carries the layer

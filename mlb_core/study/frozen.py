@@ -12,6 +12,7 @@ the new outputs in ``dvc.lock`` with ``dvc commit -f STAGE``. The stage stays fr
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def rerun_frozen(name: str, root: str | Path, dry: bool = False) -> int:
             shutil.rmtree(out)
         elif out.exists():
             out.unlink()
-    if (rc := subprocess.call(cmd, shell=True, cwd=root)) != 0:
+    # the command's `mlb` and `dvc` are this environment's, even when it is not activated
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if (rc := subprocess.call(cmd, shell=True, cwd=root, env=env)) != 0:
         print(f"error: stage {name} failed (exit {rc}); dvc.lock is unchanged, `git restore` brings back "
               "the committed outputs", file=sys.stderr)
         return rc

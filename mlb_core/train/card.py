@@ -63,7 +63,7 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    Tower initialisation: {tower_init_line(r)}.
 3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
    {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
-   the stage-2 loss as an anchor; the codebook stays fixed.
+   the stage-2 loss as an anchor; {finetune_codebook(r)}.
 Final losses: {json.dumps(summary["final_loss"])}.
 
 ## Reproducibility
@@ -76,6 +76,13 @@ A different thread count or CPU changes float reductions, so the weights then di
 
 """
     return card + heldout_section(sight)
+
+
+def finetune_codebook(r: dict[str, Any]) -> str:
+    """What stage 3 does with the codebook, in words (logs before the field existed: fixed)."""
+    lr = r.get("lr_codebook_finetune", 0)
+    return (f"the codebook (the projector's last layer's ten columns) learns too, on the tower's real "
+            f"slots (lr {lr})" if lr else "the codebook stays fixed")
 
 
 def schedule(r: dict[str, Any]) -> str:

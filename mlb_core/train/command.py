@@ -86,10 +86,10 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
     work = None
     if rerun is None:
         work = Path(tempfile.mkdtemp(prefix="mlb-verify-"))
-        from mlb_core.train.vision import Recipe
+        from mlb_core.train.vision import recipe_from_log
 
         summary = train_and_export(work, seed=log["seed"], minutes=log["minutes_budget"], threads=log["threads"],
-                                   recipe=Recipe(**log["recipe"]))  # fields the log predates keep their defaults
+                                   recipe=recipe_from_log(log["recipe"]))
         rerun, wall = work, summary["wall_s"]["total"]  # rerun: a Path from here on
     else:
         rerun = Path(rerun)
@@ -197,7 +197,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="planned time of the training (its cost model; about 19 min of wall time on 2 idle cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
-                   help="committed: the recipe of the committed weights; structured: structured tower init, "
+                   help="committed: the recipe of the committed weights; first: the previous weights' recipe "
+                        "(codebook fixed in stage 3); structured: the first with a structured tower init, "
                         "feature layer -1 and an image-level shape loss (README, 'The frames teach shape')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
