@@ -194,7 +194,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", default=str(vision_weights.WEIGHTS_DIR), help="weights folder (default: the committed one)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--minutes", type=float, default=27.0,
-                   help="planned time of the training (its cost model; about 19 min of wall time on 2 idle cores)")
+                   help="planned time of the training (its cost model; 18-23 min of wall time on 2 cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
                    help="committed: the recipe of the committed weights; first: the previous weights' recipe "
