@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from mlb_core.backbones import vision_weights
 from mlb_core.config import MLBParams, get_preset
 from mlb_core.errors import MLBError
 from mlb_core.study import analysis
@@ -161,8 +162,11 @@ SUBCOMMANDS = {"synth": "mlb_core/evaluation/synthetic.py", "eval": "mlb_core/ev
                "probe": "mlb_core/evaluation/probe.py"}
 
 
-# Data inside the package that stages read (not code): the committed trained vision side.
-DATA_DEPS = {"mlb_core/weights/embedded-vision"}
+# Data inside the package that stages read (not code): the files of the committed trained vision
+# side that the embedded build and the captions' caveat read (not its card, log or codebook, so that
+# refreshing those leaves the study up to date).
+DATA_DEPS = {f"mlb_core/weights/embedded-vision/{name}"
+             for name in (vision_weights.TENSORS, vision_weights.CONFIG, vision_weights.METRICS)}
 
 
 def _entry_source(stage: dict) -> str:
@@ -215,6 +219,8 @@ def test_every_stage_names_its_code_deps_by_wing(dvc_yaml, tmp_path):
         extra = {d for d in deps if d.startswith("mlb_core") and d not in DATA_DEPS} - needed
         assert not extra, f"{name}: deps on code it does not import {sorted(extra)}"
         assert all((ROOT / d).exists() or d.startswith(("data/", "results/")) for d in deps), name
+        if deps & DATA_DEPS:  # a stage that loads the trained vision side reads all of it
+            assert DATA_DEPS <= deps, f"{name}: misses the trained vision side {sorted(DATA_DEPS - deps)}"
 
 
 def test_every_stage_param_exists_and_reaches_the_command(dvc_yaml, params):

@@ -35,6 +35,7 @@ from mlb_core.errors import MLBError
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "embedded-vision"
 TENSORS = "vision.safetensors"
 CONFIG = "vision.json"
+METRICS = "heldout_metrics.json"  # mlb heldout's output: the caveat every quality caption carries
 PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.", "model.image_newline")
 LLAVA_FIELDS = ("vision_feature_layer", "vision_feature_select_strategy", "projector_hidden_act",
                 "multimodal_projector_bias")
@@ -108,7 +109,7 @@ SEES_WELL = 0.8  # held-out accuracy from which a condition counts as seen (the 
 def caveat(folder: str | Path | None = None) -> str:
     """One sentence on what the embedded default sees, from the committed held-out metrics
     (``mlb heldout``): the caveat that every quality number made with it carries."""
-    metrics = _folder(folder) / "heldout_metrics.json"
+    metrics = _folder(folder) / METRICS
     if not available(folder) or not metrics.exists():
         return ("Embedded default: real SmolLM2-135M language model, untrained (seeded random) vision tower and "
                 "projector, so the quality numbers exercise the pipeline and do not measure the method.")
