@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from mlb_core.train.tower_init import edge_filters, patch_filters, sincos_2d, structured_init
+from mlb_core.train.tower_init import edge_energy_init, edge_filters, patch_filters, sincos_2d, structured_init
 from mlb_core.train.vision import Recipe
 
 
@@ -85,3 +85,45 @@ def test_structured_init_is_seeded_and_keeps_a_loadable_stock_tower(tmp_path):
 def test_recipe_rejects_an_unknown_tower_init():
     with pytest.raises(ValueError, match="tower_init"):
         Recipe(tower_init="xavier")
+
+
+def test_edge_energy_init_rectifies_signed_edges_and_reserves_dimensions():
+    """After :func:`edge_energy_init` the first layer is a per-patch MLP (no attention): its first
+    hidden units are ``quick_gelu(gain * r)`` of the signed edge rows, whose sign twins sum to
+    ``gain r tanh(0.851 gain r)`` (about ``|gain r|``), and the reserved dimensions hold exactly
+    what fc2 writes there: zero, then a read-out."""
+    t = tower()
+    structured_init(t, seed=0)
+    reserved = edge_energy_init(t, n_reserved=8, gain=2.0)
+    assert reserved == list(range(120, 128))
+    emb = t.embeddings if hasattr(t, "embeddings") else t.vision_model.embeddings
+    w = emb.patch_embedding.weight
+    assert torch.equal(w[15:19], -w[19:23])  # +luminance/+channels, then their sign twins
+    assert not w[reserved].any()
+    layer = (t.encoder if hasattr(t, "encoder") else t.vision_model.encoder).layers[0]
+    px = torch.randn(2, 3, 84, 84)
+    hs = t(px, output_hidden_states=True).hidden_states
+    assert not hs[0][..., reserved].any() and not hs[1][..., reserved].any()
+    # the reference: the layer by hand, with no attention term
+    x0 = hs[0]
+    h = layer.layer_norm2(x0)
+    pre = h @ layer.mlp.fc1.weight.T + layer.mlp.fc1.bias
+    act = pre * torch.sigmoid(1.702 * pre)  # quick_gelu
+    torch.testing.assert_close(hs[1], x0 + act @ layer.mlp.fc2.weight.T + layer.mlp.fc2.bias, rtol=1e-4, atol=1e-5)
+    edges = list(range(15, 120))
+    torch.testing.assert_close(pre[..., :len(edges)], 2.0 * h[..., edges])
+    assert not emb.position_embedding.weight[:, edges].any()
+    # sign twins mirror each other about one per-token offset (the layer norms' mean)
+    twins = h[:, 1:, 15:19] + h[:, 1:, 19:23]  # (2, 36, 4): patches (the CLS embedding is free)
+    torch.testing.assert_close(twins, twins[..., :1].expand_as(twins), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # a read-out written into the reserved rows is all those dimensions hold
+        layer.mlp.fc2.weight[reserved[:3]] = torch.randn(3, layer.mlp.fc2.in_features)
+        layer.mlp.fc2.bias[reserved[:3]] = torch.randn(3)
+    out = t(px, output_hidden_states=True).hidden_states[1]
+    want = act @ layer.mlp.fc2.weight[reserved[:3]].T + layer.mlp.fc2.bias[reserved[:3]]
+    torch.testing.assert_close(out[..., reserved[:3]], want, rtol=1e-4, atol=1e-4)
+
+
+def test_recipe_rejects_an_unknown_shape_target():
+    with pytest.raises(ValueError, match="shape_target"):
+        Recipe(shape_target="everywhere")

@@ -161,3 +161,69 @@ def test_a_log_from_before_a_recipe_field_means_the_code_from_before_it():
     old = {k: v for k, v in asdict(RECIPES["first"]).items() if k != "lr_codebook_finetune"}
     assert recipe_from_log(old) == RECIPES["first"] and recipe_from_log(old).lr_codebook_finetune == 0
     assert recipe_from_log(asdict(Recipe())) == Recipe() and Recipe().lr_codebook_finetune > 0
+
+
+def test_outline_weight_and_outline_targets():
+    """The outline weight is 1 on partly covered patches and 0 on whole or empty ones; with
+    ``shape_target="outline"`` the shape slots and the codebook's shape vector follow it, the
+    colour slots still follow the coverage."""
+    from mlb_core.train.vision import Codebook, outline_weight, slot_targets
+
+    c = torch.tensor([0.0, 0.05, 0.1, 0.5, 0.9, 1.0])
+    torch.testing.assert_close(outline_weight(c), torch.tensor([0.0, 0.5278, 1.0, 1.0, 1.0, 0.0]), rtol=1e-3, atol=1e-3)
+    spec = scenes.sample_clip(4, 1, "train", 1, 0.0)
+    cover = torch.from_numpy(scenes.clip_coverage(spec))  # (1, 1, 24, 24)
+    s = scenes.SHAPES.index(spec.objects[0].shape)
+    whole, edge = cover[0, 0] == 1, (cover[0, 0] > 0.1) & (cover[0, 0] < 0.9)
+    assert whole.any() and edge.any()
+    out = slot_targets(cover, spec, "outline")[0]  # (24, 24, N_SLOTS)
+    cov = slot_targets(cover, spec)[0]
+    assert not out[whole][:, 6 + s].any() and (out[edge][:, 6 + s] == 1).all()
+    torch.testing.assert_close(out[..., :6], cov[..., :6])
+    model = build_tiny_model("llava_next", prompt_family="smollm2")
+    book = Codebook(model.model.get_input_embeddings(), model.tokenizer)
+    with torch.no_grad():
+        ideal = book(cover, spec, "outline")[0]  # (24, 24, D)
+        colour = book.colour[scenes.COLOURS.index(spec.objects[0].colour)]
+    torch.testing.assert_close(ideal[whole], colour.expand(int(whole.sum()), -1))
+
+
+def test_slot_readout_is_what_the_slot_units_read():
+    """:func:`fit_slot_readout` on a tiny LLaVA-NeXT with a 336 px CLIP tower: after the fit,
+    the projector's ten slot units are exactly GELU of the ridge read-out of the first layer's
+    MLP units (a hand computation from the hooked activations): nothing else writes there."""
+    from mlb_core.train.tower_init import edge_energy_init, structured_init
+    from mlb_core.train.vision import N_SLOTS, Recipe, fit_slot_readout, pixel_values, slots
+
+    tiny = build_tiny_model("llava_next", prompt_family="smollm2",
+                            vision_overrides=dict(image_size=336, patch_size=14, hidden_size=64, intermediate_size=128))
+    model, processor = tiny.model, tiny.image_processor
+    model.config.vision_feature_layer = -2
+    tower = model.model.vision_tower
+    structured_init(tower, seed=0)
+    reserved = edge_energy_init(tower)
+    assert len(reserved) >= N_SLOTS
+    row = fit_slot_readout(model, processor, scenes.VideoBank(max_frames=8), reserved, 0,
+                           Recipe(outline_fit_frames=12, shape_target="outline"))
+    assert row["frames"] == 12 and row["patches"] == 12 * 576 and 0 < row["r2"] <= 1
+    assert 0 <= row["colour_accuracy"] <= 1 and 0 <= row["shape_accuracy"] <= 1
+    layer = (tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder).layers[0]
+    caught = {}
+    hook = layer.mlp.fc1.register_forward_hook(lambda m, i, o: caught.__setitem__("h", layer.mlp.activation_fn(o)))
+    frames, _ = scenes.render_clip(scenes.sample_clip(9, 2, "train", 1, 0.0, "gradient"))
+    with torch.no_grad():
+        got = slots(model, pixel_values(frames, processor))  # (2, 24, 24, N_SLOTS)
+    hook.remove()
+    fc2, dims = layer.mlp.fc2, reserved[:N_SLOTS]
+    readout = caught["h"][:, 1:] @ fc2.weight[dims].T + fc2.bias[dims]  # (2, 576, N_SLOTS)
+    torch.testing.assert_close(got.reshape(2, 576, N_SLOTS), F.gelu(readout), rtol=1e-4, atol=1e-5)
+
+
+def test_recipe_without_tower_training_needs_a_fitted_readout_and_a_codebook_to_train():
+    from mlb_core.train.vision import RECIPES, Recipe
+
+    with pytest.raises(ValueError, match="train_tower"):
+        Recipe(train_tower=False)  # a random tower would stay random
+    with pytest.raises(ValueError, match="train_tower"):
+        Recipe(train_tower=False, tower_init="edges", lr_codebook_finetune=0.0)
+    assert not RECIPES["outline"].train_tower and RECIPES["outline"].regress_share == 0

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .tower_init import N_RESERVED
+
 REPRO = "reproducibility.json"  # written by ``mlb train-vision --verify``
 METRICS = "heldout_metrics.json"  # written by ``mlb heldout --out``
 
@@ -52,18 +54,11 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
 ## Recipe
 1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
    {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
-   LM's word embeddings; ideal patch token = coverage-weighted colour+shape vector plus the
+   LM's word embeddings; ideal patch token = {ideal_token(r)} plus the
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
    (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
-2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
-   {r["lr_regress"]}, {schedule(r)}): the codebook is written into the projector's last layer (ten
-   input units, one per vector); tower + the projector's first layer regress those ten
-   activations of each patch onto how much of it each colour, shape and the background cover
-   (MSE, object patches x{r["object_weight"]}){shape_aux(r)}.
-   Tower initialisation: {tower_init_line(r)}.
-3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens, AdamW lr
-   {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
-   the stage-2 loss as an anchor; {finetune_codebook(r)}.
+{stage_two(summary)}
+{stage_three(summary)}
 Final losses: {json.dumps(summary["final_loss"])}.
 
 ## Reproducibility
@@ -76,6 +71,33 @@ A different thread count or CPU changes float reductions, so the weights then di
 
 """
     return card + heldout_section(sight)
+
+
+def stage_two(summary: dict[str, Any]) -> str:
+    """Stage 2 of the recipe, in words: the slot regression, or the closed-form read-out alone."""
+    r = summary["recipe"]
+    if not r.get("train_tower", True):
+        return (f"""2. slots in closed form (no gradient step on the tower): the codebook is written into the
+   projector's last layer (ten input units, one per vector). Tower initialisation: {tower_init_line(r)}.
+   {outline_fit_line(summary).strip()}""")
+    return f"""2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
+   {r["lr_regress"]}, {schedule(r)}): the codebook is written into the projector's last layer (ten
+   input units, one per vector); tower + the projector's first layer regress those ten
+   activations of each patch onto how much of it each colour{shape_cover(r)} and the background cover
+   (MSE, object patches x{r["object_weight"]}){shape_aux(r)}.
+   Tower initialisation: {tower_init_line(r)}.{outline_fit_line(summary)}"""
+
+
+def stage_three(summary: dict[str, Any]) -> str:
+    """Stage 3 of the recipe, in words."""
+    r = summary["recipe"]
+    head = (f"""3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens""")
+    if not r.get("train_tower", True):
+        return (head + f"""): the codebook alone (Adam, lr {r["lr_codebook_finetune"]}) through the frozen LM
+   on the tower's real slots (same key-token weight; tower and projector's first layer frozen).""")
+    return head + f""", AdamW lr
+   {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
+   the stage-2 loss as an anchor; {finetune_codebook(r)}."""
 
 
 def finetune_codebook(r: dict[str, Any]) -> str:
@@ -97,13 +119,45 @@ def shape_aux(r: dict[str, Any]) -> str:
             "(single-object frames; the head is discarded)") if w else ""
 
 
+def ideal_token(r: dict[str, Any]) -> str:
+    """The codebook's ideal patch token, in words (recipes before ``shape_target``: coverage)."""
+    if r.get("shape_target", "coverage") == "outline":
+        return ("coverage-weighted colour vector + the shape vector weighted by how much the patch is on "
+                "the object's outline (1 where 10-90% covered, 0 inside or outside)")
+    return "coverage-weighted colour+shape vector"
+
+
+def shape_cover(r: dict[str, Any]) -> str:
+    """What stage 2's shape slots regress onto, in words."""
+    if r.get("shape_target", "coverage") == "outline":
+        return ", each shape's outline (as in the ideal token)"
+    return ", shape"
+
+
 def tower_init_line(r: dict[str, Any]) -> str:
     """How the tower's weights started (``mlb_core.train.tower_init``)."""
-    if r.get("tower_init", "random") == "random":
+    init = r.get("tower_init", "random")
+    if init == "random":
         return "the embedded build's random weights"
-    return ("structured (`mlb_core.train.tower_init`): fixed colour and step-edge filters in the "
+    line = ("structured (`mlb_core.train.tower_init`): fixed colour and step-edge filters in the "
             "patch embedding, 2-D sine-cosine positions, mimetic self-attention (Trockman and Kolter, "
             "ICML 2023)")
+    if init == "edges":
+        line += ("; then the first layer made a per-patch edge-energy layer (no attention, its MLP "
+                 f"rectifies the signed edge responses, {N_RESERVED} residual dimensions reserved)")
+    return line
+
+
+def outline_fit_line(summary: dict[str, Any]) -> str:
+    """Stage 2a, the closed-form outline read-out, in words (empty when the recipe has none)."""
+    fit = summary.get("outline_fit")
+    if not fit:
+        return ""
+    return (f"\n   A closed-form slot read-out (`fit_slot_readout`): ridge {summary['recipe']['outline_ridge']} "
+            f"from the first layer's MLP units to the ten slot targets over {fit['frames']} frames "
+            f"({fit['patches']:,} patches), written into ten reserved dimensions that the projector's slot "
+            f"units read: R^2 {fit['r2']}, per-object colour {fit['colour_accuracy']:.0%} and shape "
+            f"{fit['shape_accuracy']:.0%} on its own frames.")
 
 
 def repro_line(summary: dict[str, Any], repro: dict[str, Any] | None) -> str:

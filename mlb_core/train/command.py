@@ -199,7 +199,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
                    help="committed: the recipe of the committed weights; first: the previous weights' recipe "
                         "(codebook fixed in stage 3); structured: the first with a structured tower init, "
-                        "feature layer -1 and an image-level shape loss (README, 'The frames teach shape')")
+                        "feature layer -1 and an image-level shape loss (README, 'The frames teach shape'); outline: "
+                        "an edge-energy first layer, a closed-form outline read-out and the shape on the outline "
+                        "(README, 'Shape from the outline')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

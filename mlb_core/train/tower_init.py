@@ -18,6 +18,13 @@ form, so that its first steps start from a locality- and edge-aware tower:
   random Gaussian matrix), so a token attends to tokens like itself (same content, nearby
   position) at the start of training, as trained ViTs' early layers do.
 
+:func:`edge_energy_init` then turns the first encoder layer into a per-patch edge-orientation
+detector (README, "Shape from the outline"): its attention's output is zeroed, its MLP's first
+hidden units rectify the signed step-edge responses (``|r| = relu(r) + relu(-r)``, both signs
+being patch-embedding rows, with no position added to them), and a few residual dimensions
+are reserved (zero in every input to them) for a read-out that :mod:`mlb_core.train.vision`
+fits in closed form.
+
 The model stays a stock ``CLIPVisionModel``: only weight values change. Everything is drawn
 from a ``torch.Generator`` seeded by ``seed``, so the initialisation is reproducible.
 """
@@ -31,6 +38,7 @@ import torch
 
 EDGE_ANGLES = (0, 30, 60, 90, 120, 150)  # degrees
 EDGE_OFFSETS = (-4.0, 0.0, 4.0)  # pixels from the patch centre
+N_RESERVED = 16  # residual dimensions edge_energy_init keeps free for a read-out (>= the ten slots)
 
 
 def edge_filters(patch: int, angles: tuple[int, ...] = EDGE_ANGLES,
@@ -137,3 +145,45 @@ def structured_init(tower: Any, seed: int = 0) -> int:
     for layer in encoder.layers:
         mimetic_attention(layer, gen)
     return len(filters)
+
+
+def _parts(tower: Any) -> tuple[Any, Any, Any]:
+    """(embeddings, pre-layer-norm, encoder) of a ``CLIPVisionModel`` (transformers 4.x or 5.x)."""
+    vm = tower.vision_model if hasattr(tower, "vision_model") else tower
+    return vm.embeddings, vm.pre_layrnorm, vm.encoder
+
+
+def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0) -> list[int]:
+    """Make the first encoder layer of a :func:`structured_init` tower a per-patch edge-energy
+    layer (module docstring). Returns the reserved residual dimensions (the last
+    ``n_reserved``): zero after the embedding, the pre-layer-norm and the attention, so after
+    the first layer they hold exactly what the MLP's second linear layer writes there (zero
+    until a read-out is fitted)."""
+    emb, pre, encoder = _parts(tower)
+    conv = emb.patch_embedding
+    dim, channels, patch, _ = conv.weight.shape
+    n_fixed = len(patch_filters(channels, patch)[:dim])
+    first_edge = channels + 4 * channels  # after the channel means and the quadrant means
+    edge_rows = list(range(first_edge, min(n_fixed, dim - n_reserved)))  # (+, -) signed edge rows
+    reserved = list(range(dim - n_reserved, dim))
+    layer = encoder.layers[0]
+    fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
+    assert fc1.out_features >= len(edge_rows), f"{fc1.out_features} hidden units < {len(edge_rows)} edge rows"
+    with torch.no_grad():
+        conv.weight[reserved] = 0
+        if conv.bias is not None:
+            conv.bias[reserved] = 0
+        emb.position_embedding.weight[:, reserved] = 0
+        emb.position_embedding.weight[:, edge_rows] = 0  # the rectified responses carry no position
+        emb.class_embedding[reserved] = 0
+        pre.weight[reserved] = 0
+        pre.bias[reserved] = 0
+        layer.self_attn.out_proj.weight.zero_()  # no mixing: the edge responses stay the patch's own
+        layer.self_attn.out_proj.bias.zero_()
+        fc1.weight[:len(edge_rows)] = 0
+        fc1.bias[:len(edge_rows)] = 0
+        for unit, row in enumerate(edge_rows):
+            fc1.weight[unit, row] = gain  # quick_gelu(gain * r): about relu(r), its sign twin relu(-r)
+        fc2.weight[reserved] = 0
+        fc2.bias[reserved] = 0
+    return reserved

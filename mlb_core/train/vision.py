@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import layouts, scenes
 from .card import model_card
-from .tower_init import structured_init
+from .tower_init import edge_energy_init, structured_init
 
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
 
@@ -77,7 +77,15 @@ class Recipe:
     ``shape_weight``: weight of stage 2's image-level shape loss (a linear head on the tower's
     pooled CLS output, single-object frames; the head is discarded after training);
     ``lr_codebook_finetune``: stage 3's learning rate of the codebook columns of the
-    projector's last layer (0: they stay fixed).
+    projector's last layer (0: they stay fixed);
+    ``shape_target``: where a patch carries its object's shape, ``"coverage"`` (on every
+    covered patch, weighted by the coverage) or ``"outline"`` (only on the outline,
+    :func:`outline_weight`: a patch's own pixels show an object's shape only where its edge
+    crosses it); ``outline_fit_frames``: with ``tower_init="edges"``, the frames of the
+    closed-form slot read-out (:func:`fit_slot_readout`), ``outline_ridge`` its ridge;
+    ``train_tower``: whether stages 2 and 3 train the tower and the projector's first layer
+    (False: stage 2 is skipped and stage 3 trains the codebook alone, on the tower's real slots;
+    gradient steps undo a closed-form read-out within 100 steps, README "Shape from the outline").
     """
 
     codebook_share: float = 0.30
@@ -101,14 +109,23 @@ class Recipe:
     tower_init: str = "random"
     regress_schedule: str = "cosine"
     shape_weight: float = 0.0
+    shape_target: str = "coverage"
+    outline_fit_frames: int = 300
+    outline_ridge: float = 1.0
+    train_tower: bool = True
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
     thread_speedup: float = 1.7
 
     def __post_init__(self) -> None:
-        if self.tower_init not in ("structured", "random"):
-            raise ValueError(f"tower_init must be 'structured' or 'random', not {self.tower_init!r}")
+        if self.tower_init not in ("structured", "random", "edges"):
+            raise ValueError(f"tower_init must be 'structured', 'edges' or 'random', not {self.tower_init!r}")
+        if self.shape_target not in ("coverage", "outline"):
+            raise ValueError(f"shape_target must be 'coverage' or 'outline', not {self.shape_target!r}")
+        if not self.train_tower and not (self.tower_init == "edges" and self.lr_codebook_finetune > 0):
+            raise ValueError("train_tower=False needs tower_init='edges' (a fitted read-out) and "
+                             "lr_codebook_finetune > 0 (something for stage 3 to train)")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -136,6 +153,12 @@ RECIPES: dict[str, Recipe] = {
     # do not (README, "The frames teach shape"; results/train/structured/)
     "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
                           regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
+    # the shape on the outline: an edge-energy first layer (tower_init "edges"), every slot read
+    # out in closed form, outline shape targets and codebook, no gradient step on the tower; the
+    # LM time goes to the codebook, on ideal then on the tower's real tokens (README, "Shape from
+    # the outline")
+    "outline": Recipe(tower_init="edges", shape_target="outline", train_tower=False,
+                      codebook_share=0.4, regress_share=0.0, finetune_share=0.6),
 }
 
 
@@ -194,11 +217,13 @@ class Codebook(torch.nn.Module):
         self.shape = torch.nn.Parameter(torch.stack([word(" " + s) for s in scenes.SHAPES]))  # (3, D)
         self.background = torch.nn.Parameter(0.1 * word(" the"))  # (D,)
 
-    def forward(self, coverage: torch.Tensor, spec: scenes.ClipSpec) -> torch.Tensor:
-        """coverage (T, K, 24, 24) -> ideal tokens (T, 24, 24, D)."""
-        objs = torch.stack([self.colour[scenes.COLOURS.index(o.colour)] + self.shape[scenes.SHAPES.index(o.shape)]
-                            for o in spec.objects])  # (K, D)
-        obj = torch.einsum("tkhw,kd->thwd", coverage, objs)
+    def forward(self, coverage: torch.Tensor, spec: scenes.ClipSpec, shape_target: str = "coverage") -> torch.Tensor:
+        """coverage (T, K, 24, 24) -> ideal tokens (T, 24, 24, D); the shape vector weighted as
+        :func:`slot_targets` weighs it."""
+        colours = torch.stack([self.colour[scenes.COLOURS.index(o.colour)] for o in spec.objects])  # (K, D)
+        shapes = torch.stack([self.shape[scenes.SHAPES.index(o.shape)] for o in spec.objects])  # (K, D)
+        shape_w = outline_weight(coverage) if shape_target == "outline" else coverage  # (T, K, 24, 24)
+        obj = torch.einsum("tkhw,kd->thwd", coverage, colours) + torch.einsum("tkhw,kd->thwd", shape_w, shapes)
         return obj + (1 - coverage.sum(1))[..., None] * self.background
 
 
@@ -275,7 +300,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         spec = _sample_spec(rng, layout.n_frames, recipe)
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
-        ideal = codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec)  # (T, 24, 24, D)
+        ideal = codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec, recipe.shape_target)  # (T, 24, 24, D)
         loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight)
         opt.zero_grad()
         loss.backward()
@@ -294,14 +319,27 @@ def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> sce
 N_SLOTS = len(scenes.COLOURS) + len(scenes.SHAPES) + 1  # projector hidden units that carry the codebook
 
 
-def slot_targets(coverage: torch.Tensor, spec: scenes.ClipSpec) -> torch.Tensor:
+OUTLINE_FULL = 0.1  # coverage from which (to 1 - this) a patch counts fully as outline
+
+
+def outline_weight(coverage: torch.Tensor) -> torch.Tensor:
+    """How much a patch is on an object's outline, from its coverage ``c`` (any shape):
+    ``min(1, 4c(1-c) / (4 * 0.1 * 0.9))``: 1 for ``0.1 <= c <= 0.9``, falling to 0 on a patch
+    the object covers wholly or not at all."""
+    full = 4 * OUTLINE_FULL * (1 - OUTLINE_FULL)
+    return (4 * coverage * (1 - coverage) / full).clamp(max=1.0)
+
+
+def slot_targets(coverage: torch.Tensor, spec: scenes.ClipSpec, shape_target: str = "coverage") -> torch.Tensor:
     """Coverage (T, K, 24, 24) -> (T, 24, 24, N_SLOTS): per patch, how much of it shows each
-    colour, each shape, and the background (1 - the objects' coverage)."""
+    colour, each shape (``shape_target="outline"``: how much it is on the shape's outline,
+    :func:`outline_weight`), and the background (1 - the objects' coverage)."""
     t, _, h, w = coverage.shape
     out = torch.zeros(t, h, w, N_SLOTS)
+    shape_w = outline_weight(coverage) if shape_target == "outline" else coverage
     for k, o in enumerate(spec.objects):
         out[..., scenes.COLOURS.index(o.colour)] += coverage[:, k]
-        out[..., len(scenes.COLOURS) + scenes.SHAPES.index(o.shape)] += coverage[:, k]
+        out[..., len(scenes.COLOURS) + scenes.SHAPES.index(o.shape)] += shape_w[:, k]
     out[..., -1] = 1 - coverage.sum(1)
     return out
 
@@ -344,6 +382,75 @@ def _slot_loss(act: torch.Tensor, target: torch.Tensor, recipe: Recipe) -> torch
     return (err * weight).sum() / weight.sum()
 
 
+def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserved: list[int], seed: int,
+                     recipe: Recipe) -> dict[str, Any]:
+    """Stage 2a (closed form, no LM), after :func:`mlb_core.train.tower_init.edge_energy_init`:
+    a weighted ridge regression from the first layer's MLP hidden units (rectified edge
+    responses and random features of the patch) to every patch's ten slot targets
+    (:func:`slot_targets` with ``recipe.shape_target``) over ``recipe.outline_fit_frames``
+    rendered frames, written into ten reserved residual dimensions (the MLP's second layer);
+    the projector's ten slot units then read those dimensions alone (weight 1, bias 0).
+
+    Returns a log row: frames, patches, the fit's R^2, and its per-object colour and shape
+    accuracy on the fitted frames (the slot whose summed prediction over the patches the
+    object touches is largest).
+    """
+    assert len(reserved) >= N_SLOTS, f"{len(reserved)} reserved dimensions < {N_SLOTS} slots"
+    rng = np.random.default_rng([seed, 4])
+    tower = model.model.vision_tower
+    layer = (tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder).layers[0]
+    mlp = layer.mlp
+    caught: dict[str, torch.Tensor] = {}
+    handle = mlp.fc1.register_forward_hook(lambda m, i, o: caught.__setitem__("h", mlp.activation_fn(o)))
+    hs, ys, ws, objects = [], [], [], []
+    try:
+        for start in range(0, recipe.outline_fit_frames, recipe.regress_batch):
+            n = min(recipe.regress_batch, recipe.outline_fit_frames - start)
+            specs = [_sample_spec(rng, 1, recipe) for _ in range(n)]
+            rendered = [scenes.render_clip(spec, bank) for spec in specs]
+            with torch.no_grad():
+                tower(pixel_values(np.concatenate([f for f, _ in rendered]), processor))
+            hidden = caught["h"][:, 1:]  # (n, 576, I): patches only
+            for i, (spec, (_, cover)) in enumerate(zip(specs, rendered, strict=True)):
+                cov = torch.from_numpy(cover)  # (1, K, 24, 24)
+                hs.append(hidden[i])
+                ys.append(slot_targets(cov, spec, recipe.shape_target)[0].reshape(-1, N_SLOTS))  # (576, N_SLOTS)
+                ws.append(1 + (recipe.object_weight - 1) * (cov[0].sum(0).reshape(-1) > 0).float())
+                for k, o in enumerate(spec.objects):
+                    objects.append((len(hs) - 1, cov[0, k].reshape(-1) > 0.05, scenes.COLOURS.index(o.colour),
+                                    scenes.SHAPES.index(o.shape)))
+    finally:
+        handle.remove()
+    h = torch.cat(hs).double()  # (N, I)
+    x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, I + 1)
+    y, w = torch.cat(ys).double(), torch.cat(ws).double()  # (N, N_SLOTS), (N,)
+    reg = recipe.outline_ridge * torch.eye(x.shape[1], dtype=x.dtype)
+    reg[-1, -1] = 0  # the intercept is not shrunk
+    beta = torch.linalg.solve((x * w[:, None]).T @ x + reg, (x * w[:, None]).T @ y)  # (I + 1, N_SLOTS)
+    pred = x @ beta
+    r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    per_frame = pred.reshape(len(hs), -1, N_SLOTS)
+    n_col = len(scenes.COLOURS)
+    colour_hits = shape_hits = 0
+    for f, mask, colour, shape in objects:
+        total = per_frame[f][mask].sum(0)  # (N_SLOTS,)
+        colour_hits += int(total[:n_col].argmax()) == colour
+        shape_hits += int(total[n_col:n_col + len(scenes.SHAPES)].argmax()) == shape
+    dims = reserved[:N_SLOTS]
+    lin1 = model.model.multi_modal_projector.linear_1
+    with torch.no_grad():
+        mlp.fc2.weight[dims] = beta[:-1].T.float()
+        mlp.fc2.bias[dims] = beta[-1].float()
+        for j, d in enumerate(dims):  # the projector's slot unit j reads reserved dimension j
+            lin1.weight[j] = 0
+            lin1.weight[j, d] = 1.0
+            lin1.bias[j] = 0
+    n_obj = max(1, len(objects))
+    return {"stage": "outline", "frames": len(hs), "patches": len(h), "r2": round(float(r2), 4),
+            "colour_accuracy": round(colour_hits / n_obj, 4), "shape_accuracy": round(shape_hits / n_obj, 4),
+            "objects": len(objects)}
+
+
 def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: int, seed: int,
                   recipe: Recipe, log: list[dict[str, Any]]) -> None:
     """Stage 2 (no LM): the tower and the projector's first layer regress every patch's slot
@@ -376,7 +483,7 @@ def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: i
             spec = _sample_spec(rng, 1, recipe)
             f, c = scenes.render_clip(spec, bank)  # (1, S, S, 3), (1, K, 24, 24)
             frames.append(f)
-            targets.append(slot_targets(torch.from_numpy(c), spec))
+            targets.append(slot_targets(torch.from_numpy(c), spec, recipe.shape_target))
             labels.append(scenes.SHAPES.index(spec.objects[0].shape) if len(spec.objects) == 1 else -100)
         out = tower(pixel_values(np.concatenate(frames), processor), output_hidden_states=True)
         act = _slots_from_features(model, out.hidden_states[cfg.vision_feature_layer])  # (B, 24, 24, N_SLOTS)
@@ -398,12 +505,13 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
                    budget_s: float, seed: int, recipe: Recipe, threads: int, log: list[dict[str, Any]]) -> None:
     """Stage 3: end to end, LM answer loss on rendered clips in random layouts, plus the slot
     regression as an anchor; the codebook columns of the projector's last layer learn at
-    ``recipe.lr_codebook_finetune`` (0: fixed), outside the vision parameters' gradient clipping."""
+    ``recipe.lr_codebook_finetune`` (0: fixed), outside the vision parameters' gradient clipping.
+    With ``recipe.train_tower`` False the codebook alone learns (the anchor is only logged)."""
     rng = np.random.default_rng([seed, 3])
-    params = _vision_params(model)
+    params = _vision_params(model) if recipe.train_tower else []
     lin = model.model.multi_modal_projector.linear_2
     book = lin.weight[:, :N_SLOTS]  # (D, N_SLOTS), fixed: a view, as in the first recipe
-    groups: list[dict[str, Any]] = [{"params": params}]
+    groups: list[dict[str, Any]] = [{"params": params}] if params else []
     if recipe.lr_codebook_finetune:
         book = torch.nn.Parameter(book.detach().clone())
         groups.append({"params": [book], "lr": recipe.lr_codebook_finetune})
@@ -419,11 +527,12 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         act = slots(model, pixel_values(frames, processor))  # (T, 24, 24, N_SLOTS)
         tokens = F.linear(act, book, lin.bias)  # (T, 24, 24, D): the other units' weights are 0
         lm = answer_loss(model, text, layouts.arrange(tokens, layout), recipe.key_weight)
-        anchor = _slot_loss(act, slot_targets(torch.from_numpy(cover), spec), recipe)
+        anchor = _slot_loss(act, slot_targets(torch.from_numpy(cover), spec, recipe.shape_target), recipe)
         loss = lm + recipe.anchor_weight * anchor
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if params:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         spent += lm_cost(layout.n_tokens, recipe, threads) + recipe.sec_per_frame * layout.n_frames / (
             recipe.thread_speedup ** math.log2(max(1, threads)))
@@ -468,8 +577,11 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         t0 = time.perf_counter()
         model, tokenizer, processor = load_checkpoint(Path(source) if source else default_source())
         model.config.vision_feature_layer = recipe.feature_layer
-        if recipe.tower_init == "structured":
+        reserved: list[int] = []
+        if recipe.tower_init in ("structured", "edges"):
             structured_init(model.model.vision_tower, seed)
+        if recipe.tower_init == "edges":
+            reserved = edge_energy_init(model.model.vision_tower)
         for p in model.parameters():
             p.requires_grad_(False)
         codebook = Codebook(model.get_input_embeddings(), tokenizer)
@@ -477,6 +589,8 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         budget = minutes_budget * 60.0
         speed = recipe.thread_speedup ** math.log2(max(1, threads))
         n_regress = max(1, int(budget * recipe.regress_share * speed / (recipe.sec_per_frame * recipe.regress_batch)))
+        if not recipe.train_tower:
+            n_regress = 0  # the closed-form read-out stays as fitted
         log: list[dict[str, Any]] = []
         wall: dict[str, float] = {}
 
@@ -486,13 +600,17 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         for p in codebook.parameters():
             p.requires_grad_(False)
         install_codebook(model, codebook)
-        for p in _vision_params(model):
-            p.requires_grad_(True)
-        model.model.vision_tower.train()
-
-        t = time.perf_counter()
-        stage_regress(model, processor, bank, n_regress, seed, recipe, log)
-        wall["regress"] = time.perf_counter() - t
+        if reserved:
+            t = time.perf_counter()
+            log.append(fit_slot_readout(model, processor, bank, reserved, seed, recipe))
+            wall["outline"] = time.perf_counter() - t
+        if recipe.train_tower:
+            for p in _vision_params(model):
+                p.requires_grad_(True)
+            model.model.vision_tower.train()
+            t = time.perf_counter()
+            stage_regress(model, processor, bank, n_regress, seed, recipe, log)
+            wall["regress"] = time.perf_counter() - t
 
         t = time.perf_counter()
         stage_finetune(model, tokenizer, processor, bank, budget * recipe.finetune_share, seed, recipe, threads, log)
@@ -545,6 +663,9 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
         "vision_sha256": sha256_file(out / "vision.safetensors"),
         "recipe": asdict(recipe),
     }
+    fit = next((r for r in log if r["stage"] == "outline"), None)
+    if fit is not None:
+        summary["outline_fit"] = {k: v for k, v in fit.items() if k != "stage"}
     (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
     (out / "MODEL_CARD.md").write_text(model_card(summary))
     return summary
