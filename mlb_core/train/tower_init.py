@@ -126,11 +126,16 @@ def mimetic_attention(layer: Any, gen: torch.Generator, a1: float = 0.7, b1: flo
                 proj.bias.zero_()
 
 
+def clip_parts(tower: Any) -> tuple[Any, Any, Any]:
+    """(embeddings, pre-layer-norm, encoder) of a ``CLIPVisionModel`` (transformers 4.x or 5.x)."""
+    vm = tower.vision_model if hasattr(tower, "vision_model") else tower
+    return vm.embeddings, vm.pre_layrnorm, vm.encoder
+
+
 def structured_init(tower: Any, seed: int = 0) -> int:
     """Rewrite a ``CLIPVisionModel``'s patch filters, positions and attention in place (module
     docstring). Returns the number of patch-embedding rows set to fixed filters."""
-    emb = tower.vision_model.embeddings if hasattr(tower, "vision_model") else tower.embeddings
-    encoder = tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder
+    emb, _, encoder = clip_parts(tower)
     gen = torch.Generator().manual_seed(seed)
     conv = emb.patch_embedding  # weight (D, C, p, p)
     dim, channels, patch, _ = conv.weight.shape
@@ -147,19 +152,13 @@ def structured_init(tower: Any, seed: int = 0) -> int:
     return len(filters)
 
 
-def _parts(tower: Any) -> tuple[Any, Any, Any]:
-    """(embeddings, pre-layer-norm, encoder) of a ``CLIPVisionModel`` (transformers 4.x or 5.x)."""
-    vm = tower.vision_model if hasattr(tower, "vision_model") else tower
-    return vm.embeddings, vm.pre_layrnorm, vm.encoder
-
-
 def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0) -> list[int]:
     """Make the first encoder layer of a :func:`structured_init` tower a per-patch edge-energy
     layer (module docstring). Returns the reserved residual dimensions (the last
     ``n_reserved``): zero after the embedding, the pre-layer-norm and the attention, so after
     the first layer they hold exactly what the MLP's second linear layer writes there (zero
     until a read-out is fitted)."""
-    emb, pre, encoder = _parts(tower)
+    emb, pre, encoder = clip_parts(tower)
     conv = emb.patch_embedding
     dim, channels, patch, _ = conv.weight.shape
     n_fixed = len(patch_filters(channels, patch)[:dim])

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import layouts, scenes
 from .card import model_card
-from .tower_init import edge_energy_init, structured_init
+from .tower_init import clip_parts, edge_energy_init, structured_init
 
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
 
@@ -398,8 +398,7 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     assert len(reserved) >= N_SLOTS, f"{len(reserved)} reserved dimensions < {N_SLOTS} slots"
     rng = np.random.default_rng([seed, 4])
     tower = model.model.vision_tower
-    layer = (tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder).layers[0]
-    mlp = layer.mlp
+    mlp = clip_parts(tower)[2].layers[0].mlp
     caught: dict[str, torch.Tensor] = {}
     handle = mlp.fc1.register_forward_hook(lambda m, i, o: caught.__setitem__("h", mlp.activation_fn(o)))
     hs, ys, ws, objects = [], [], [], []
