@@ -68,6 +68,7 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["heldout", "--conditions", "single_ful"],
+                                  ["heldout", "--slots", "--min-cover", "0"],
                                   ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     assert main(argv) == 2
@@ -126,3 +127,17 @@ def test_slot_accuracy_reads_the_true_slots_right_and_rolled_ones_wrong(monkeypa
         for i, row in enumerate(confusion):  # truth i is read as shape i + 1
             assert row.sum() == row[(i + 1) % 3]
     assert "shape confusion" in ceiling.format_slots(result)
+
+
+def test_default_min_cover_follows_the_weights_shape_target(tmp_path):
+    """``mlb heldout --slots`` averages partly covered patches for outline-trained weights, whose
+    shape lives on the outline, and mostly covered ones otherwise (or with no log)."""
+    import json
+
+    from mlb_core.train.ceiling import default_min_cover
+
+    assert default_min_cover(tmp_path) == 0.5
+    (tmp_path / "train_log.json").write_text(json.dumps({"summary": {"recipe": {"shape_target": "outline"}}}))
+    assert default_min_cover(tmp_path) == 0.05
+    (tmp_path / "training_log.json").write_text(json.dumps({"recipe": {"shape_target": "coverage"}}))
+    assert default_min_cover(tmp_path) == 0.5  # the exported folder's log comes first

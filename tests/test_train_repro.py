@@ -10,11 +10,14 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, name, seed, threads=1):
-    from mlb_core.backbones.embedded import ensure_embedded
-    from mlb_core.train.vision import train_vision
+    from dataclasses import replace
 
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.vision import RECIPES, train_vision
+
+    recipe = replace(RECIPES["committed"], outline_fit_frames=24)  # the committed recipe, a smaller read-out fit
     return train_vision(tmp_path / name, seed=seed, minutes_budget=0.1, threads=threads,
-                        source=ensure_embedded(trained=False))
+                        source=ensure_embedded(trained=False), recipe=recipe)
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
@@ -24,8 +27,10 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert first["steps"] == again["steps"] and first["layout_counts"] == again["layout_counts"]
     assert first["vision_sha256"] == again["vision_sha256"], "same seed, same threads: bit-identical weights"
     assert other["vision_sha256"] != first["vision_sha256"]
-    # the committed recipe trains the codebook in stage 3: the projector's columns leave stage 1's vectors
-    assert first["recipe"]["lr_codebook_finetune"] > 0
+    # the committed recipe fits the slot read-out in closed form and trains the codebook in stage 3
+    # alone: the projector's columns leave stage 1's vectors
+    assert first["recipe"]["lr_codebook_finetune"] > 0 and first["steps"]["regress"] == 0
+    assert first["outline_fit"]["frames"] == 24 and first["outline_fit"]["colour_accuracy"] > 0.5
     assert not _codebook_in_projector(tmp_path / "a")
 
 

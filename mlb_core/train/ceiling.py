@@ -21,6 +21,7 @@ answer from them; when they are right and the answers are not, the LM side is wh
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -107,17 +108,37 @@ def format_ideal(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None, min_cover: float = 0.5) -> dict[str, Any]:
+def default_min_cover(folder: Path) -> float:
+    """Which patches :func:`slot_accuracy` averages by default for the weights whose training log
+    lies in ``folder``: 0.05 for weights trained with outline shape targets (their shape lives
+    on partly covered patches), else 0.5 (the patches an object mostly covers)."""
+    for name in ("training_log.json", "train_log.json"):  # the exported folder's, train_vision's
+        log = folder / name
+        if log.exists():
+            data = json.loads(log.read_text())
+            recipe = data.get("summary", data).get("recipe", {})  # train_log.json nests it in "summary"
+            return 0.05 if recipe.get("shape_target") == "outline" else 0.5
+    return 0.5
+
+
+def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None,
+                  min_cover: float | None = None) -> dict[str, Any]:
     """Per-object readout of the trained tower's slots on held-out single frames (one object,
     no compression, no LM): the argmax of the colour (shape) units averaged over the patches
-    the object covers by at least ``min_cover``. ``{colour, shape, n, confusion_shape}``, where
-    ``confusion_shape[i][j]`` counts objects of shape ``SHAPES[i]`` read as ``SHAPES[j]``."""
+    the object covers by at least ``min_cover`` (default: :func:`default_min_cover`).
+    ``{colour, shape, n, confusion_shape}``, where ``confusion_shape[i][j]`` counts objects of
+    shape ``SHAPES[i]`` read as ``SHAPES[j]``."""
     from mlb_core.train.vision import load_checkpoint, pixel_values, slots
 
     if source is None:
+        from mlb_core.backbones import vision_weights
         from mlb_core.backbones.embedded import ensure_embedded
 
         source = ensure_embedded(trained=True)
+        if min_cover is None:
+            min_cover = default_min_cover(vision_weights.WEIGHTS_DIR)
+    if min_cover is None:
+        min_cover = default_min_cover(Path(source))
     model, _, processor = load_checkpoint(Path(source))
     n_col = len(scenes.COLOURS)
     rng = np.random.default_rng([scenes.HELDOUT_SEED_BASE, seed, 5])

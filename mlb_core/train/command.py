@@ -142,7 +142,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     if args.slots:
         from mlb_core.train.ceiling import format_slots, slot_accuracy
 
-        result = slot_accuracy(max(2, round(40 * args.scale)), args.seed)
+        if args.min_cover is not None and not 0 < args.min_cover <= 1:
+            raise MLBError(f"--min-cover must be in (0, 1], not {args.min_cover}")
+        result = slot_accuracy(max(2, round(40 * args.scale)), args.seed, min_cover=args.min_cover)
         print(format_slots(result))
         if args.out:
             write_sight(result, args.out)
@@ -197,11 +199,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="planned time of the training (its cost model; 18-23 min of wall time on 2 cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
-                   help="committed: the recipe of the committed weights; first: the previous weights' recipe "
-                        "(codebook fixed in stage 3); structured: the first with a structured tower init, "
-                        "feature layer -1 and an image-level shape loss (README, 'The frames teach shape'); outline: "
-                        "an edge-energy first layer, a closed-form outline read-out and the shape on the outline "
-                        "(README, 'Shape from the outline')")
+                   help="committed: the recipe of the committed weights, the same as outline: an edge-energy "
+                        "first layer, a closed-form slot read-out and the shape on the outline, the tower "
+                        "frozen after the fit (README, 'Shape from the outline'); coverage: the weights "
+                        "committed until 2026-12-03 (a random tower trained by slot regression); first: the "
+                        "ones before (codebook fixed in stage 3); structured: the first with a structured "
+                        "tower init, feature layer -1 and an image-level shape loss (README, 'The frames "
+                        "teach shape')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
@@ -221,6 +225,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--slots", action="store_true",
                    help="instead: read the trained tower's colour and shape slots per held-out object (one frame, "
                         "no LM): is it the tower or the LM that fails? (mlb_core/train/ceiling.py)")
+    h.add_argument("--min-cover", type=float,
+                   help="--slots: average the patches an object covers by at least this share (default: 0.05 "
+                        "for weights trained with outline shape targets, whose shape lives on partly covered "
+                        "patches, else 0.5)")
     h.add_argument("--ideal-scale", type=float, default=1.0, help="--ideal: multiply the object vectors")
     h.add_argument("--ideal-background", type=float, default=1.0, help="--ideal: multiply the background vector")
     h.add_argument("--ideal-shape-scale", type=float, help="--ideal: multiply the shape vectors alone (default: "

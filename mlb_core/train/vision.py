@@ -141,10 +141,19 @@ def recipe_from_log(fields: dict[str, Any]) -> Recipe:
 
 
 _FIRST = Recipe(codebook_share=0.35, regress_share=0.45, finetune_share=0.20, lr_codebook_finetune=0.0)
+# the shape on the outline: an edge-energy first layer (tower_init "edges"), every slot read out
+# in closed form, outline shape targets and codebook, no gradient step on the tower; the LM time
+# goes to the codebook, on ideal then on the tower's real tokens (README, "Shape from the outline")
+_OUTLINE = Recipe(tower_init="edges", shape_target="outline", train_tower=False,
+                  codebook_share=0.4, regress_share=0.0, finetune_share=0.6)
 RECIPES: dict[str, Recipe] = {
-    # the committed weights' recipe (mlb_core/weights/embedded-vision)
-    "committed": Recipe(),
-    # the previous committed weights' recipe: the codebook fixed in stage 3, which was shorter
+    # the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-03
+    "committed": _OUTLINE,
+    "outline": _OUTLINE,
+    # the weights committed until 2026-12-03: a random tower trained by slot regression on
+    # coverage targets, the codebook trained in stage 3 (results/train/coverage/)
+    "coverage": Recipe(),
+    # the weights committed until 2026-12-02: the codebook fixed in stage 3, which was shorter
     # (results/train/first/)
     "first": _FIRST,
     # the first recipe with a structured tower init, feature layer -1, an image-level shape loss,
@@ -153,12 +162,6 @@ RECIPES: dict[str, Recipe] = {
     # do not (README, "The frames teach shape"; results/train/structured/)
     "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
                           regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
-    # the shape on the outline: an edge-energy first layer (tower_init "edges"), every slot read
-    # out in closed form, outline shape targets and codebook, no gradient step on the tower; the
-    # LM time goes to the codebook, on ideal then on the tower's real tokens (README, "Shape from
-    # the outline")
-    "outline": Recipe(tower_init="edges", shape_target="outline", train_tower=False,
-                      codebook_share=0.4, regress_share=0.0, finetune_share=0.6),
 }
 
 
@@ -562,12 +565,12 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
             come from a cost model, so the wall time is close to, not bounded by, this).
         threads: ``torch.set_num_threads`` during training.
         source: the untrained checkpoint folder; default: the embedded default's.
-        recipe: hyper-parameters; default :class:`Recipe`.
+        recipe: hyper-parameters; default ``RECIPES["committed"]``.
 
     Returns:
         A summary dict (stage sizes, wall times, final losses, output size).
     """
-    recipe = recipe or Recipe()
+    recipe = recipe or RECIPES["committed"]
     out = Path(out_dir)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
