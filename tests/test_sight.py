@@ -141,3 +141,6 @@ def test_default_min_cover_follows_the_weights_shape_target(tmp_path):
     assert default_min_cover(tmp_path) == 0.05
     (tmp_path / "training_log.json").write_text(json.dumps({"recipe": {"shape_target": "coverage"}}))
     assert default_min_cover(tmp_path) == 0.5  # the exported folder's log comes first
+    (tmp_path / "training_log.json").write_text("{not json")
+    with pytest.raises(MLBError, match="--min-cover"):
+        default_min_cover(tmp_path)

@@ -115,8 +115,11 @@ def default_min_cover(folder: Path) -> float:
     for name in ("training_log.json", "train_log.json"):  # the exported folder's, train_vision's
         log = folder / name
         if log.exists():
-            data = json.loads(log.read_text())
-            recipe = data.get("summary", data).get("recipe", {})  # train_log.json nests it in "summary"
+            try:
+                data = json.loads(log.read_text())
+                recipe = data.get("summary", data).get("recipe", {})  # train_log.json nests it in "summary"
+            except (ValueError, AttributeError) as exc:
+                raise MLBError(f"cannot read the recipe in {log} ({exc}); pass min_cover (--min-cover)") from None
             return 0.05 if recipe.get("shape_target") == "outline" else 0.5
     return 0.5
 
