@@ -143,3 +143,46 @@ def test_truncated_embedded_model_is_rebuilt(tmp_path, monkeypatch, capfd):
     weights.write_bytes(good[:-8])
     embedded.ensure_embedded()
     assert len(builds) == 3 and embedded.integrity_problem(out, full=True) is None
+
+
+_CONCURRENT_BUILD = r"""
+import json, os, sys, time
+from pathlib import Path
+from mlb_core.backbones import embedded
+
+def fake_build(out, trained=True):
+    def save(folder):
+        with open(os.environ["BUILD_LOG"], "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(2.0)  # a slow build: the other process arrives while it runs
+        Path(folder, "config.json").write_text(json.dumps({"mlb_build_version": embedded.BUILD_VERSION,
+                                                           "mlb_vision": embedded.vision_tag(trained)}))
+        Path(folder, "weights.bin").write_bytes(os.urandom(4096))
+    embedded._atomic_save(out, save)
+
+embedded.build_embedded = fake_build
+Path(os.environ["READY"], str(os.getpid())).touch()
+while len(os.listdir(os.environ["READY"])) < 2:  # start together
+    time.sleep(0.01)
+out = embedded.ensure_embedded()
+print(json.dumps({"out": str(out), "problem": embedded.integrity_problem(out, full=True),
+                  "weights": (out / "weights.bin").read_bytes().hex()}))
+"""
+
+
+def test_two_processes_build_the_embedded_model_once(tmp_path):
+    """Two processes that find no build at once: one builds, the other waits for it and loads
+    the same folder (no second build removes the first one's folder under it)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ready").mkdir()
+    env = {**__import__("os").environ, "MLB_CACHE": str(tmp_path / "cache"),
+           "BUILD_LOG": str(tmp_path / "builds.log"), "READY": str(tmp_path / "ready")}
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_BUILD], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    seen = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    assert len((tmp_path / "builds.log").read_text().split()) == 1  # built once
+    assert seen[0] == seen[1] and seen[0]["problem"] is None  # the same, complete folder

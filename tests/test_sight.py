@@ -144,3 +144,23 @@ def test_default_min_cover_follows_the_weights_shape_target(tmp_path):
     (tmp_path / "training_log.json").write_text("{not json")
     with pytest.raises(MLBError, match="--min-cover"):
         default_min_cover(tmp_path)
+
+
+def test_read_training_log_unwraps_both_logs_and_names_a_bad_one(tmp_path):
+    """Every reader of a training log (the card, ``--verify``, ``--slots``' default) goes through
+    :func:`read_training_log`: the exported log first, ``train_log.json``'s ``summary`` otherwise,
+    a one-line error naming the file when it is not a JSON object."""
+    import json
+
+    from mlb_core.train.card import read_training_log
+
+    assert read_training_log(tmp_path, required=False) is None
+    with pytest.raises(MLBError, match="no training log .* nothing to verify"):
+        read_training_log(tmp_path, hint="; nothing to verify")
+    (tmp_path / "train_log.json").write_text(json.dumps({"summary": {"seed": 3}}))
+    assert read_training_log(tmp_path) == {"seed": 3}
+    (tmp_path / "training_log.json").write_text(json.dumps({"seed": 4}))
+    assert read_training_log(tmp_path) == {"seed": 4}
+    (tmp_path / "training_log.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(MLBError, match="training_log.json"):
+        read_training_log(tmp_path)

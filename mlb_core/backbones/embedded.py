@@ -59,8 +59,10 @@ def ensure_tokenizer() -> Path:
     if not (out / "tokenizer_config.json").exists():
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE)
-        _atomic_save(out, tok.save_pretrained)
+        with build_lock(out):
+            if not (out / "tokenizer_config.json").exists():
+                tok = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE)
+                _atomic_save(out, tok.save_pretrained)
     return out
 
 
@@ -71,7 +73,8 @@ def load_tokenizer():
 
 
 def _atomic_save(out: Path, save) -> None:
-    """Write a folder through a temporary sibling, so an interrupted build leaves nothing."""
+    """Write a folder through a temporary sibling, so an interrupted build leaves nothing
+    (atomic against interruption; callers hold :func:`build_lock` against a second writer)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -248,12 +251,8 @@ def _adopt_legacy(folder: Path) -> bool:
     return True
 
 
-def ensure_embedded(trained: bool = True) -> Path:
-    """The embedded default's checkpoint folder, built on first use; rebuilt when the folder
-    is incomplete (checked against the integrity marker written after the build) or its vision
-    side is not the committed one. ``trained=False``: the seeded random vision side, in a
-    folder of its own (``mlb train-vision`` starts from it)."""
-    out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
+def _current(out: Path, trained: bool) -> str | None:
+    """Why the folder ``out`` is not a usable build of the committed vision side (``None``: it is)."""
     problem = integrity_problem(out)
     if problem is None or (problem == "no complete build" and _adopt_legacy(out)):
         tag = vision_tag(trained)
@@ -262,10 +261,45 @@ def ensure_embedded(trained: bool = True) -> Path:
         except (OSError, ValueError):
             built = None
         if built == tag:
-            return out
-        problem = f"its vision side is {built}, the committed one is {tag}"
-    if out.exists():
-        print(f"[mlb] {out}: {problem}; rebuilding", file=sys.stderr)
-    build_embedded(out, trained)
-    write_integrity(out)
+            return None
+        return f"its vision side is {built}, the committed one is {tag}"
+    return problem
+
+
+BUILD_LOCK_TIMEOUT_S = 900  # how long a process waits for another one's build of the same folder
+
+
+def build_lock(out: Path):
+    """An inter-process lock for building ``out`` (a ``filelock.FileLock`` beside it): two
+    processes that both find the folder stale build it once, the second waits and reuses it."""
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(out.parent / f".{out.name}.lock"), timeout=BUILD_LOCK_TIMEOUT_S)
+
+
+def ensure_embedded(trained: bool = True) -> Path:
+    """The embedded default's checkpoint folder, built on first use; rebuilt when the folder
+    is incomplete (checked against the integrity marker written after the build) or its vision
+    side is not the committed one. ``trained=False``: the seeded random vision side, in a
+    folder of its own (``mlb train-vision`` starts from it). Concurrent callers are safe: the
+    check and the build run under :func:`build_lock`, so one process builds and the others
+    wait for it and load its folder (none removes a folder another has just built)."""
+    from filelock import Timeout
+
+    out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
+    if _current(out, trained) is None:  # the common case: no lock needed to read a good build
+        return out
+    try:
+        with build_lock(out):
+            problem = _current(out, trained)  # another process may have built it while we waited
+            if problem is None:
+                return out
+            if out.exists():
+                print(f"[mlb] {out}: {problem}; rebuilding", file=sys.stderr)
+            build_embedded(out, trained)
+            write_integrity(out)
+    except Timeout:
+        raise MLBError(f"another process has been building {out} for over {BUILD_LOCK_TIMEOUT_S} s; "
+                       f"if none is running, delete {out.parent / ('.' + out.name + '.lock')}") from None
     return out

@@ -12,6 +12,31 @@ from .tower_init import N_RESERVED
 
 REPRO = "reproducibility.json"  # written by ``mlb train-vision --verify``
 METRICS = "heldout_metrics.json"  # written by ``mlb heldout --out``
+LOG_NAMES = ("training_log.json", "train_log.json")  # an exported weights folder's, train_vision's own
+
+
+def read_training_log(folder: str | Path, required: bool = True,
+                      hint: str = "") -> dict[str, Any] | None:
+    """The training summary recorded in ``folder`` (``training_log.json``, else ``train_log.json``,
+    whose ``summary`` key holds it). Absent: ``None``, or an :class:`MLBError` when ``required``;
+    unreadable: an :class:`MLBError` naming the file (``hint`` says what to do instead)."""
+    from mlb_core.errors import MLBError
+
+    folder = Path(folder)
+    for name in LOG_NAMES:
+        log = folder / name
+        if log.exists():
+            try:
+                data = json.loads(log.read_text())
+                summary = data.get("summary", data)
+                if not isinstance(summary, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise MLBError(f"cannot read {log} ({exc}){hint}") from None
+            return summary
+    if required:
+        raise MLBError(f"no training log ({' or '.join(LOG_NAMES)}) in {folder}{hint}")
+    return None
 
 
 def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None,
@@ -192,8 +217,7 @@ def refresh_card(folder: str | Path) -> Path:
     """Rewrite ``folder/MODEL_CARD.md`` from its ``training_log.json`` and, if present,
     ``heldout_metrics.json``."""
     folder = Path(folder)
-    summary = json.loads((folder / "training_log.json").read_text())
-    summary = summary.get("summary", summary)
+    summary = read_training_log(folder)
     metrics = folder / METRICS
     sight = json.loads(metrics.read_text()) if metrics.exists() else None
     repro_file = folder / REPRO

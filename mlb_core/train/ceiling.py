@@ -21,7 +21,6 @@ answer from them; when they are right and the answers are not, the LM side is wh
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -112,16 +111,11 @@ def default_min_cover(folder: Path) -> float:
     """Which patches :func:`slot_accuracy` averages by default for the weights whose training log
     lies in ``folder``: 0.05 for weights trained with outline shape targets (their shape lives
     on partly covered patches), else 0.5 (the patches an object mostly covers)."""
-    for name in ("training_log.json", "train_log.json"):  # the exported folder's, train_vision's
-        log = folder / name
-        if log.exists():
-            try:
-                data = json.loads(log.read_text())
-                recipe = data.get("summary", data).get("recipe", {})  # train_log.json nests it in "summary"
-            except (ValueError, AttributeError) as exc:
-                raise MLBError(f"cannot read the recipe in {log} ({exc}); pass min_cover (--min-cover)") from None
-            return 0.05 if recipe.get("shape_target") == "outline" else 0.5
-    return 0.5
+    from mlb_core.train.card import read_training_log
+
+    summary = read_training_log(folder, required=False, hint="; pass min_cover (--min-cover)")
+    recipe = (summary or {}).get("recipe") or {}
+    return 0.05 if isinstance(recipe, dict) and recipe.get("shape_target") == "outline" else 0.5
 
 
 def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None,

@@ -74,14 +74,10 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
 
     import torch
 
-    from mlb_core.train.card import REPRO, refresh_card
+    from mlb_core.train.card import REPRO, read_training_log, refresh_card
 
     folder = Path(folder)
-    try:
-        log = json.loads((folder / "training_log.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise MLBError(f"cannot read {folder / 'training_log.json'} ({exc}); nothing to verify") from None
-    log = log.get("summary", log)
+    log = read_training_log(folder, hint="; nothing to verify")
     t0 = time.perf_counter()
     work = None
     if rerun is None:
