@@ -67,9 +67,14 @@ repro: setup
 lint: setup
 	$(BIN)/ruff check mlb_core tests
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; 0 = one process), a test file to a process
+# (--dist loadfile: a module's fixtures are built once), each with one torch thread: two two-thread
+# processes on two cores wait on each other's threads (README, "The study"). The teaching notebooks
+# (nbval) run in the same session.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest tests --durations=15
-	$(BIN)/python -m pytest --nbval notebooks/teaching --nbval-sanitize-with notebooks/teaching/sanitize.cfg
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 \
+	  tests notebooks/teaching --nbval --nbval-sanitize-with notebooks/teaching/sanitize.cfg
 
 clean-venv:
 	rm -rf $(VENV)

@@ -21,6 +21,7 @@ from mlb_core.errors import MLBError
 from mlb_core.methods import get_method
 from mlb_core.methods.registry import MethodInput
 from mlb_core.selection.scores import StageOneCache
+from mlb_core.stage_two import StageTwoPrefix
 from mlb_core.timing import timed
 from mlb_core.video import load_video
 
@@ -43,10 +44,14 @@ class Answer:
     n_visual_tokens: int
     n_prompt_tokens: int
     timings: dict[str, float]
+    prefix_reused: bool | None = None  # stage two read prefix + visual from a per-video cache (None: no cache)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "method": self.method, "n_visual_tokens": self.n_visual_tokens,
-                "n_prompt_tokens": self.n_prompt_tokens, "timings": self.timings}
+        out = {"text": self.text, "method": self.method, "n_visual_tokens": self.n_visual_tokens,
+               "n_prompt_tokens": self.n_prompt_tokens, "timings": self.timings}
+        if self.prefix_reused is not None:
+            out["prefix_reused"] = self.prefix_reused
+        return out
 
 
 def check_grids(params: MLBParams, h: int, w: int) -> None:
@@ -75,11 +80,16 @@ def answer(
     task: str = "open",
     options: list[str] | None = None,
     scorer: StageOneCache | None = None,
+    prefix: StageTwoPrefix | None = None,
 ) -> Answer:
     """Answer ``question`` about an encoded video with ``method``.
 
     Timings (seconds): ``stage_one`` (if the method scores tokens), ``compress`` (the rest
-    of the method), ``prefill`` (stage two's full forward), ``generate`` (greedy decoding).
+    of the method), ``prefill`` (stage two's forward), ``generate`` (greedy decoding).
+    ``scorer``: a stage-one cache shared by the questions about one video; ``prefix``: a
+    stage-two prefix cache shared likewise (:mod:`mlb_core.stage_two`): a method that reads no
+    stage-one scores computes ``prefix + visual`` once per video and each later question only
+    its suffix (``Answer.prefix_reused``); the answer is the plain prefill's up to float rounding.
     """
     params = params or MLBParams()
     fn = get_method(method)
@@ -92,8 +102,13 @@ def answer(
     timings["compress"] = timings.pop("method") - timings.get("stage_one", 0.0)
     embeds, _ = vlm.build_inputs(prompt, visual)
     vlm.check_length(embeds.shape[1], params.max_new_tokens)
+    reuse = prefix is not None and not inp.scored  # visual tokens that do not depend on the question
     with timed(timings, "prefill", vlm.device):
-        logits, cache = vlm.prefill(embeds)
+        if reuse:
+            logits, cache = prefix.prefill(vlm, prompt, visual, reuse_visual=True)
+        else:
+            logits, cache = vlm.prefill(embeds)
     with timed(timings, "generate", vlm.device):
         text = vlm.decode(logits, cache, embeds.shape[1], params.max_new_tokens)
-    return Answer(text, method, int(visual.shape[0]), int(embeds.shape[1]), timings)
+    return Answer(text, method, int(visual.shape[0]), int(embeds.shape[1]), timings,
+                  prefix_reused=bool(reuse and prefix.last_reused) if prefix is not None else None)

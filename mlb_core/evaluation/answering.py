@@ -1,5 +1,8 @@
 """Answering a benchmark's questions for the evaluation runner (:mod:`mlb_core.evaluation.runner`):
-video by video, each video encoded once per frame count, every record appended as it is made."""
+video by video, each video encoded once per frame count, every record appended as it is made.
+A video's questions share its stage-one cache (:class:`~mlb_core.selection.scores.StageOneCache`)
+and, per method, its stage-two prefix (:class:`~mlb_core.stage_two.StageTwoPrefix`: a method whose
+visual tokens do not depend on the question prefills them once per video)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from mlb_core.evaluation.features import FRAME_METHODS, FeatureCache
 from mlb_core.evaluation.store import PredictionFile, Variant
 from mlb_core.pipeline import VideoFeatures, answer
 from mlb_core.selection.scores import StageOneCache
+from mlb_core.stage_two import StageTwoPrefix
 
 
 def _base_record(item: Item, benchmark: str, model: str, variant: Variant, rank: int = 0) -> dict[str, Any]:
@@ -39,8 +43,11 @@ def answer_items(
     progress: bool = True,
     desc: str = "eval",
     rank: int = 0,
+    reuse_prefix: bool = True,
 ) -> dict[str, int]:
-    """Answer every (item, variant) without a line yet, video by video; append each record."""
+    """Answer every (item, variant) without a line yet, video by video; append each record.
+    ``reuse_prefix``: stage two reuses a question-independent prefix across a video's questions
+    (False: every question's prompt is prefilled in full, the reference path)."""
     todo = [(it, v) for it in items for v in variants if it.qid not in files[v].done]
     total = len(items) * len(variants)
     counts = {"answered": 0, "skipped": 0, "failed": 0}
@@ -70,6 +77,7 @@ def answer_items(
                 except torch.cuda.OutOfMemoryError:  # one huge video must not end a long run
                     torch.cuda.empty_cache()
                     feats[n] = MLBError(f"CUDA out of memory encoding {n} frames")
+            prefixes: dict[Variant, StageTwoPrefix] = {}  # this video's, one per method: freed with it
             for it, v in work:
                 rec = _base_record(it, benchmark, model, v, rank)
                 f = feats[v.params.n_frames]
@@ -80,7 +88,8 @@ def answer_items(
                         if v.method in FRAME_METHODS:
                             f = feature_cache.frames(f, v.params.n_frames)
                         ans = answer(vlm, f, it.question, v.method, v.params, task=it.task,
-                                     options=list(it.options) if it.task == "mc" else None, scorer=stage_one)
+                                     options=list(it.options) if it.task == "mc" else None, scorer=stage_one,
+                                     prefix=prefixes.setdefault(v, StageTwoPrefix()) if reuse_prefix else None)
                     except MLBError as exc:
                         rec.update(status="failed", error=str(exc))
                     except torch.cuda.OutOfMemoryError:
@@ -96,7 +105,8 @@ def answer_items(
                             shared = stage_one.last_shared
                         rec.update(status="answered", prediction=ans.text, n_visual_tokens=ans.n_visual_tokens,
                                    n_prompt_tokens=ans.n_prompt_tokens, timings=timings, stage_one_shared=shared,
-                                   video_timings=dict(f.timings), features_cached=cached[v.params.n_frames])
+                                   video_timings=dict(f.timings), features_cached=cached[v.params.n_frames],
+                                   prefix_reused=ans.prefix_reused)
                 files[v].append(rec)
                 counts[rec["status"]] += 1
                 bar.update(1)
