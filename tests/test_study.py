@@ -352,3 +352,11 @@ def test_launcher_is_checked(params):
         with pytest.raises(MLBError, match="launcher"):
             study.check_sections(dict(params, launcher=wrong))
     assert study.paper_params(ROOT)["launcher"] == "accelerate launch -m mlb_core"  # paper mode shards
+
+
+def test_notebook_threads_is_a_positive_count(params):
+    """OMP_NUM_THREADS of the notebook stages: 0 would be no valid OpenMP setting."""
+    study.check_sections(dict(params, notebook_threads=1))
+    for wrong in (0, "two", True):
+        with pytest.raises(MLBError, match="notebook_threads"):
+            study.check_sections(dict(params, notebook_threads=wrong))

@@ -123,7 +123,8 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
     "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
 }
 _COUNTS = {  # (section, key) -> the least value
-    (None, "threads"): 0, ("fig2", "windows"): 1, ("fig2", "limit"): 0, ("fig2", "repeat_frame"): 0,
+    (None, "threads"): 0, (None, "notebook_threads"): 1, ("fig2", "windows"): 1, ("fig2", "limit"): 0,
+    ("fig2", "repeat_frame"): 0,
     ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
     ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_paper", "repeats"): 1,
