@@ -11,7 +11,11 @@ does for stage one (:mod:`mlb_core.selection.scores`):
   each question runs only its suffix, a few tokens, on a fork of that cache;
 - a method whose visual tokens depend on the question (``mlb``, ``mlb-gapool``,
   ``segattn-topk``, ``global-topk``, ``fastv``: they select by the question's stage-one scores)
-  caches the text prefix only; each question runs ``visual + suffix``.
+  caches nothing: each question runs its whole prompt in one causal pass. Caching the text prefix
+  alone would save its few tokens but cost more than it saves: a pass of many new tokens after
+  cached ones needs an explicit attention mask, and the attention kernel without the causal fast
+  path made such a prefill 15-80% slower than the plain one on the CPU (``mlb bench``, 1,360 to
+  4,032 visual tokens after a 24-token prefix, measured 2026-12-03).
 
 :class:`StageTwoPrefix` does both through a transformers ``DynamicCache`` whose stored tensors
 are never written: each question runs on :func:`~mlb_core.selection.scores.fork_cache`, and the
@@ -59,8 +63,9 @@ class StageTwoPrefix:
     :meth:`prefill` returns the last position's logits (1, V) of ``prefix + visual + suffix``
     and the KV cache of the whole prompt (a fork: decoding appends to it, the stored entry stays
     as it is), as ``VideoLLM.prefill`` does. With ``reuse_visual`` the cached part is
-    ``prefix + visual``, otherwise the text prefix alone; a prompt whose cached part differs from
-    the stored one (another video, other visual tokens) rebuilds it. One entry is kept: the
+    ``prefix + visual``, and a prompt whose cached part differs from the stored one (another
+    video, other visual tokens) rebuilds it; without, the whole prompt runs in one pass and the
+    stored entry is left for the next question-independent prompt. One entry is kept: the
     memory of one prompt's KV cache. On a CPU the suffix-only pass of ``reuse_visual`` runs with
     ``question_threads`` intra-op threads, as the stage-one cache's question passes do
     (:func:`~mlb_core.selection.scores.cpu_threads`).
@@ -116,15 +121,21 @@ class StageTwoPrefix:
         pre = vlm.embed_text(prompt.prefix, first=True)  # (P, D)
         suf = vlm.embed_text(prompt.suffix, first=False)  # (S, D)
         visual = visual.to(pre.dtype)
-        cached = torch.cat([pre, visual]) if reuse_visual else pre  # (C, D)
-        new = suf if reuse_visual else torch.cat([visual, suf])  # (Q, D)
-        assert len(cached) and len(new), "the prompt has a prefix and a suffix (VideoLLM.build_inputs)"
-        vlm.check_length(len(cached) + len(new))
+        assert len(pre) and len(suf), "the prompt has a prefix and a suffix (VideoLLM.build_inputs)"
+        if not reuse_visual:  # nothing worth caching: one plain causal pass over the whole prompt
+            embeds = torch.cat([pre, visual, suf])  # (L, D)
+            vlm.check_length(len(embeds))
+            self.last_reused, self.last_cached, self.last_new = False, 0, len(embeds)
+            with self.clock(vlm):  # no cache to build
+                pass
+            with self.clock(vlm):
+                return vlm.prefill(embeds[None])
+        cached = torch.cat([pre, visual])  # (C, D)
+        vlm.check_length(len(cached) + len(suf))
         self.last_reused = self.entry is not None and self.entry.embeds.shape == cached.shape and torch.equal(
             self.entry.embeds, cached)
-        self.last_cached, self.last_new = len(cached), len(new)
+        self.last_cached, self.last_new = len(cached), len(suf)
         with self.clock(vlm):
             entry = self.build(vlm, cached)
-        threads = self.question_threads if reuse_visual else None
-        with cpu_threads(threads, vlm.device), self.clock(vlm):
-            return self.question(vlm, entry, new)
+        with cpu_threads(self.question_threads, vlm.device), self.clock(vlm):
+            return self.question(vlm, entry, suf)

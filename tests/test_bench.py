@@ -134,12 +134,12 @@ def test_stage_two_passes_cache_the_question_independent_prefix():
     p, n, s = 35, 3680, 20
     for reuse in (True, False):
         first, later = stage_two_passes(p, n, s, reuse)
-        assert first[-1] == later[0] and later[0].head and not first[0].head
+        assert first[-1] == later[0] and later[0].head and first[0].head is not reuse
         assert flops(v, first) == pytest.approx(flops(v, prefill_passes(p + n + s)), rel=1e-12)
     _, later = stage_two_passes(p, n, s, True)
     assert later == [Pass(1, s, p + n, head=True)]  # the suffix after prefix + visual
-    _, later = stage_two_passes(p, n, s, False)
-    assert later == [Pass(1, n + s, p, head=True)]  # the visual tokens and suffix after the prefix
+    first, later = stage_two_passes(p, n, s, False)
+    assert first == later == [Pass(1, p + n + s, 0, head=True)]  # question-dependent: the whole prompt
     # sf-llava's later question: under 1% of its first (20 of 3735 positions, attending to 3715)
     first, later = stage_two_passes(p, n, s, True)
     assert flops(v, later) / flops(v, first) < 0.01
@@ -177,7 +177,8 @@ def test_calls_to_measure_include_stage_two_suffixes():
     sf = traces["sf-llava"]
     suffix = sf.stage_two_later[0]
     assert ("layer", 1, suffix.new, suffix.past) in calls  # sf-llava's question after its cached video
-    assert ("layer", 1, sf.prefix_tokens, 0) in calls  # the text prefix every method caches
+    # no method caches a text prefix alone any more (stage_two.py): no call of the prefix's length
+    assert ("layer", 1, sf.prefix_tokens, 0) not in calls
 
 
 def test_estimator_is_explicit():
@@ -320,6 +321,19 @@ def test_trace_passes(tiny):
         assert not layer._forward_pre_hooks and not layer._forward_hooks
 
 
+def test_trace_methods_reuses_its_stand_in_and_traces_the_same():
+    """The stand-in is built once per (family, context): a trace on the kept one equals a trace on
+    a freshly built one (no method leaves state on it)."""
+    from mlb_core.bench import trace
+
+    args = (SHAPES["vicuna-7b"], "vicuna", "cpu", ["fastv", "mlb", "sf-llava"], 2)
+    trace._stand_in.cache_clear()
+    fresh = trace.trace_methods(*args)
+    again = trace.trace_methods(*args)
+    assert trace._stand_in.cache_info().misses == 1 and trace._stand_in.cache_info().hits == 1
+    assert {k: jsonable(v) for k, v in again.items()} == {k: jsonable(v) for k, v in fresh.items()}
+
+
 def test_trace_methods_counts():
     traces = trace_methods(SHAPES["vicuna-7b"], "vicuna", "mlb", ["mlb", "sf-llava", "full"], 2)
     mlb, sf, full = traces["mlb"], traces["sf-llava"], traces["full"]
@@ -335,9 +349,9 @@ def test_trace_methods_counts():
     assert jsonable(mlb)["passes"][0] == mlb.passes[0].to_dict()  # bench.json's "traces"
     # stage two: the question-independent methods cache prefix + visual, mlb only the text prefix
     assert sf.reuse_visual and full.reuse_visual and not mlb.reuse_visual
-    assert sf.cached_tokens == sf.prefix_tokens + 3680 and mlb.cached_tokens == mlb.prefix_tokens
+    assert sf.cached_tokens == sf.prefix_tokens + 3680 and mlb.cached_tokens == 0
     assert sf.stage_two_later == [Pass(1, sf.suffix_tokens, sf.prefix_tokens + 3680, head=True)]
-    assert mlb.stage_two_later == [Pass(1, 3400 + mlb.suffix_tokens, mlb.prefix_tokens, head=True)]
+    assert mlb.stage_two_later == [Pass(1, mlb.prefix_tokens + 3400 + mlb.suffix_tokens, 0, head=True)]
     untraced = dataclasses.replace(sf, stage_two_first=None, stage_two_later=None)
     assert untraced.stage_two() == (sf.stage_two_first, sf.stage_two_later)
 

@@ -23,10 +23,10 @@ in one run on this machine's CPU in fp32 (the embedded part on a GPU when one is
     video, at one question a video (TGIF-QA, EgoSchema) and at ``--questions``. Every method
     reuses what does not depend on the question (docs/architecture.md, "Bench"): the methods
     that read segment scores reuse their stage-one context (the stage-one cache), and in stage
-    two every method caches its text prefix, and a method whose visual tokens do not depend on
-    the question (``full``, ``sf-llava``, ``ig-vlm``, ``ts-llava``, ``mlb-avg``) caches
-    ``prefix + visual`` too, so a later question runs only its suffix
-    (:func:`mlb_core.bench.flops.stage_two_passes`, :mod:`mlb_core.bench.prefix`). For
+    two a method whose visual tokens do not depend on the question (``full``, ``sf-llava``,
+    ``ig-vlm``, ``ts-llava``, ``mlb-avg``) caches ``prefix + visual``, so a later question runs
+    only its suffix; the others run their whole prompt for each question
+    (:func:`mlb_core.bench.flops.stage_two_passes`, :mod:`mlb_core.stage_two`). For
     every method in :data:`mlb_core.methods.METHODS` among ``--methods`` (default
     ``mlb, segattn-topk, full, sf-llava, fastv``), at its default budget, on the 7B
     shape. Every method runs for real on a *stand-in* (the tiny model with the 7B's context

@@ -26,7 +26,7 @@ the prompt is ``prefix + visual + suffix`` and only the suffix holds the questio
 whose visual tokens do not depend on the question (``full``, ``sf-llava``, ``mlb-avg``, ...)
 computes the KV cache of ``prefix + visual`` once per video and each question adds only its
 suffix; a method whose visual tokens depend on the question (``mlb`` and every method that reads
-stage-one scores, ``fastv`` too) can reuse only the text prefix (:func:`stage_two_passes`).
+stage-one scores, ``fastv`` too) runs its whole prompt for every question (:func:`stage_two_passes`).
 Per question over ``n`` questions: :func:`amortised`; against a reference: :func:`break_even`.
 
 Shapes (:data:`SHAPES`): ``vicuna-7b`` (LLaVA-NeXT-7B's Vicuna-7B v1.5), ``yi-34b``
@@ -187,21 +187,22 @@ def prefill_passes(tokens: int) -> list[Pass]:
 
 def stage_two_passes(prefix: int, visual: int, suffix: int, reuse_visual: bool) -> tuple[list[Pass], list[Pass]]:
     """Stage two of the first and of a later question about a video, with the question-independent
-    part of ``prefix + visual + suffix`` cached once per video (:mod:`mlb_core.bench.prefix`).
+    part of ``prefix + visual + suffix`` cached once per video (:mod:`mlb_core.stage_two`).
 
     ``reuse_visual``: the visual tokens do not depend on the question, so ``prefix + visual`` is
-    cached and a question runs its ``suffix`` after them; otherwise only the text ``prefix`` is
-    cached and a question runs ``visual + suffix``. The first question builds the cache (no
+    cached and a question runs its ``suffix`` after them; the first question builds the cache (no
     logits) and then runs as a later one; under a causal kernel its FLOPs equal one uncached
-    :func:`prefill_passes` over the whole prompt.
+    :func:`prefill_passes` over the whole prompt. Otherwise nothing is cached
+    (:mod:`mlb_core.stage_two` says why): every question runs its whole prompt in one pass.
 
     Returns:
         ``(first, later)``: the passes of the first and of a later question.
     """
-    cached = prefix + visual if reuse_visual else prefix
-    new = suffix if reuse_visual else visual + suffix
-    later = [Pass(1, new, cached, head=True)]
-    return ([Pass(1, cached)] if cached else []) + later, later
+    if not reuse_visual:
+        whole = [Pass(1, prefix + visual + suffix, 0, head=True)]
+        return whole, whole
+    later = [Pass(1, suffix, prefix + visual, head=True)]
+    return [Pass(1, prefix + visual)] + later, later
 
 
 def eager_passes(tokens: int) -> list[Pass]:

@@ -22,9 +22,10 @@ class PrefillCost:
     """What one question's stage two cost through a :class:`PrefixCache` (seconds).
 
     Attributes:
-        context_s, context_cpu_s: building the cache (wall, process CPU); 0 when it was reused.
+        context_s, context_cpu_s: building the cache (wall, process CPU); 0 when it was reused or
+            nothing is cached (visual tokens that depend on the question).
         question_s, question_cpu_s: the question's own pass (the uncached positions, LM-head row).
-        cached_tokens: positions read from the cache (``prefix`` or ``prefix + visual``).
+        cached_tokens: positions read from the cache (``prefix + visual``, or 0).
         new_tokens: positions the question's pass computed.
         reused: the cache was already there (a later question about the same video).
     """
@@ -67,9 +68,10 @@ class PrefixCache(StageTwoPrefix):
         self._watches = []
         logits, _ = super().prefill(vlm, prompt, visual, reuse_visual)
         context, question = self._watches
+        built = not self.last_reused and self.last_cached > 0  # this question built the cache
         reused = self.last_reused
         self.last_cost = PrefillCost(
-            context_s=0.0 if reused else context.wall, context_cpu_s=0.0 if reused else context.cpu,
+            context_s=context.wall if built else 0.0, context_cpu_s=context.cpu if built else 0.0,
             question_s=question.wall, question_cpu_s=question.cpu, cached_tokens=self.last_cached,
             new_tokens=self.last_new, reused=reused)
         return logits

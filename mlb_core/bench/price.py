@@ -262,7 +262,7 @@ class Pricer:
 
     def layer(self, batch: int, new: int, past: int) -> float:
         """One decoder layer: measured at its size when it was, else from the fit. A long call after
-        ``past`` cached positions (stage two of ``visual + suffix`` after the cached text prefix)
+        ``past`` cached positions (a question's suffix after the cached ``prefix + visual``)
         is the fit's ``t(past + new) - t(past)`` plus the fixed cost: its projections and MLP grow
         with ``new`` and its causal attention pairs are those of ``past + new`` positions less
         those of the ``past`` ones (:func:`mlb_core.bench.flops.attention_pairs`)."""

@@ -365,8 +365,9 @@ class EmbeddedPart:
     cpu_time: CpuTime
     load_average_1min: dict[str, float]
     note: str = ("every method answers the video's questions with its own stage-one cache and stage-two "
-                 "prefix cache (prefix + visual when its visual tokens do not depend on the question, else the "
-                 "text prefix); prefill: the plain uncached prefill of the first question, timed beside them")
+                 "prefix cache (prefix + visual when its visual tokens do not depend on the question, else "
+                 "nothing: the whole prompt in one pass); prefill: the plain uncached prefill of the first "
+                 "question, timed beside them")
 
 
 @dataclass(frozen=True)

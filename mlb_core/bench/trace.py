@@ -5,6 +5,7 @@ measured seconds (docs/architecture.md, "Bench")."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ class MethodTrace:
 
     @property
     def cached_tokens(self) -> int:
-        """Stage-two positions cached once per video."""
-        return self.prefix_tokens + (self.visual if self.reuse_visual else 0)
+        """Stage-two positions cached once per video (``prefix + visual``, or none when the visual
+        tokens depend on the question: :mod:`mlb_core.stage_two`)."""
+        return self.prefix_tokens + self.visual if self.reuse_visual else 0
 
     def stage_two(self) -> tuple[list[Pass], list[Pass]]:
         """``(stage_two_first, stage_two_later)``, counted from the token counts when not traced."""
@@ -100,6 +102,15 @@ def to_passes(raw: list[dict[str, int]], n_layers: int) -> list[Pass]:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _stand_in(family: str, context: int) -> Any:
+    """The seeded tiny stand-in of :func:`trace_methods` (built once per prompt family and context:
+    ``cost_table`` traces a method per row, about a second a build)."""
+    from mlb_core.backbones.tiny import build_tiny_model
+
+    return build_tiny_model("llava_next", seed=0, prompt_family=family, max_position_embeddings=context)
+
+
 def trace_methods(
     shape: LMShape, family: str, preset: str | Any, methods: list[str], n_questions: int
 ) -> dict[str, MethodTrace | TraceError]:
@@ -110,14 +121,13 @@ def trace_methods(
     that reads no segment scores runs again on a second question: equal visual tokens make its
     ``prefix + visual`` cacheable in stage two (``reuse_visual``)."""
     from mlb_core.backbones.prompts import render_prompt
-    from mlb_core.backbones.tiny import build_tiny_model
     from mlb_core.config import get_preset
     from mlb_core.methods import METHODS
     from mlb_core.methods.registry import MethodInput
     from mlb_core.selection.scores import StageOneCache
 
     params = get_preset(preset) if isinstance(preset, str) else preset
-    vlm = build_tiny_model("llava_next", seed=0, prompt_family=family, max_position_embeddings=shape.context)
+    vlm = _stand_in(family, shape.context)
     n_layers = len(vlm.layers)
     assert params.score_layer < n_layers - 1, "the stand-in must be deeper than the scoring layer"
     gen = torch.Generator().manual_seed(0)
