@@ -69,7 +69,8 @@ class VideoRun:
         questions: one :class:`QuestionRun` per question, in order.
         plain_prefill_s, plain_prefill_cpu_s: ``VideoLLM.prefill`` of the whole first prompt, no cache.
         max_abs_logit_diff: the cached path's last-position logits against the plain prefill's
-            (first question; with ``check_later`` also the last question).
+            (first question; with ``check_later`` also the last question of a method whose visual prefix
+            was cached).
     """
 
     visual: int
@@ -103,7 +104,9 @@ def run_video(vlm: VideoLLM, tokens: torch.Tensor, frames: np.ndarray | None, pr
         logits = prefix.prefill(vlm, prompt, visual, reuse_visual=not inp.scored)  # (1, V)
         assert prefix.last_cost is not None
         runs.append(QuestionRun(inp.timings.get("stage_one", 0.0), sw.wall, sw.cpu, prefix.last_cost))
-        if i == 0 or (check_later and i == len(prompts) - 1):
+        # the last question checked too where it ran on the cache (its visual prefix reused); a
+        # question-dependent method's stage two is already the plain pass (mlb_core.stage_two)
+        if i == 0 or (check_later and i == len(prompts) - 1 and not inp.scored):
             with Stopwatch(vlm.device) as sw_plain:
                 plain, _ = vlm.prefill(embeds)  # (1, V), the uncached path beside the cached one
             diff = max(diff, float((logits.float() - plain.float()).abs().max()))
