@@ -82,9 +82,10 @@ class StageTwoPrefix:
         self.last_cached = 0
         self.last_new = 0
 
-    def clock(self, vlm: VideoLLM) -> AbstractContextManager:
-        """A context manager around each of the two parts (the cache, the question's pass): none
-        here; the bench's subclass times them."""
+    def clock(self, vlm: VideoLLM, part: str) -> AbstractContextManager:
+        """A context manager around ``part`` of a prefill: ``"context"`` (building the cache, only
+        when one is built) or ``"question"`` (the question's pass): none here; the bench's
+        subclass times them."""
         return nullcontext()
 
     def build(self, vlm: VideoLLM, embeds: torch.Tensor) -> PrefixEntry:
@@ -126,16 +127,14 @@ class StageTwoPrefix:
             embeds = torch.cat([pre, visual, suf])  # (L, D)
             vlm.check_length(len(embeds))
             self.last_reused, self.last_cached, self.last_new = False, 0, len(embeds)
-            with self.clock(vlm):  # no cache to build
-                pass
-            with self.clock(vlm):
+            with self.clock(vlm, "question"):
                 return vlm.prefill(embeds[None])
         cached = torch.cat([pre, visual])  # (C, D)
         vlm.check_length(len(cached) + len(suf))
-        self.last_reused = self.entry is not None and self.entry.embeds.shape == cached.shape and torch.equal(
-            self.entry.embeds, cached)
-        self.last_cached, self.last_new = len(cached), len(suf)
-        with self.clock(vlm):
+        builds = self.n_builds
+        with self.clock(vlm, "context"):
             entry = self.build(vlm, cached)
-        with cpu_threads(self.question_threads, vlm.device), self.clock(vlm):
+        self.last_reused = self.n_builds == builds  # the stored entry served this prompt
+        self.last_cached, self.last_new = len(cached), len(suf)
+        with cpu_threads(self.question_threads, vlm.device), self.clock(vlm, "question"):
             return self.question(vlm, entry, suf)

@@ -290,8 +290,9 @@ def ensure_embedded(trained: bool = True) -> Path:
     out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
     if _current(out, trained) is None:  # the common case: no lock needed to read a good build
         return out
+    lock = build_lock(out)
     try:
-        with build_lock(out):
+        with lock:
             problem = _current(out, trained)  # another process may have built it while we waited
             if problem is None:
                 return out
@@ -301,5 +302,5 @@ def ensure_embedded(trained: bool = True) -> Path:
             write_integrity(out)
     except Timeout:
         raise MLBError(f"another process has been building {out} for over {BUILD_LOCK_TIMEOUT_S} s; "
-                       f"if none is running, delete {out.parent / ('.' + out.name + '.lock')}") from None
+                       f"if none is running, delete {lock.lock_file}") from None
     return out

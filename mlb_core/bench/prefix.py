@@ -55,23 +55,22 @@ class PrefixCache(StageTwoPrefix):
     def __init__(self, question_threads: int | None = 1) -> None:
         super().__init__(question_threads)
         self.last_cost: PrefillCost | None = None
-        self._watches: list[Stopwatch] = []
+        self._watches: dict[str, Stopwatch] = {}
 
-    def clock(self, vlm: VideoLLM) -> Stopwatch:
-        watch = Stopwatch(vlm.device)
-        self._watches.append(watch)
-        return watch
+    def clock(self, vlm: VideoLLM, part: str) -> Stopwatch:
+        self._watches[part] = Stopwatch(vlm.device)
+        return self._watches[part]
 
     def prefill(self, vlm: VideoLLM, prompt: Prompt, visual: torch.Tensor,  # type: ignore[override]
                 reuse_visual: bool) -> torch.Tensor:
         """Last-position logits (1, V) of ``prompt.prefix + visual (N, D) + prompt.suffix``."""
-        self._watches = []
+        self._watches = {}
         logits, _ = super().prefill(vlm, prompt, visual, reuse_visual)
-        context, question = self._watches
-        built = not self.last_reused and self.last_cached > 0  # this question built the cache
-        reused = self.last_reused
+        question = self._watches["question"]
+        context = self._watches.get("context") if not self.last_reused else None  # None: no cache built
         self.last_cost = PrefillCost(
-            context_s=context.wall if built else 0.0, context_cpu_s=context.cpu if built else 0.0,
+            context_s=context.wall if context is not None else 0.0,
+            context_cpu_s=context.cpu if context is not None else 0.0,
             question_s=question.wall, question_cpu_s=question.cpu, cached_tokens=self.last_cached,
-            new_tokens=self.last_new, reused=reused)
+            new_tokens=self.last_new, reused=self.last_reused)
         return logits
