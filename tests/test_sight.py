@@ -15,7 +15,10 @@ from mlb_core.train.sight import (
     default_conditions,
     first_word,
     format_sight,
+    length_conditions,
+    length_curve_rows,
     measure_sight,
+    plot_length_curve,
     sight_questions,
     write_sight,
 )
@@ -33,6 +36,30 @@ def test_default_conditions_cover_the_targets():
     assert {"single_full", "clip20_mlb", "clip20_full", "clip50_mlb", "clip50_full"} <= set(names)
     assert names["single_full"].n_frames == 1 and names["clip50_mlb"].preset == "mlb"
     assert all(c.n_clips >= 2 for c in default_conditions(0.01))
+
+
+def test_length_curve_asks_the_same_clips_at_every_length(tmp_path):
+    conds = length_conditions()
+    full = [c.n_frames for c in conds if c.method == "full"]
+    assert full == sorted(full) and max(full) * 576 <= 8192 and full[0] == 1
+    assert max(c.n_frames for c in conds if c.method == "mlb") == 50
+    assert len({c.clip_key for c in conds}) == 1 and len({c.n_clips for c in conds}) == 1
+    result = measure_sight("tiny:llava_next", [SightCondition("a", 2, "full", "tiny", 2, 7),
+                                               SightCondition("b", 3, "full", "tiny", 2, 7)],
+                           workdir=tmp_path, progress=False)
+    # one seed key: the same object at both lengths, so the same questions and truths
+    assert (tmp_path / "a_0.mp4").exists() and (tmp_path / "b_1.mp4").exists()
+    a, b = (scenes.sample_clip((scenes.HELDOUT_SEED_BASE + 7_000_000, 7, 0), f, "heldout", 1, 0.0) for f in (2, 3))
+    assert a.objects[0].colour == b.objects[0].colour and a.background == b.background
+    rows = length_curve_rows(result)
+    assert {(r["condition"], r["kind"]) for r in rows} == {(c, k) for c in "ab" for k in ("colour", "shape")}
+    for r in rows:
+        assert r["n"] == 2 and 0 <= r["low"] <= r["accuracy"] <= r["high"] <= 1
+        assert r["visual_tokens"] == result["conditions"][r["condition"]]["visual_tokens"] > 0
+    assert result["conditions"]["b"]["visual_tokens"] > result["conditions"]["a"]["visual_tokens"]
+    assert plot_length_curve(result, tmp_path / "curve.png").stat().st_size > 0
+    with pytest.raises(MLBError, match="no condition"):
+        plot_length_curve({"model": "m", "conditions": {}}, tmp_path / "none.png")
 
 
 def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):
@@ -68,6 +95,7 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["heldout", "--conditions", "single_ful"],
+                                  ["heldout", "--curve", "--conditions", "single_full"],
                                   ["heldout", "--slots", "--min-cover", "0"],
                                   ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):

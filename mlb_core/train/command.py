@@ -131,7 +131,14 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
 
 def cmd_heldout(args: argparse.Namespace) -> int:
-    from mlb_core.train.sight import default_conditions, format_sight, measure_sight, write_sight
+    from mlb_core.train.sight import (
+        default_conditions,
+        format_sight,
+        length_conditions,
+        measure_sight,
+        plot_length_curve,
+        write_sight,
+    )
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
@@ -163,7 +170,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
             write_sight(result, args.out)
         return 0
-    conditions = default_conditions(args.scale)
+    conditions = length_conditions(args.scale) if args.curve else default_conditions(args.scale)
     if args.conditions:
         wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
         unknown = sorted(set(wanted) - {c.name for c in conditions})
@@ -176,6 +183,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     if args.out:
         write_sight(result, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
+        if args.curve:
+            print(f"wrote {plot_length_curve(result, Path(args.out).with_suffix('.png'))}", file=sys.stderr)
+            return 0
         folder = Path(args.out).parent
         if (folder / "training_log.json").exists():  # a weights folder: its model card shows the result
             from mlb_core.train.card import refresh_card
@@ -232,8 +242,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-codebook", default="words",
                    help="--ideal: 'words' (the LM's word embeddings), 'learned' (the committed weights' "
                         "codebook.safetensors, the training's actual targets) or a codebook file")
+    h.add_argument("--curve", action="store_true",
+                   help="the length curve instead: the same clips through full at 1-14 frames and mlb at 5-50 "
+                        "(sight.length_conditions); with --out, also its figure (the same name, .png)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
-                                        "clip20_full, clip50_mlb, clip50_full")
+                                        "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
+                                        "curve_mlb_F")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

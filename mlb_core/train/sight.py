@@ -16,6 +16,11 @@ its shape, open-ended):
 - ``clip50_full`` / ``clip50_mlb``: 50-frame clips (``full``: 14 of 50 frames; ``mlb``: 3400
   tokens at the ``mlb`` preset).
 
+The length curve (:func:`length_conditions`, ``mlb heldout --curve``) asks the same clips at
+every length: ``full`` on 1, 2, 4, 8 and 14 frames (576 to 8064 raw tokens) and ``mlb`` on 5,
+10, 20 and 50 frames (340 to 3400 tokens), so that accuracy can be read against the number of
+visual tokens where a 20- or 50-frame target is out of reach (:func:`plot_length_curve`).
+
 ``mlb heldout`` prints the table and writes it as JSON (the committed
 ``mlb_core/weights/embedded-vision/heldout_metrics.json``).
 """
@@ -75,6 +80,7 @@ class SightCondition:
     method: str
     preset: str
     n_clips: int
+    clip_key: int | None = None  # the clips' seed key; None: the condition's index (other clips per condition)
 
 
 def default_conditions(scale: float = 1.0) -> list[SightCondition]:
@@ -87,6 +93,21 @@ def default_conditions(scale: float = 1.0) -> list[SightCondition]:
             SightCondition("clip20_full", 20, "full", "cpu", n(4)),
             SightCondition("clip50_mlb", 50, "mlb", "mlb", n(6)),
             SightCondition("clip50_full", 50, "full", "mlb", n(3))]
+
+
+CURVE_FULL_FRAMES = (1, 2, 4, 8, 14)  # 14 x 576 = 8064 raw tokens: the most the 8192-token context holds
+CURVE_MLB_FRAMES = (5, 10, 20, 50)
+CURVE_KEY = 100  # one seed key for every length: the same objects at every length (paired)
+
+
+def length_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """The length curve: the same held-out clips (one object on screen throughout) through ``full``
+    at 1-14 frames and ``mlb`` (``mlb`` preset) at 5-50 frames; 8 clips per point times ``scale``.
+    A clip's object, size and path are the same at every length (its background draw is too,
+    for two frames or more)."""
+    n = max(2, int(round(8 * scale)))
+    return ([SightCondition(f"curve_full_{f}", f, "full", "cpu", n, CURVE_KEY) for f in CURVE_FULL_FRAMES]
+            + [SightCondition(f"curve_mlb_{f}", f, "mlb", "mlb", n, CURVE_KEY) for f in CURVE_MLB_FRAMES])
 
 
 def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
@@ -130,8 +151,10 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         by_question: dict[str, list[int]] = {}
         t0 = time.perf_counter()
         examples = []
+        tokens: set[int] = set()
         for k in tqdm(range(cond.n_clips), desc=cond.name, disable=not progress):
-            clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, ci, k)
+            key = ci if cond.clip_key is None else cond.clip_key
+            clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, key, k)
             spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout", n_objects=1, p_partial=0.0)
             path = folder / f"{cond.name}_{k}.mp4"
             write_clip(spec, path, bank)
@@ -139,6 +162,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             for kind, question, truth, wording in sight_questions(spec, clip_seed, questions):
                 vocab = tuple(scenes.PALETTE) if kind == "colour" else scenes.SHAPES
                 a = answer(vlm, feats, question, cond.method, params)
+                tokens.add(a.n_visual_tokens)
                 ok = first_word(a.text, vocab) == truth
                 right[kind][0] += int(ok)
                 right[kind][1] += 1
@@ -153,6 +177,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         if n_all == 0:
             raise MLBError(f"{cond.name}: no colour or shape question was asked")
         results[cond.name] = {**asdict(cond), "accuracy": k_all / n_all, "n": n_all,
+                              "visual_tokens": max(tokens),
                               **{f"{kind}_accuracy": (v[0] / v[1] if v[1] else None) for kind, v in right.items()},
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
@@ -166,12 +191,14 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
 
 def format_sight(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`measure_sight`'s result."""
-    lines = [f"{'condition':14s} {'method':6s} {'frames':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} {'all':>6s}"]
+    lines = [f"{'condition':14s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
+             f"{'all':>6s}"]
     for name, r in result["conditions"].items():
         def pct(x: float | None) -> str:
             return "-" if x is None else f"{100 * x:.0f}%"
 
-        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r['n']:4d} {pct(r['colour_accuracy']):>7s} "
+        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', 0):6d} {r['n']:4d} "
+                     f"{pct(r['colour_accuracy']):>7s} "
                      f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
     return "\n".join(lines)
 
@@ -194,3 +221,66 @@ def write_sight(result: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(clean(result), indent=1) + "\n")
     tmp.replace(path)
+
+
+def length_curve_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (condition, question kind) of a :func:`measure_sight` result: method, frames,
+    visual tokens, accuracy and its 95% Wilson interval (the data of :func:`plot_length_curve`)."""
+    from mlb_core.study.probe_analysis import wilson
+
+    rows = []
+    for name, r in result["conditions"].items():
+        for kind in ("colour", "shape"):
+            n, acc = r[f"{kind}_n"], r[f"{kind}_accuracy"]
+            if not n:
+                continue
+            k = int(round(acc * n))
+            lo, hi = wilson(k, n)
+            rows.append({"condition": name, "method": r["method"], "n_frames": r["n_frames"],
+                         "visual_tokens": r.get("visual_tokens", 576 * r["n_frames"]), "kind": kind,
+                         "k": k, "n": n, "accuracy": k / n, "low": lo, "high": hi})
+    return rows
+
+
+def plot_length_curve(result: dict[str, Any], path: str | Path, context: int = 8192) -> Path:
+    """Held-out accuracy against visual tokens, one panel per question kind, a line per method,
+    95% Wilson intervals, chance and the LM's context marked; written to ``path`` (png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = length_curve_rows(result)
+    if not rows:
+        raise MLBError("no condition with colour or shape questions to plot")
+    chance = {"colour": 1 / len(scenes.PALETTE), "shape": 1 / len(scenes.SHAPES)}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, kind in zip(axes, ("colour", "shape"), strict=True):
+        for method, colour in (("full", "#4c72b0"), ("mlb", "#dd8452")):
+            pts = sorted((r for r in rows if r["kind"] == kind and r["method"] == method),
+                         key=lambda r: r["visual_tokens"])
+            if not pts:
+                continue
+            x = [p["visual_tokens"] for p in pts]
+            y = [p["accuracy"] for p in pts]
+            err = [[p["accuracy"] - p["low"] for p in pts], [p["high"] - p["accuracy"] for p in pts]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colour, label=method)
+            for p in pts:
+                ax.annotate(f"{p['n_frames']}f", (p["visual_tokens"], p["accuracy"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=colour)
+        ax.axhline(chance[kind], ls=":", color="grey", label="chance")
+        ax.axvline(context, ls="--", color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("visual tokens (log)")
+        ax.set_title(f"{kind} (n = {max(r['n'] for r in rows if r['kind'] == kind)} per point)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("held-out accuracy (95% Wilson)")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"Held-out sight by length: {result['model']} (same clips at every length; "
+                 f"dashed: the LM's {context}-token context)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
