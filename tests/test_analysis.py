@@ -359,6 +359,20 @@ def test_table_specs_write_csv_and_markdown(tmp_path):
         with pytest.raises(MLBError):
             write_table(bad[0], bad[1], "mlb", out)
 
+    # write_tables: the whole spec in one call (the `tables` stage), the same files as one call each
+    from mlb_core.study.tables import write_tables
+
+    specs = {"ablation": {"source": str(tmp_path / "qa"), "methods": "segattn-topk,mlb"},
+             "prefill": {"source": str(tmp_path / "prefill.csv"), "methods": "sf-llava,mlb"}}
+    both = write_tables(specs, tmp_path / "all", digits=1)
+    assert list(both) == ["ablation", "prefill"]
+    assert both["ablation"].paths[0].read_bytes() == abl.paths[0].read_bytes()
+    assert both["ablation"].markdown == abl.markdown
+    assert list(write_tables(specs, tmp_path / "one", 1, only="prefill")) == ["prefill"]
+    assert not (tmp_path / "one" / "ablation.csv").exists()
+    with pytest.raises(MLBError, match="no spec for table"):
+        write_tables(specs, tmp_path / "x", only="mc")
+
 
 # ---- plots ---------------------------------------------------------------------------------------
 def test_figures_save_png_pdf_csv_deterministically(tmp_path):

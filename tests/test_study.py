@@ -145,7 +145,7 @@ def test_dvc_dry_run_under_paper_mode_prints_the_plan(tmp_path, dvc_yaml):
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
-    for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "table@openqa"):
+    for stage in ("fig1", "fig2_maps", "fig2", "synth", "eval_qa", "fig4_eval", "fig4", "bench", "tables"):
         assert f"Running stage '{stage}'" in text, stage
     assert f"-p model {PAPER_7B}" in text  # figures on LLaVA-NeXT-7B
     assert "--models llava-hf/llava-v1.6-vicuna-7b-hf@sf-llava,llava-hf/llava-v1.6-34b-hf@sf-llava" in text

@@ -11,7 +11,7 @@ writes ``<table>.csv`` and ``<table>.md``. The computations are in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,3 +176,15 @@ def write_table(name: str, source: str | Path, methods: str | Sequence[str] | No
     df.to_csv(csv, index=False, float_format=FLOAT_FORMAT)
     md_path.write_text(md)
     return WrittenTable(df, md, [csv, md_path])
+
+
+def write_tables(specs: Mapping[str, Mapping[str, Any]], out: str | Path, digits: int = 2,
+                 only: str | Sequence[str] | None = None) -> dict[str, WrittenTable]:
+    """Every table of ``specs`` (``params.yaml``'s ``tables.specs``: table -> its ``source`` and
+    ``methods``), in order, by :func:`write_table`; ``only``: a subset of their names. One call
+    makes all the study's tables (one notebook run, one stage)."""
+    names = list(specs) if only is None else (split_list(only) if isinstance(only, str) else list(only))
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise MLBError(f"no spec for table(s) {', '.join(unknown)}; specs: {', '.join(specs)}")
+    return {n: write_table(n, specs[n]["source"], specs[n]["methods"], out, digits) for n in names}
