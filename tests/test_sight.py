@@ -19,6 +19,7 @@ from mlb_core.train.sight import (
     length_curve_rows,
     measure_sight,
     plot_length_curve,
+    segment_frames_for,
     sight_questions,
     write_sight,
 )
@@ -60,6 +61,39 @@ def test_length_curve_asks_the_same_clips_at_every_length(tmp_path):
     assert plot_length_curve(result, tmp_path / "curve.png").stat().st_size > 0
     with pytest.raises(MLBError, match="no condition"):
         plot_length_curve({"model": "m", "conditions": {}}, tmp_path / "none.png")
+
+
+def test_every_curve_length_has_segments_that_tile_it():
+    assert [segment_frames_for(n) for n in (1, 5, 8, 10, 14, 20, 50, 7)] == [1, 5, 4, 5, 2, 5, 5, 1]
+    for cond in length_conditions() + default_conditions():
+        assert cond.n_frames % segment_frames_for(cond.n_frames) == 0
+
+
+def test_measure_sight_writes_each_condition_as_it_ends(tmp_path, monkeypatch):
+    """A run stopped after its first condition keeps that condition's result on disk."""
+    import mlb_core.pipeline as pipeline
+
+    calls = {"n": 0}
+    real = pipeline.encode_video
+
+    def encode_then_stop(vlm, path, n_frames):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the second condition's first clip
+            raise KeyboardInterrupt
+        return real(vlm, path, n_frames)
+
+    monkeypatch.setattr(pipeline, "encode_video", encode_then_stop)
+    out = tmp_path / "m.json"
+    conds = [SightCondition("a", 1, "full", "tiny", 2), SightCondition("b", 2, "full", "tiny", 2)]
+    with pytest.raises(KeyboardInterrupt):
+        measure_sight("tiny:llava_next", conds, workdir=tmp_path, progress=False, out=out)
+    kept = json.loads(out.read_text())
+    assert kept["complete"] is False and list(kept["conditions"]) == ["a"] and kept["conditions"]["a"]["n"] == 4
+    with pytest.raises(MLBError, match="n_frames"):  # a bad condition fails before any clip is made
+        measure_sight("tiny:llava_next", [SightCondition("c", 3, "mlb", "tiny", 1), SightCondition("d", 0, "mlb",
+                                                                                                   "tiny", 1)],
+                      workdir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "c_0.mp4").exists()
 
 
 def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):

@@ -178,10 +178,10 @@ def cmd_heldout(args: argparse.Namespace) -> int:
             raise MLBError(f"--conditions: unknown {', '.join(unknown)}; choose from "
                            f"{', '.join(c.name for c in conditions)}")
         conditions = [c for c in conditions if c.name in wanted]
-    result = measure_sight(args.model, conditions, seed=args.seed, progress=not args.quiet, questions=args.questions)
+    result = measure_sight(args.model, conditions, seed=args.seed, progress=not args.quiet, questions=args.questions,
+                           out=args.out)  # written after each condition
     print(format_sight(result))
     if args.out:
-        write_sight(result, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
         if args.curve:
             print(f"wrote {plot_length_curve(result, Path(args.out).with_suffix('.png'))}", file=sys.stderr)

@@ -124,11 +124,20 @@ def write_clip(spec: scenes.ClipSpec, path: Path, bank: scenes.VideoBank) -> Non
     write_mp4(path, list(frames), fps=5)
 
 
+def segment_frames_for(n_frames: int, most: int = 5) -> int:
+    """The largest segment length <= ``most`` that divides ``n_frames`` (5 for 5, 10, 20, 50; 4 for
+    8; 2 for 14): SegAttn's segments must tile the clip; ``full`` ignores them."""
+    return max((d for d in range(1, min(most, n_frames) + 1) if n_frames % d == 0), default=1)
+
+
 def measure_sight(model: str = "embedded", conditions: list[SightCondition] | None = None, workdir: str | Path = "",
-                  seed: int = 0, progress: bool = True, questions: str = "train") -> dict[str, Any]:
+                  seed: int = 0, progress: bool = True, questions: str = "train",
+                  out: str | Path | None = None) -> dict[str, Any]:
     """Held-out accuracy per condition through the pipeline; per question kind (colour, shape).
     ``questions``: ``train`` (the training's wording) or ``paraphrase`` (:data:`PARAPHRASES`,
-    with the accuracy of each wording under ``by_question``)."""
+    with the accuracy of each wording under ``by_question``). Every condition's parameters are
+    checked before the model loads; with ``out``, the result so far is written there after each
+    condition (``"complete": false`` until the last), so a stopped run keeps what it finished."""
     import tempfile
 
     from tqdm.auto import tqdm
@@ -139,14 +148,18 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
 
     conditions = conditions or default_conditions()
     _check_questions(questions)  # before the model loads
+    presets = [get_preset(c.preset, n_frames=c.n_frames, segment_frames=segment_frames_for(c.n_frames),
+                          max_new_tokens=10) for c in conditions]
     vlm = load_model(model)
     bank = scenes.VideoBank()
     folder = Path(workdir or tempfile.mkdtemp(prefix="mlb-sight-"))
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    for ci, cond in enumerate(conditions):
-        params = get_preset(cond.preset, n_frames=cond.n_frames, segment_frames=min(5, cond.n_frames),
-                            max_new_tokens=10)
+    head = {"model": model, "seed": seed, "questions": questions,
+            "judge": "first colour/shape word of the answer is the truth",
+            "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
+                       "carphone clips (never used in training)"}
+    for ci, (cond, params) in enumerate(zip(conditions, presets, strict=True)):
         right = {"colour": [0, 0], "shape": [0, 0]}
         by_question: dict[str, list[int]] = {}
         t0 = time.perf_counter()
@@ -183,10 +196,9 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
                               **({"by_question": {t: {"accuracy": k / n, "n": n} for t, (k, n) in by_question.items()}}
                                  if questions == "paraphrase" else {})}
-    return {"model": model, "seed": seed, "questions": questions,
-            "judge": "first colour/shape word of the answer is the truth",
-            "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
-                       "carphone clips (never used in training)", "conditions": results}
+        if out:
+            write_sight({**head, "complete": ci == len(conditions) - 1, "conditions": results}, out)
+    return {**head, "conditions": results}
 
 
 def format_sight(result: dict[str, Any]) -> str:
