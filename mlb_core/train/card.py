@@ -210,7 +210,9 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
         rows.append(f"| {name} | {r['method']} ({r['preset']}) | {r['n_frames']} | {r['n']} | "
                     f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} |")
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
-            f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}.\n\n" + "\n".join(rows) + "\n")
+            f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}.\n\n" + "\n".join(rows) + "\n\n"
+            "Accuracy by length on the same clips (`full` on 1-14 frames, `mlb` on 5-50): "
+            "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n")
 
 
 def refresh_card(folder: str | Path) -> Path:
