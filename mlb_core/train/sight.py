@@ -258,6 +258,7 @@ def plot_length_curve(result: dict[str, Any], path: str | Path, context: int = 8
     """Held-out accuracy against visual tokens, one panel per question kind, a line per method,
     95% Wilson intervals, chance and the LM's context marked; written to ``path`` (png)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -283,14 +284,17 @@ def plot_length_curve(result: dict[str, Any], path: str | Path, context: int = 8
         ax.axhline(chance[kind], ls=":", color="grey", label="chance")
         ax.axvline(context, ls="--", color="grey", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("visual tokens (log)")
+        ax.set_xticks([300, 600, 1200, 2400, 4800, 8192], ["300", "600", "1.2K", "2.4K", "4.8K", "8.2K"])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("visual tokens (log scale; labels: frames)")
         ax.set_title(f"{kind} (n = {max(r['n'] for r in rows if r['kind'] == kind)} per point)")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.1)
     axes[0].set_ylabel("held-out accuracy (95% Wilson)")
-    axes[0].legend(loc="best", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Held-out sight by length: {result['model']} (same clips at every length; "
                  f"dashed: the LM's {context}-token context)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
