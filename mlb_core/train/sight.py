@@ -145,6 +145,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     from mlb_core.backbones.loading import load_model
     from mlb_core.config import get_preset
     from mlb_core.pipeline import answer, encode_video
+    from mlb_core.selection.scores import StageOneCache
+    from mlb_core.stage_two import StageTwoPrefix
 
     conditions = conditions or default_conditions()
     _check_questions(questions)  # before the model loads
@@ -172,9 +174,11 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             path = folder / f"{cond.name}_{k}.mp4"
             write_clip(spec, path, bank)
             feats = encode_video(vlm, path, cond.n_frames)
+            # a clip's questions share its stage-one context and its question-free stage-two prefix
+            scorer, prefix = StageOneCache(), StageTwoPrefix()
             for kind, question, truth, wording in sight_questions(spec, clip_seed, questions):
                 vocab = tuple(scenes.PALETTE) if kind == "colour" else scenes.SHAPES
-                a = answer(vlm, feats, question, cond.method, params)
+                a = answer(vlm, feats, question, cond.method, params, scorer=scorer, prefix=prefix)
                 tokens.add(a.n_visual_tokens)
                 ok = first_word(a.text, vocab) == truth
                 right[kind][0] += int(ok)
@@ -209,7 +213,7 @@ def format_sight(result: dict[str, Any]) -> str:
         def pct(x: float | None) -> str:
             return "-" if x is None else f"{100 * x:.0f}%"
 
-        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', 0):6d} {r['n']:4d} "
+        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
                      f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
     return "\n".join(lines)
@@ -249,7 +253,7 @@ def length_curve_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             k = int(round(acc * n))
             lo, hi = wilson(k, n)
             rows.append({"condition": name, "method": r["method"], "n_frames": r["n_frames"],
-                         "visual_tokens": r.get("visual_tokens", 576 * r["n_frames"]), "kind": kind,
+                         "visual_tokens": r["visual_tokens"], "kind": kind,
                          "k": k, "n": n, "accuracy": k / n, "low": lo, "high": hi})
     return rows
 
