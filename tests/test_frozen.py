@@ -20,6 +20,8 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
     cmd, outs = frozen_stage(ROOT, "heldout_curve")
     assert "mlb heldout --curve --scale 1.0" in cmd and "${" not in cmd
     assert outs == [ROOT / "results/heldout/length_curve.json", ROOT / "results/heldout/length_curve.png"]
+    cmd, outs = frozen_stage(ROOT, "heldout_redrawn")
+    assert "mlb heldout --redrawn --scale 1.0" in cmd and outs == [ROOT / "results/heldout/redrawn.json"]
     with pytest.raises(MLBError, match="not frozen"):
         frozen_stage(ROOT, "fig1")
     with pytest.raises(MLBError, match="no stage 'nope'"):

@@ -19,6 +19,7 @@ from mlb_core.train.sight import (
     length_curve_rows,
     measure_sight,
     plot_length_curve,
+    redrawn_conditions,
     segment_frames_for,
     sight_questions,
     write_sight,
@@ -131,6 +132,8 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
 @pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["heldout", "--conditions", "single_ful"],
                                   ["heldout", "--curve", "--conditions", "single_full"],
                                   ["heldout", "--slots", "--min-cover", "0"],
+                                  ["heldout", "--curve", "--redrawn"], ["heldout", "--slots", "--curve"],
+                                  ["heldout", "--redrawn", "--conditions", "redrawn_css_full2"],
                                   ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     assert main(argv) == 2
@@ -226,3 +229,25 @@ def test_read_training_log_unwraps_both_logs_and_names_a_bad_one(tmp_path):
     (tmp_path / "training_log.json").write_text(json.dumps([1, 2]))
     with pytest.raises(MLBError, match="training_log.json"):
         read_training_log(tmp_path)
+
+
+def test_redrawn_conditions_ask_the_same_scenes_in_every_convention_and_method():
+    from mlb_core.train.redrawn import CONVENTIONS
+
+    conds = redrawn_conditions()
+    assert {c.convention for c in conds} == set(CONVENTIONS) and len(conds) == 2 * len(CONVENTIONS)
+    assert {(c.method, c.n_frames, c.preset) for c in conds} == {("full", 1, "cpu"), ("mlb", 20, "cpu")}
+    assert len({c.clip_key for c in conds}) == 1 and {c.n_clips for c in conds} == {12}
+    assert {c.n_clips for c in redrawn_conditions(0.1)} == {2}
+
+
+def test_measure_sight_on_redrawn_clips_writes_each_scene_once(tmp_path):
+    conds = [SightCondition("r1", 1, "full", "tiny", 2, 5, "css"), SightCondition("r2", 2, "full", "tiny", 2, 5, "css")]
+    result = measure_sight("tiny:llava_next", conds, workdir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["redrawn_css_5_0.mp4", "redrawn_css_5_1.mp4"]
+    assert "redrawn" in result and result["conditions"]["r2"]["convention"] == "css"
+    assert result["conditions"]["r1"]["n"] == 4 and result["conditions"]["r2"]["visual_tokens"] > 0
+    with pytest.raises(MLBError, match="convention"):  # before the model loads
+        measure_sight("tiny:llava_next", [SightCondition("x", 1, "full", "tiny", 1, None, "crayon")],
+                      workdir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -1,9 +1,10 @@
 """Rerun a frozen stage of the study (``mlb study rerun STAGE``).
 
-Three stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
+Four stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
 on a fresh clone neither retrains the embedded vision side (``train_embedded``, about 45
 minutes with its held-out check), nor remeasures its held-out curve by length
-(``heldout_curve``, about 35 minutes), nor reruns the cost sweep (``eval_cost``). DVC cannot
+(``heldout_curve``, about 35 minutes) or its sight on clips drawn another way
+(``heldout_redrawn``, about 25 minutes), nor reruns the cost sweep (``eval_cost``). DVC cannot
 unfreeze a stage whose command uses ``${...}`` parameters (``dvc unfreeze`` fails with
 "cannot dump a parametrized stage"), and ``dvc repro`` skips frozen stages even when named.
 :func:`rerun_frozen` does what ``dvc repro`` would: it resolves the stage's command with

@@ -119,7 +119,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
     "probe": {"preset", "n_frames", "segment_frames", "sizes", "orders", "forms", "repeats", "seed", "methods",
               "max_new_tokens", "mechanism"},
     "probe_paper": {"preset", "n_frames", "sizes", "orders", "repeats", "methods"},
-    "train": {"seed", "minutes", "threads", "heldout_scale", "curve_scale"},
+    "train": {"seed", "minutes", "threads", "heldout_scale", "curve_scale", "redrawn_scale"},
     "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
 }
 _COUNTS = {  # (section, key) -> the least value

@@ -212,7 +212,10 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
             f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}.\n\n" + "\n".join(rows) + "\n\n"
             "Accuracy by length on the same clips (`full` on 1-14 frames, `mlb` on 5-50): "
-            "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n")
+            "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n"
+            "The same words drawn another way (PIL, anti-aliased, 640 x 480, four colour conventions, libx264 "
+            "CRF 23; no drawing code shared with the training): "
+            "`mlb heldout --redrawn --out results/heldout/redrawn.json` (README, \"Drawn another way\").\n")
 
 
 def refresh_card(folder: str | Path) -> Path:

@@ -137,11 +137,15 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         length_conditions,
         measure_sight,
         plot_length_curve,
+        redrawn_conditions,
         write_sight,
     )
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
+    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
         from mlb_core.train.ceiling import format_slots, slot_accuracy
 
@@ -170,7 +174,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
             write_sight(result, args.out)
         return 0
-    conditions = length_conditions(args.scale) if args.curve else default_conditions(args.scale)
+    conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
+                  else default_conditions(args.scale))
     if args.conditions:
         wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
         unknown = sorted(set(wanted) - {c.name for c in conditions})
@@ -245,9 +250,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--curve", action="store_true",
                    help="the length curve instead: the same clips through full at 1-14 frames and mlb at 5-50 "
                         "(sight.length_conditions); with --out, also its figure (the same name, .png)")
+    h.add_argument("--redrawn", action="store_true",
+                   help="the probe's words drawn another way instead: PIL, anti-aliased, 640 x 480, four colour "
+                        "conventions, libx264 CRF 23, through full on one frame and mlb at 20 "
+                        "(sight.redrawn_conditions, mlb_core/train/redrawn.py)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
                                         "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
-                                        "curve_mlb_F")
+                                        "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

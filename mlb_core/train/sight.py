@@ -21,6 +21,11 @@ every length: ``full`` on 1, 2, 4, 8 and 14 frames (576 to 8064 raw tokens) and 
 10, 20 and 50 frames (340 to 3400 tokens), so that accuracy can be read against the number of
 visual tokens where a 20- or 50-frame target is out of reach (:func:`plot_length_curve`).
 
+Drawn another way (:func:`redrawn_conditions`, ``mlb heldout --redrawn``): the same words on
+clips that share no drawing code with the training (:mod:`mlb_core.train.redrawn`: PIL,
+anti-aliased, 640 x 480, other colour conventions, libx264 at CRF 23), through ``full`` on one
+frame and ``mlb`` at ``mlb answer``'s default (20 frames, ``cpu`` preset).
+
 ``mlb heldout`` prints the table and writes it as JSON (the committed
 ``mlb_core/weights/embedded-vision/heldout_metrics.json``).
 """
@@ -81,6 +86,7 @@ class SightCondition:
     preset: str
     n_clips: int
     clip_key: int | None = None  # the clips' seed key; None: the condition's index (other clips per condition)
+    convention: str | None = None  # None: scenes' clips; a redrawn.CONVENTIONS name: clips drawn another way
 
 
 def default_conditions(scale: float = 1.0) -> list[SightCondition]:
@@ -108,6 +114,20 @@ def length_conditions(scale: float = 1.0) -> list[SightCondition]:
     n = max(2, int(round(8 * scale)))
     return ([SightCondition(f"curve_full_{f}", f, "full", "cpu", n, CURVE_KEY) for f in CURVE_FULL_FRAMES]
             + [SightCondition(f"curve_mlb_{f}", f, "mlb", "mlb", n, CURVE_KEY) for f in CURVE_MLB_FRAMES])
+
+
+REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
+
+
+def redrawn_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """The probe's words drawn another way (:mod:`mlb_core.train.redrawn`): per colour convention,
+    12 clips (times ``scale``) of 40 frames through ``full`` on one frame and ``mlb`` at the ``cpu``
+    preset (20 frames, ``mlb answer``'s default); the same scenes in every condition."""
+    from mlb_core.train.redrawn import CONVENTIONS
+
+    n = max(2, int(round(12 * scale)))
+    return [SightCondition(f"redrawn_{conv}_{tag}", frames, method, "cpu", n, REDRAWN_KEY, conv)
+            for conv in CONVENTIONS for tag, frames, method in (("full1", 1, "full"), ("mlb20", 20, "mlb"))]
 
 
 def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
@@ -147,9 +167,13 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     from mlb_core.pipeline import answer, encode_video
     from mlb_core.selection.scores import StageOneCache
     from mlb_core.stage_two import StageTwoPrefix
+    from mlb_core.train import redrawn
 
     conditions = conditions or default_conditions()
     _check_questions(questions)  # before the model loads
+    for c in conditions:
+        if c.convention is not None:
+            redrawn.check_convention(c.convention)
     presets = [get_preset(c.preset, n_frames=c.n_frames, segment_frames=segment_frames_for(c.n_frames),
                           max_new_tokens=10) for c in conditions]
     vlm = load_model(model)
@@ -157,10 +181,14 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     folder = Path(workdir or tempfile.mkdtemp(prefix="mlb-sight-"))
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    written: set[Path] = set()  # redrawn clips are shared by the conditions that ask the same scenes
     head = {"model": model, "seed": seed, "questions": questions,
             "judge": "first colour/shape word of the answer is the truth",
             "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
                        "carphone clips (never used in training)"}
+    if any(c.convention is not None for c in conditions):
+        head["redrawn"] = ("mlb_core.train.redrawn: PIL-drawn, anti-aliased shapes in four colour conventions, "
+                           "640 x 480, 40 frames at 10 fps, libx264 CRF 23 (no drawing code shared with the training)")
     for ci, (cond, params) in enumerate(zip(conditions, presets, strict=True)):
         right = {"colour": [0, 0], "shape": [0, 0]}
         by_question: dict[str, list[int]] = {}
@@ -170,9 +198,18 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         for k in tqdm(range(cond.n_clips), desc=cond.name, disable=not progress):
             key = ci if cond.clip_key is None else cond.clip_key
             clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, key, k)
-            spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout", n_objects=1, p_partial=0.0)
-            path = folder / f"{cond.name}_{k}.mp4"
-            write_clip(spec, path, bank)
+            if cond.convention is None:
+                spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout", n_objects=1,
+                                          p_partial=0.0)
+                path = folder / f"{cond.name}_{k}.mp4"
+                write_clip(spec, path, bank)
+            else:
+                drawn = redrawn.sample_redrawn(clip_seed, k, cond.convention)
+                spec = drawn.as_clip_spec()
+                path = folder / f"redrawn_{cond.convention}_{key}_{k}.mp4"
+                if path not in written:
+                    redrawn.write_redrawn(drawn, path)
+                    written.add(path)
             feats = encode_video(vlm, path, cond.n_frames)
             # a clip's questions share its stage-one context and its question-free stage-two prefix
             scorer, prefix = StageOneCache(), StageTwoPrefix()
@@ -207,13 +244,14 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
 
 def format_sight(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`measure_sight`'s result."""
-    lines = [f"{'condition':14s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
+    w = max([14, *map(len, result["conditions"])])  # redrawn_tab10_full1 and the like are longer
+    lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
              f"{'all':>6s}"]
     for name, r in result["conditions"].items():
         def pct(x: float | None) -> str:
             return "-" if x is None else f"{100 * x:.0f}%"
 
-        lines.append(f"{name:14s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
+        lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
                      f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
     return "\n".join(lines)
