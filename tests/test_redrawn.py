@@ -49,3 +49,5 @@ def test_written_clip_decodes_to_the_drawing(tmp_path):
     drawn = redrawn.render_redrawn(spec)[indices]
     assert frames.shape == drawn.shape == (4, redrawn.HEIGHT, redrawn.WIDTH, 3)
     assert np.abs(frames.astype(float) - drawn).mean() < 6.0  # H.264 at CRF 23 moves pixels a little
+    again = redrawn.write_redrawn(spec, tmp_path / "again.mp4")
+    assert again.read_bytes() == path.read_bytes()  # one encoder thread: a rerun writes the same bytes
