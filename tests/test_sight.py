@@ -247,6 +247,13 @@ def test_measure_sight_on_redrawn_clips_writes_each_scene_once(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["redrawn_css_5_0.mp4", "redrawn_css_5_1.mp4"]
     assert "redrawn" in result and result["conditions"]["r2"]["convention"] == "css"
     assert result["conditions"]["r1"]["n"] == 4 and result["conditions"]["r2"]["visual_tokens"] > 0
+    for r in result["conditions"].values():  # every answer is kept, and they add up to the accuracies
+        assert len(r["answers"]) == r["n"] and {a["clip"] for a in r["answers"]} == {0, 1}
+        for kind in ("colour", "shape"):
+            mine = [a for a in r["answers"] if a["kind"] == kind]
+            assert len(mine) == r[f"{kind}_n"] and sum(a["right"] for a in mine) / len(mine) == r[f"{kind}_accuracy"]
+            assert all(a["truth"] in (scenes.COLOURS if kind == "colour" else scenes.SHAPES) for a in mine)
+            assert all(a["right"] == (a["said"] == a["truth"]) for a in mine)
     with pytest.raises(MLBError, match="convention"):  # before the model loads
         measure_sight("tiny:llava_next", [SightCondition("x", 1, "full", "tiny", 1, None, "crayon")],
                       workdir=tmp_path / "bad", progress=False)

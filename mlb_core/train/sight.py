@@ -194,6 +194,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         by_question: dict[str, list[int]] = {}
         t0 = time.perf_counter()
         examples = []
+        answers: list[dict[str, Any]] = []  # every answer, for per-colour / per-shape reading of a result
         tokens: set[int] = set()
         for k in tqdm(range(cond.n_clips), desc=cond.name, disable=not progress):
             key = ci if cond.clip_key is None else cond.clip_key
@@ -217,12 +218,15 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                 vocab = tuple(scenes.PALETTE) if kind == "colour" else scenes.SHAPES
                 a = answer(vlm, feats, question, cond.method, params, scorer=scorer, prefix=prefix)
                 tokens.add(a.n_visual_tokens)
-                ok = first_word(a.text, vocab) == truth
+                said = first_word(a.text, vocab)
+                ok = said == truth
                 right[kind][0] += int(ok)
                 right[kind][1] += 1
                 tally = by_question.setdefault(wording, [0, 0])
                 tally[0] += int(ok)
                 tally[1] += 1
+                answers.append({"clip": k, "kind": kind, "question": question, "truth": truth, "said": said,
+                                "answer": a.text, "right": ok})
                 if len(examples) < 2:
                     examples.append({"question": question, "truth": truth, "answer": a.text,
                                      "visual_tokens": a.n_visual_tokens})
@@ -235,6 +239,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                               **{f"{kind}_accuracy": (v[0] / v[1] if v[1] else None) for kind, v in right.items()},
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
+                              "answers": answers,
                               **({"by_question": {t: {"accuracy": k / n, "n": n} for t, (k, n) in by_question.items()}}
                                  if questions == "paraphrase" else {})}
         if out:
