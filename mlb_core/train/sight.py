@@ -187,8 +187,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             "heldout": "seeds from scenes.HELDOUT_SEED_BASE + 7e6, backgrounds: plain, gradient and the "
                        "carphone clips (never used in training)"}
     if any(c.convention is not None for c in conditions):
-        head["redrawn"] = ("mlb_core.train.redrawn: PIL-drawn, anti-aliased shapes in four colour conventions, "
-                           "640 x 480, 40 frames at 10 fps, libx264 CRF 23 (no drawing code shared with the training)")
+        head["redrawn"] = redrawn.DESCRIPTION
     for ci, (cond, params) in enumerate(zip(conditions, presets, strict=True)):
         right = {"colour": [0, 0], "shape": [0, 0]}
         by_question: dict[str, list[int]] = {}
