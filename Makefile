@@ -65,7 +65,7 @@ repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 lint: setup
-	$(BIN)/ruff check mlb_core tests
+	$(BIN)/ruff check mlb_core tests notebooks
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; 0 = one process), a test file to a process
 # (--dist loadfile: a module's fixtures are built once), each with one torch thread: two two-thread

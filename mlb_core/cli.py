@@ -154,7 +154,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     cfg = ProbeConfig(n_frames=args.frames, segment_frames=args.segment_frames, side=args.side,
                       sizes=split_list(args.sizes), orders=split_list(args.orders), repeats=args.repeats,
-                      forms=split_list(args.forms), seed=args.seed)
+                      forms=split_list(args.forms), distractor_share=args.distractor_share,
+                      distractors=not args.no_distractors, seed=args.seed)
     manifest = generate_probe(args.out, cfg)
     print(f"wrote {manifest['n_videos']} videos and {manifest['n_questions']} questions to {args.out}")
     return 0
@@ -170,6 +171,10 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--orders", default="forward,reversed", help="forward, reversed (the control)")
     s.add_argument("--repeats", type=int, default=1, help="clips per (segment, slot, size) cell")
     s.add_argument("--forms", default="open,mc", help="question forms: open, mc")
+    s.add_argument("--distractor-share", type=float, default=0.5,
+                   help="share of the non-target frames that show a distractor (0..1)")
+    s.add_argument("--no-distractors", action="store_true",
+                   help="the no-distractor control: the same clips with the distractors left out")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_probe)
 

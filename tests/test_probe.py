@@ -10,7 +10,15 @@ import pytest
 
 from mlb_core.errors import MLBError
 from mlb_core.evaluation.benchmarks import load_benchmark
-from mlb_core.evaluation.probe import PALETTE, ProbeConfig, design, generate_probe, render_clip, target_frame_of
+from mlb_core.evaluation.probe import (
+    PALETTE,
+    ProbeConfig,
+    clips_of,
+    design,
+    generate_probe,
+    render_clip,
+    target_frame_of,
+)
 from mlb_core.video import load_video
 
 SMALL = ProbeConfig(n_frames=15, segment_frames=5, side=96, sizes=("large", "small"))
@@ -74,3 +82,40 @@ def test_files_rows_and_reversed_control(tmp_path):
 def test_bad_configs(kw):
     with pytest.raises(MLBError):
         ProbeConfig(**kw)
+
+
+def test_no_distractor_control_keeps_the_target(tmp_path):
+    """The control writes the same clips with the distractors left out: the target's frame is
+    pixel-identical, every other frame is the bare background, and the questions are the same."""
+    cfg = ProbeConfig(n_frames=10, side=96, sizes=("large", "small"), orders=("forward",))
+    bare = ProbeConfig(n_frames=10, side=96, sizes=("large", "small"), orders=("forward",), distractors=False)
+    for c, b in zip(design(cfg), design(bare), strict=True):
+        assert c.distractors and not b.distractors
+        what = ("colour", "shape", "centre", "distractor_colours")
+        assert [getattr(c, k) for k in what] == [getattr(b, k) for k in what]
+        full, empty = render_clip(cfg, c), render_clip(bare, b)
+        t = target_frame_of(cfg, c, "forward")
+        assert np.array_equal(full[t], empty[t])
+        assert all(np.array_equal(empty[u], empty[(t + 1) % 10]) for u in range(10) if u != t)
+        assert any(not np.array_equal(full[u], empty[u]) for u in range(10) if u != t)
+    generate_probe(tmp_path / "a", cfg)
+    generate_probe(tmp_path / "b", bare)
+    assert (tmp_path / "a" / "probe.csv").read_bytes() == (tmp_path / "b" / "probe.csv").read_bytes()
+
+
+def test_clips_of_rebuilds_the_written_design(tmp_path):
+    cfg = ProbeConfig(n_frames=10, side=96, sizes=("large",), distractor_share=0.25)
+    generate_probe(tmp_path, cfg)
+    clips = clips_of(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "probe.csv")))
+    assert set(clips) == {r["video_name"] for r in rows}
+    for r in rows:
+        clip = clips[r["video_name"]]
+        assert (clip.colour, clip.shape) == (r["answer"], r["shape"])
+        assert target_frame_of(cfg, clip, r["order"]) == int(r["evidence_start"])
+        assert len(clip.distractors) == 2  # 0.25 of the 9 other frames, rounded
+    with pytest.raises(MLBError, match="no probe manifest"):
+        clips_of(tmp_path / "missing")
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(MLBError, match="not a probe manifest"):
+        clips_of(tmp_path)

@@ -310,6 +310,13 @@ class KeywordJudge(Judge):
             words = "|".join(re.escape(v) for v in self.vocabulary)
             self._pattern = re.compile(rf"\b({words})\b", re.I)
 
+    def first_mention(self, prediction: str | None) -> str | None:
+        """The first vocabulary word ``prediction`` mentions (lower case), or None."""
+        if self._pattern is None:
+            raise MLBError("first_mention needs a vocabulary")
+        m = self._pattern.search(prediction or "")
+        return m.group(1).lower() if m else None
+
     def describe(self) -> dict[str, Any]:
         if self.vocabulary is None:
             return {"name": self.name, "rule": "yes (5) iff the answer's words appear in the prediction, else no (0)"}
@@ -321,9 +328,9 @@ class KeywordJudge(Judge):
         if criterion != "qa":
             raise MLBError(f"the offline keyword judge only scores open-ended QA, not {criterion!r}")
         if self._pattern is not None:
-            m = self._pattern.search(prediction or "")
-            yes = m is not None and m.group(1).lower() == answer.strip().lower()
-            hit = m.group(1) if m else ""
+            said = self.first_mention(prediction)
+            yes = said is not None and said == answer.strip().lower()
+            hit = said or ""
         else:
             target = " ".join(re.findall(r"\w+", answer.lower()))
             yes = bool(target) and re.search(rf"\b{re.escape(target)}\b",

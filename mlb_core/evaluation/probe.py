@@ -70,6 +70,8 @@ class ProbeConfig:
         repeats: clips per (segment, slot, size) cell, each with its own colours and places.
         forms: ``open`` and/or ``mc``.
         distractor_share: share of the non-target frames that show a distractor.
+        distractors: ``False`` writes the no-distractor control: the same clips (target, its
+            frame, colour, shape, size and place) with the distractors left out.
         fps, seed: frame rate of the files; colours, shapes and places.
     """
 
@@ -81,6 +83,7 @@ class ProbeConfig:
     repeats: int = 1
     forms: tuple[str, ...] = ("open", "mc")
     distractor_share: float = 0.5
+    distractors: bool = True
     fps: int = 5
     seed: int = 0
 
@@ -166,8 +169,9 @@ def _plan(cfg: ProbeConfig, i: int, label: str, seg: int, slot: int, size: str) 
     d_radius = max(3, int(SIZES["large"] * cfg.side))
     distractors = tuple((t, str(others[int(rng.integers(len(others)))]),
                          distractor_colours[int(rng.integers(2))], _place(rng, cfg.side, d_radius)) for t in frames)
-    return ProbeClip(i, label, seg, slot, size, shape, colour, _place(rng, cfg.side, radius),
-                     distractor_colours, distractors)
+    centre = _place(rng, cfg.side, radius)  # drawn after the distractors: the control keeps the same target
+    return ProbeClip(i, label, seg, slot, size, shape, colour, centre, distractor_colours,
+                     distractors if cfg.distractors else ())
 
 
 def render_clip(cfg: ProbeConfig, clip: ProbeClip) -> list[np.ndarray]:
@@ -213,6 +217,28 @@ def questions(cfg: ProbeConfig, clip: ProbeClip, order: str, name: str) -> list[
     return rows
 
 
+def video_name(clip: ProbeClip, order: str) -> str:
+    """The file stem of ``clip`` written in ``order`` (``probe007f``, ``probe007r``)."""
+    return f"probe{clip.index:03d}{order[0]}"
+
+
+def clips_of(data: str | Path) -> dict[str, ProbeClip]:
+    """Video name -> :class:`ProbeClip` of a written probe, rebuilt from its manifest's config
+    (the design is a pure function of it): what each clip shows, for reading the answers."""
+    path = Path(data) / "manifest.json"
+    try:
+        config = json.loads(path.read_text())["config"]
+    except FileNotFoundError:
+        raise MLBError(f"no probe manifest at {path} (write one with mlb probe --out {data})") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise MLBError(f"{path} is not a probe manifest (no readable 'config')") from None
+    fields = set(ProbeConfig.__dataclass_fields__)
+    if set(config) - fields:
+        raise MLBError(f"{path}: unknown probe config keys {sorted(set(config) - fields)}")
+    cfg = ProbeConfig(**config)
+    return {video_name(clip, order): clip for clip in design(cfg) for order in cfg.orders}
+
+
 def generate_probe(out: str | Path, cfg: ProbeConfig | None = None) -> dict[str, Any]:
     """Write the probe to ``out`` (videos, ``probe.csv``, ``manifest.json``); byte-identical
     for the same config. Returns the manifest."""
@@ -225,7 +251,7 @@ def generate_probe(out: str | Path, cfg: ProbeConfig | None = None) -> dict[str,
     for clip in design(cfg):
         frames = render_clip(cfg, clip)
         for order in cfg.orders:
-            name = f"probe{clip.index:03d}{order[0]}"
+            name = video_name(clip, order)
             path = videos / f"{name}.mp4"
             write_mp4(path, frames if order == "forward" else frames[::-1], cfg.fps)
             files[f"videos/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()

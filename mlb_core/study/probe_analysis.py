@@ -166,3 +166,93 @@ def plot_probe(tables: dict[str, pd.DataFrame], stem: str | Path, caption: str) 
     paths = save_figure(fig, stem, {"slot": tables["slot"], "segment": tables["segment"]})
     plt.close(fig)
     return paths
+
+
+# ---- what the answers name ---------------------------------------------------------------
+NAMES = ("target", "distractor", "other", "none")  # what an answer's colour is, for its clip
+
+
+def named_colour(record: dict[str, Any], clip: Any, vocabulary: Sequence[str]) -> str:
+    """What a probe answer names, for the clip it was asked about (a
+    :class:`~mlb_core.evaluation.probe.ProbeClip`): ``target`` (the asked shape's colour),
+    ``distractor`` (one of the clip's two distractor colours; in the no-distractor control,
+    the colours its distractors would have had), ``other`` (another colour of ``vocabulary``)
+    or ``none`` (no colour). An open answer names its first colour word (the keyword judge's
+    rule); a multiple-choice answer names the option it picked."""
+    from mlb_core.evaluation.judge import KeywordJudge
+
+    if record.get("task") == "mc":
+        idx, options = record.get("parsed_index"), record.get("options") or []
+        said = str(options[idx]).lower() if idx is not None and 0 <= idx < len(options) else None
+    else:
+        said = KeywordJudge(vocabulary).first_mention(record.get("prediction"))
+    if said is None:
+        return "none"
+    if said == clip.colour:
+        return "target"
+    return "distractor" if said in clip.distractor_colours else "other"
+
+
+def answer_names(records: Iterable[dict[str, Any]], clips: dict[str, Any], methods: Sequence[str],
+                 vocabulary: Sequence[str]) -> pd.DataFrame:
+    """Per method, how many answered questions name the target's colour, a distractor's colour,
+    another colour or none (:func:`named_colour`), and the share naming a distractor's colour
+    (%) with its 95% Wilson interval. ``clips``: video name -> clip
+    (:func:`mlb_core.evaluation.probe.clips_of`). A colour named at random from ``vocabulary``
+    would name a distractor's colour 2 times in ``len(vocabulary)``."""
+    counts: dict[str, dict[str, int]] = {m: dict.fromkeys(NAMES, 0) for m in methods}
+    for r in records:
+        if r.get("status") != "answered" or r.get("method") not in counts:
+            continue
+        clip = clips.get(r.get("video"))
+        if clip is None:
+            raise MLBError(f"record {r.get('qid')}: video {r.get('video')!r} is not in the probe's design "
+                           "(answers and probe data from different runs?)")
+        counts[r["method"]][named_colour(r, clip, vocabulary)] += 1
+    rows = []
+    for method, c in counts.items():
+        n = sum(c.values())
+        if n == 0:
+            continue
+        lo, hi = wilson(c["distractor"], n)
+        rows.append({"method": method, "n": n, **c, "distractor_pct": 100 * c["distractor"] / n,
+                     "lo": 100 * lo, "hi": 100 * hi})
+    if not rows:
+        raise MLBError("no answered records of these methods to read")
+    return pd.DataFrame(rows).round({"distractor_pct": 1, "lo": 1, "hi": 1})
+
+
+NAME_COLOURS = {"target": "#1b9e77", "distractor": "#d95f02", "other": "#bbbbbb", "none": "#ffffff"}
+
+
+def plot_answer_names(names: pd.DataFrame, stem: str | Path, caption: str, n_colours: int) -> list[Path]:
+    """One stacked bar per method: the shares of its answers that name the target's colour, a
+    distractor's, another colour or none; a last bar is a colour named at random from
+    ``n_colours`` (1, 2 and ``n_colours - 3`` in ``n_colours``). Writes PNG, PDF and CSV."""
+    import matplotlib.pyplot as plt
+
+    from mlb_core.study.plots import add_caption, save_figure, setup_style
+
+    setup_style()
+    chance = {"target": 1 / n_colours, "distractor": 2 / n_colours, "other": (n_colours - 3) / n_colours, "none": 0.0}
+    rows = [(m, {k: g[k] / g["n"] for k in NAMES}) for m, g in names.set_index("method").iterrows()]
+    rows.append(("a colour at random", chance))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    for i, (label, shares) in enumerate(rows):
+        left = 0.0
+        for k in NAMES:
+            w = 100 * shares[k]
+            ax.barh(i, w, left=left, color=NAME_COLOURS[k], edgecolor="#555555", linewidth=0.5,
+                    label=k if i == 0 else None, hatch="//" if label == "a colour at random" else None)
+            if w >= 8:
+                ax.text(left + w / 2, i, f"{w:.0f}%", ha="center", va="center", fontsize=8)
+            left += w
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of answers (%)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="the answer names")
+    add_caption(fig, caption, y=-0.04)
+    paths = save_figure(fig, stem, names)
+    plt.close(fig)
+    return paths
