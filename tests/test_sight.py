@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,9 @@ from mlb_core.cli import main
 from mlb_core.errors import MLBError
 from mlb_core.train import scenes
 from mlb_core.train.sight import (
+    SEED_OFFSET,
     SightCondition,
+    binding_conditions,
     default_conditions,
     first_word,
     format_sight,
@@ -133,6 +136,8 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
                                   ["heldout", "--curve", "--conditions", "single_full"],
                                   ["heldout", "--slots", "--min-cover", "0"],
                                   ["heldout", "--curve", "--redrawn"], ["heldout", "--slots", "--curve"],
+                                  ["heldout", "--binding", "--redrawn"],
+                                  ["heldout", "--binding", "--conditions", "single_full"],
                                   ["heldout", "--redrawn", "--conditions", "redrawn_css_full2"],
                                   ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):
@@ -258,3 +263,34 @@ def test_measure_sight_on_redrawn_clips_writes_each_scene_once(tmp_path):
         measure_sight("tiny:llava_next", [SightCondition("x", 1, "full", "tiny", 1, None, "crayon")],
                       workdir=tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_binding_conditions_ask_two_objects_and_count_the_other_ones_words(tmp_path, monkeypatch):
+    """Two objects a clip, each asked its colour and its shape; an answer naming the other
+    object's colour (shape) is counted as such. The answers are fixed ("a red circle") so that
+    the counts can be checked against the clips' own objects."""
+    import mlb_core.pipeline as pipeline
+
+    conds = binding_conditions()
+    assert [(c.method, c.n_frames, c.n_objects, c.n_clips) for c in conds] == [("full", 1, 2, 24), ("mlb", 20, 2, 8)]
+    assert {c.n_clips for c in binding_conditions(0.01)} == {2}
+    real = pipeline.answer
+
+    def fixed(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), text="a red circle")
+
+    monkeypatch.setattr(pipeline, "answer", fixed)
+    cond = SightCondition("binding_full1", 1, "full", "tiny", 3, 300, n_objects=2)
+    r = measure_sight("tiny:llava_next", [cond], workdir=tmp_path, progress=False)["conditions"]["binding_full1"]
+    assert r["n"] == 3 * 4 and r["colour_n"] == r["shape_n"] == 6
+    specs = [scenes.sample_clip((scenes.HELDOUT_SEED_BASE + SEED_OFFSET, 300, k), n_frames=1, split="heldout",
+                                n_objects=2, p_partial=0.0) for k in range(3)]
+    for kind, said in (("colour", "red"), ("shape", "circle")):
+        values = [[getattr(o, kind) for o in spec.objects] for spec in specs]
+        # each of a clip's two objects is asked once: "red" is right for one, the other object's for the other
+        want_other = sum(said in v for v in values) / 6
+        assert want_other > 0  # these seeds do draw a red object and circles
+        assert r[f"{kind}_other_share"] == pytest.approx(want_other)
+        assert r[f"{kind}_accuracy"] == pytest.approx(want_other)
+        assert all(len(a["others"]) == 1 for a in r["answers"] if a["kind"] == kind)
+    assert "colour: other object" in format_sight({"conditions": {"binding_full1": r}})

@@ -132,6 +132,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
 def cmd_heldout(args: argparse.Namespace) -> int:
     from mlb_core.train.sight import (
+        binding_conditions,
         default_conditions,
         format_sight,
         length_conditions,
@@ -143,7 +144,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
-    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn") if getattr(args, flag)]
+    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn", "binding") if getattr(args, flag)]
     if len(chosen) > 1:
         raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
@@ -175,7 +176,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
             write_sight(result, args.out)
         return 0
     conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
-                  else default_conditions(args.scale))
+                  else binding_conditions(args.scale) if args.binding else default_conditions(args.scale))
     if args.conditions:
         wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
         unknown = sorted(set(wanted) - {c.name for c in conditions})
@@ -254,9 +255,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the probe's words drawn another way instead: PIL, anti-aliased, 640 x 480, four colour "
                         "conventions, libx264 CRF 23, through full on one frame and mlb at 20 "
                         "(sight.redrawn_conditions, mlb_core/train/redrawn.py)")
+    h.add_argument("--binding", action="store_true",
+                   help="two objects a clip instead, each asked its colour and shape: is the other object's "
+                        "colour (shape) named? full on one frame and mlb at 20 (sight.binding_conditions)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
                                         "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
-                                        "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20")
+                                        "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20; with "
+                                        "--binding, binding_full1 and binding_mlb20")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

@@ -21,6 +21,11 @@ every length: ``full`` on 1, 2, 4, 8 and 14 frames (576 to 8064 raw tokens) and 
 10, 20 and 50 frames (340 to 3400 tokens), so that accuracy can be read against the number of
 visual tokens where a 20- or 50-frame target is out of reach (:func:`plot_length_curve`).
 
+Two objects at once (:func:`binding_conditions`, ``mlb heldout --binding``): clips with two
+objects of different colours and shapes, each asked about (``What colour is the circle ...``), so
+that an answer can name the *other* object's colour or shape: does the model bind a colour to
+its shape, or name a colour it sees?
+
 Drawn another way (:func:`redrawn_conditions`, ``mlb heldout --redrawn``): the same words on
 clips that share no drawing code with the training (:mod:`mlb_core.train.redrawn`: PIL,
 anti-aliased, 640 x 480, other colour conventions, libx264 at CRF 23), through ``full`` on one
@@ -87,6 +92,7 @@ class SightCondition:
     n_clips: int
     clip_key: int | None = None  # the clips' seed key; None: the condition's index (other clips per condition)
     convention: str | None = None  # None: scenes' clips; a redrawn.CONVENTIONS name: clips drawn another way
+    n_objects: int = 1  # objects per clip (scenes' clips: 1 or 2), each asked its colour and its shape
 
 
 def default_conditions(scale: float = 1.0) -> list[SightCondition]:
@@ -114,6 +120,20 @@ def length_conditions(scale: float = 1.0) -> list[SightCondition]:
     n = max(2, int(round(8 * scale)))
     return ([SightCondition(f"curve_full_{f}", f, "full", "cpu", n, CURVE_KEY) for f in CURVE_FULL_FRAMES]
             + [SightCondition(f"curve_mlb_{f}", f, "mlb", "mlb", n, CURVE_KEY) for f in CURVE_MLB_FRAMES])
+
+
+BINDING_KEY = 300  # one seed key for the two-object conditions
+
+
+def binding_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """Two objects in every clip (different colours and shapes, on screen throughout), each asked
+    its colour and its shape: ``full`` on one frame (24 clips times ``scale``) and ``mlb`` at the
+    ``cpu`` preset on 20 frames (8 clips times ``scale``)."""
+    def n(k: int) -> int:
+        return max(2, int(round(k * scale)))
+
+    return [SightCondition("binding_full1", 1, "full", "cpu", n(24), BINDING_KEY, n_objects=2),
+            SightCondition("binding_mlb20", 20, "mlb", "cpu", n(8), BINDING_KEY, n_objects=2)]
 
 
 REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
@@ -190,6 +210,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
         head["redrawn"] = redrawn.DESCRIPTION
     for ci, (cond, params) in enumerate(zip(conditions, presets, strict=True)):
         right = {"colour": [0, 0], "shape": [0, 0]}
+        named_other = {"colour": 0, "shape": 0}  # answers naming another object's colour (shape) of the clip
         by_question: dict[str, list[int]] = {}
         t0 = time.perf_counter()
         examples = []
@@ -199,8 +220,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             key = ci if cond.clip_key is None else cond.clip_key
             clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, key, k)
             if cond.convention is None:
-                spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout", n_objects=1,
-                                          p_partial=0.0)
+                spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout",
+                                          n_objects=cond.n_objects, p_partial=0.0)
                 path = folder / f"{cond.name}_{k}.mp4"
                 write_clip(spec, path, bank)
             else:
@@ -219,13 +240,15 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                 tokens.add(a.n_visual_tokens)
                 said = first_word(a.text, vocab)
                 ok = said == truth
+                others = [getattr(o, kind) for o in spec.objects if getattr(o, kind) != truth]
+                named_other[kind] += int(said in others)
                 right[kind][0] += int(ok)
                 right[kind][1] += 1
                 tally = by_question.setdefault(wording, [0, 0])
                 tally[0] += int(ok)
                 tally[1] += 1
                 answers.append({"clip": k, "kind": kind, "question": question, "truth": truth, "said": said,
-                                "answer": a.text, "right": ok})
+                                "answer": a.text, "right": ok, **({"others": others} if others else {})})
                 if len(examples) < 2:
                     examples.append({"question": question, "truth": truth, "answer": a.text,
                                      "visual_tokens": a.n_visual_tokens})
@@ -239,6 +262,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
                               "answers": answers,
+                              **({f"{kind}_other_share": (v / right[kind][1] if right[kind][1] else None)
+                                  for kind, v in named_other.items()} if cond.n_objects > 1 else {}),
                               **({"by_question": {t: {"accuracy": k / n, "n": n} for t, (k, n) in by_question.items()}}
                                  if questions == "paraphrase" else {})}
         if out:
@@ -247,17 +272,21 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
 
 
 def format_sight(result: dict[str, Any]) -> str:
-    """A plain-text table of :func:`measure_sight`'s result."""
-    w = max([14, *map(len, result["conditions"])])  # redrawn_tab10_full1 and the like are longer
-    lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
-             f"{'all':>6s}"]
-    for name, r in result["conditions"].items():
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{100 * x:.0f}%"
+    """A plain-text table of :func:`measure_sight`'s result; with two-object conditions, also the
+    share of colour (shape) answers that name the other object's colour (shape)."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.0f}%"
 
+    w = max([14, *map(len, result["conditions"])])  # redrawn_tab10_full1 and the like are longer
+    other = any("colour_other_share" in r for r in result["conditions"].values())
+    lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
+             f"{'all':>6s}" + (f" {'colour: other object':>20s} {'shape: other object':>19s}" if other else "")]
+    for name, r in result["conditions"].items():
         lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
-                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}")
+                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}"
+                     + (f" {pct(r.get('colour_other_share')):>20s} {pct(r.get('shape_other_share')):>19s}"
+                        if other else ""))
     return "\n".join(lines)
 
 
