@@ -294,3 +294,7 @@ def test_binding_conditions_ask_two_objects_and_count_the_other_ones_words(tmp_p
         assert r[f"{kind}_accuracy"] == pytest.approx(want_other)
         assert all(len(a["others"]) == 1 for a in r["answers"] if a["kind"] == kind)
     assert "colour: other object" in format_sight({"conditions": {"binding_full1": r}})
+    for bad in (SightCondition("x", 1, "full", "tiny", 1, n_objects=3),
+                SightCondition("y", 1, "full", "tiny", 1, None, "css", n_objects=2)):
+        with pytest.raises(MLBError, match="n_objects"):  # before the model loads
+            measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)

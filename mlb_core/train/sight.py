@@ -194,6 +194,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     for c in conditions:
         if c.convention is not None:
             redrawn.check_convention(c.convention)
+        if c.n_objects not in (1, 2) or (c.convention is not None and c.n_objects != 1):
+            raise MLBError(f"{c.name}: n_objects must be 1 or 2 (1 for redrawn clips), got {c.n_objects}")
     presets = [get_preset(c.preset, n_frames=c.n_frames, segment_frames=segment_frames_for(c.n_frames),
                           max_new_tokens=10) for c in conditions]
     vlm = load_model(model)
