@@ -237,7 +237,7 @@ def plot_answer_names(names: pd.DataFrame, stem: str | Path, caption: str, n_col
     chance = {"target": 1 / n_colours, "distractor": 2 / n_colours, "other": (n_colours - 3) / n_colours, "none": 0.0}
     rows = [(m, {k: g[k] / g["n"] for k in NAMES}) for m, g in names.set_index("method").iterrows()]
     rows.append(("a colour at random", chance))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.2))  # 10 in: the caption wraps at 150 characters
     for i, (label, shares) in enumerate(rows):
         left = 0.0
         for k in NAMES:
