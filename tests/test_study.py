@@ -170,17 +170,21 @@ DATA_DEPS = {f"mlb_core/weights/embedded-vision/{name}"
 
 
 def _entry_source(stage: dict) -> str:
-    """Python source whose imports are the stage's: a notebook's ``mlb_core`` import lines, or the
-    module of the ``mlb`` sub-command it runs (plus the command line itself)."""
+    """Python source whose imports are the stage's: a notebook's ``mlb_core`` import lines and the
+    module of every ``mlb`` sub-command it runs (plus the command line itself)."""
     cmd = stage["cmd"].replace("${launcher}", "mlb")  # `accelerate launch -m mlb_core` runs the same command
+    out = []
     nb = re.findall(r"papermill (?:--\S+ )*(\S+\.ipynb)", cmd)
     if nb:
         cells = nbformat.read(str(ROOT / nb[0]), as_version=4).cells
         lines = [ln.strip() for c in cells if c.cell_type == "code" for ln in c.source.splitlines()]
-        return "\n".join(ln for ln in lines if re.match(r"(from mlb_core[\w.]* import [^(]*$|import mlb_core)", ln))
+        out += [ln for ln in lines if re.match(r"(from mlb_core[\w.]* import [^(]*$|import mlb_core)", ln)]
     subs = re.findall(r"\bmlb ([a-z-]+)", cmd)
-    assert subs and all(x in SUBCOMMANDS for x in subs), f"no notebook or known mlb sub-command in {cmd!r}"
-    return "\n".join(f"import {SUBCOMMANDS[x][:-3].replace('/', '.')}" for x in subs) + "\nimport mlb_core.cli\n"
+    assert all(x in SUBCOMMANDS for x in subs), f"unknown mlb sub-command in {cmd!r}"
+    assert nb or subs, f"no notebook or known mlb sub-command in {cmd!r}"
+    if subs:
+        out += [f"import {SUBCOMMANDS[x][:-3].replace('/', '.')}" for x in subs] + ["import mlb_core.cli"]
+    return "\n".join(out) + "\n"
 
 
 def _import_closure(source: str, tmp: Path) -> set[str]:

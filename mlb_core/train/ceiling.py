@@ -45,9 +45,11 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
     training's starting point) or a ``codebook.safetensors`` the training learnt (the committed
     one is in the weights folder): the targets the vision side was trained towards."""
-    from mlb_core.train.vision import Codebook, default_source, lm_text, load_checkpoint
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.vision import Codebook, lm_text, load_checkpoint
 
-    model, tokenizer, _ = load_checkpoint(source or default_source())
+    # the LM and tokenizer of the embedded default (its vision side is not used), built on first use
+    model, tokenizer, _ = load_checkpoint(source or ensure_embedded(trained=True))
     book = Codebook(model.get_input_embeddings(), tokenizer)
     if str(codebook) != "words":
         from safetensors.torch import load_file

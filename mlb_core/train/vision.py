@@ -57,8 +57,6 @@ from . import layouts, scenes
 from .card import model_card
 from .tower_init import clip_parts, edge_energy_init, structured_init
 
-EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -167,10 +165,12 @@ RECIPES: dict[str, Recipe] = {
 
 # ---- model I/O -----------------------------------------------------------------------
 def default_source() -> Path:
-    """The untrained embedded checkpoint folder (built by :mod:`mlb_core.embedded`)."""
-    import os
+    """The untrained embedded checkpoint folder, built on first use
+    (:func:`mlb_core.backbones.embedded.ensure_embedded`): the training's starting point, as
+    ``mlb train-vision`` uses it."""
+    from mlb_core.backbones.embedded import ensure_embedded
 
-    return Path(os.environ.get("MLB_CACHE", Path.home() / ".cache" / "mlb_core")) / EMBEDDED_NAME
+    return ensure_embedded(trained=False)
 
 
 def load_checkpoint(folder: Path) -> tuple[Any, Any, Any]:
