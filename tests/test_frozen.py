@@ -27,6 +27,9 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
     cmd, outs = frozen_stage(ROOT, "probe_control")
     assert "mlb probe --out data/probe_control --no-distractors" in cmd and "--repeats 3" in cmd and "${" not in cmd
     assert ROOT / "data/probe_control" in outs and ROOT / "results/tables/probe_control.md" in outs
+    cmd, outs = frozen_stage(ROOT, "probe_replication")  # fresh clips (seed 1), six a cell, fixed in advance
+    assert "--no-distractors" in cmd and "--repeats 6 --seed 1" in cmd and "${" not in cmd
+    assert ROOT / "results/probe/hypotheses_replication.json" in outs and ROOT / "data/probe_replication" in outs
     with pytest.raises(MLBError, match="not frozen"):
         frozen_stage(ROOT, "fig1")
     with pytest.raises(MLBError, match="no stage 'nope'"):

@@ -93,5 +93,7 @@ def test_answer_names_sorts_each_answer_by_what_it_names(tmp_path):
     assert (row["lo"], row["hi"]) == (pytest.approx(100 * lo, abs=0.05), pytest.approx(100 * hi, abs=0.05))
     paths = plot_answer_names(table, tmp_path / "fig" / "answers", "caption", len(vocab))
     assert all(p.exists() for p in paths)
+    with pytest.raises(MLBError, match="n_colours must be >= 3"):
+        plot_answer_names(table, tmp_path / "fig" / "bad", "caption", 2)
     with pytest.raises(MLBError, match="not in the probe's design"):
         answer_names([{**recs[0], "video": "probe999f"}], clips, ["mlb"], vocab)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mlb_core.cli import main
 from mlb_core.errors import MLBError
@@ -156,6 +157,51 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
     for r in result["layouts"].values():
         assert r["n"] == 1 and r["colour"] in (0.0, 1.0) and r["shape"] in (0.0, 1.0)
     assert "raw x1" in ceiling.format_ideal(result)
+    with pytest.raises(MLBError, match="n_objects must be 1 or 2"):
+        ceiling.ideal_accuracy(n_clips=1, n_objects=3)
+    # two objects: each asked its colour and shape; a wrong answer may name the other object's
+    two = ceiling.ideal_accuracy(n_clips=1, n_objects=2, shape_target="outline")
+    assert (two["n_objects"], two["shape_target"]) == (2, "outline")
+    for r in two["layouts"].values():
+        assert r["n"] == 2
+        for kind in ("colour", "shape"):
+            assert r[kind] in (0.0, 0.5, 1.0) and r[f"{kind}_other"] in (0.0, 0.5, 1.0)
+            assert r[kind] + r[f"{kind}_other"] <= 1.0
+    assert "c other" in ceiling.format_ideal(two) and "on the outline" in ceiling.format_ideal(two)
+
+
+
+@pytest.mark.slow
+def test_continue_codebook_trains_the_joint_vectors_and_ideal_accuracy_reads_them(tmp_path):
+    """``continue_codebook``: one step of the codebook stage from the committed codebook; the
+    joint variant writes a ``joint`` tensor that moved from zero and that :class:`JointCodebook`
+    loads back exactly; the plain variant writes the three base tensors only; bad arguments fail."""
+    from safetensors.torch import load_file
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train import ceiling
+    from mlb_core.train.vision import load_checkpoint
+
+    committed = vision_weights.WEIGHTS_DIR / "codebook.safetensors"
+    with pytest.raises(MLBError, match="p_two_objects"):
+        ceiling.continue_codebook(tmp_path / "x.safetensors", committed, p_two_objects=1.5)
+    out = ceiling.continue_codebook(tmp_path / "joint.safetensors", committed, budget_s=0.1, joint=True)
+    assert out["steps"] == 1 and out["joint"] is True
+    state = load_file(str(tmp_path / "joint.safetensors"))
+    assert set(state) == {"colour", "shape", "background", "joint"} and float(state["joint"].abs().max()) > 0
+    model, tokenizer, _ = load_checkpoint(ensure_embedded(trained=True))
+    book = ceiling.JointCodebook(model.get_input_embeddings(), tokenizer)
+    book.load_state_dict(state)
+    assert all(torch.equal(book.state_dict()[k], v) for k, v in state.items())
+    read = ceiling.ideal_accuracy(n_clips=1, source=ensure_embedded(trained=True), scale=2.0,
+                                  codebook=tmp_path / "joint.safetensors", shape_target="outline")
+    assert read["codebook"] == "joint.safetensors" and all(r["n"] == 1 for r in read["layouts"].values())
+    plain = ceiling.continue_codebook(tmp_path / "plain.safetensors", committed, budget_s=0.1)
+    assert plain["steps"] == 1 and set(load_file(str(tmp_path / "plain.safetensors"))) == {"colour", "shape",
+                                                                                          "background"}
+    before = load_file(str(committed))
+    assert not torch.equal(load_file(str(tmp_path / "plain.safetensors"))["colour"], before["colour"])
 
 
 @pytest.mark.parametrize("roll", [0, 1])

@@ -119,6 +119,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
     "probe": {"preset", "n_frames", "segment_frames", "sizes", "orders", "forms", "repeats", "seed", "methods",
               "max_new_tokens", "mechanism"},
     "probe_control": {"repeats"},
+    "probe_replication": {"seed", "repeats"},
     "probe_paper": {"preset", "n_frames", "sizes", "orders", "repeats", "methods"},
     "train": {"seed", "minutes", "threads", "heldout_scale", "curve_scale", "redrawn_scale", "binding_scale"},
     "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
@@ -128,7 +129,8 @@ _COUNTS = {  # (section, key) -> the least value
     ("fig2", "repeat_frame"): 0,
     ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
-    ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_control", "repeats"): 1, ("probe_paper", "repeats"): 1,
+    ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_control", "repeats"): 1, ("probe_replication", "repeats"): 1,
+    ("probe_replication", "seed"): 0, ("probe_paper", "repeats"): 1,
     ("probe_paper", "n_frames"): 1, ("train", "threads"): 1, ("bench", "threads"): 0,
 }
 # How the stages start `mlb eval`: one process; one per visible GPU (accelerate's default without a

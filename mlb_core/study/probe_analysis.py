@@ -172,20 +172,23 @@ def plot_probe(tables: dict[str, pd.DataFrame], stem: str | Path, caption: str) 
 NAMES = ("target", "distractor", "other", "none")  # what an answer's colour is, for its clip
 
 
-def named_colour(record: dict[str, Any], clip: Any, vocabulary: Sequence[str]) -> str:
+def named_colour(record: dict[str, Any], clip: Any, vocabulary: Sequence[str], judge: Any = None) -> str:
     """What a probe answer names, for the clip it was asked about (a
     :class:`~mlb_core.evaluation.probe.ProbeClip`): ``target`` (the asked shape's colour),
     ``distractor`` (one of the clip's two distractor colours; in the no-distractor control,
     the colours its distractors would have had), ``other`` (another colour of ``vocabulary``)
     or ``none`` (no colour). An open answer names its first colour word (the keyword judge's
-    rule); a multiple-choice answer names the option it picked."""
-    from mlb_core.evaluation.judge import KeywordJudge
-
+    rule; ``judge``: a :class:`~mlb_core.evaluation.judge.KeywordJudge` of ``vocabulary``, built
+    here when not given); a multiple-choice answer names the option it picked."""
     if record.get("task") == "mc":
         idx, options = record.get("parsed_index"), record.get("options") or []
         said = str(options[idx]).lower() if idx is not None and 0 <= idx < len(options) else None
     else:
-        said = KeywordJudge(vocabulary).first_mention(record.get("prediction"))
+        if judge is None:
+            from mlb_core.evaluation.judge import KeywordJudge
+
+            judge = KeywordJudge(vocabulary)
+        said = judge.first_mention(record.get("prediction"))
     if said is None:
         return "none"
     if said == clip.colour:
@@ -200,6 +203,9 @@ def answer_names(records: Iterable[dict[str, Any]], clips: dict[str, Any], metho
     (%) with its 95% Wilson interval. ``clips``: video name -> clip
     (:func:`mlb_core.evaluation.probe.clips_of`). A colour named at random from ``vocabulary``
     would name a distractor's colour 2 times in ``len(vocabulary)``."""
+    from mlb_core.evaluation.judge import KeywordJudge
+
+    judge = KeywordJudge(vocabulary)  # one regex for every answer
     counts: dict[str, dict[str, int]] = {m: dict.fromkeys(NAMES, 0) for m in methods}
     for r in records:
         if r.get("status") != "answered" or r.get("method") not in counts:
@@ -208,7 +214,7 @@ def answer_names(records: Iterable[dict[str, Any]], clips: dict[str, Any], metho
         if clip is None:
             raise MLBError(f"record {r.get('qid')}: video {r.get('video')!r} is not in the probe's design "
                            "(answers and probe data from different runs?)")
-        counts[r["method"]][named_colour(r, clip, vocabulary)] += 1
+        counts[r["method"]][named_colour(r, clip, vocabulary, judge)] += 1
     rows = []
     for method, c in counts.items():
         n = sum(c.values())
@@ -228,8 +234,12 @@ NAME_COLOURS = {"target": "#1b9e77", "distractor": "#d95f02", "other": "#bbbbbb"
 def plot_answer_names(names: pd.DataFrame, stem: str | Path, caption: str, n_colours: int) -> list[Path]:
     """One stacked bar per method: the shares of its answers that name the target's colour, a
     distractor's, another colour or none; a last bar is a colour named at random from
-    ``n_colours`` (1, 2 and ``n_colours - 3`` in ``n_colours``). Writes PNG, PDF and CSV."""
+    ``n_colours`` (1, 2 and ``n_colours - 3`` in ``n_colours``; a probe clip has a target and
+    two distractors of other colours, so at least 3). Writes PNG, PDF and CSV."""
     import matplotlib.pyplot as plt
+
+    if n_colours < 3:
+        raise MLBError(f"n_colours must be >= 3 (a target and two distractor colours), got {n_colours}")
 
     from mlb_core.study.plots import add_caption, save_figure, setup_style
 

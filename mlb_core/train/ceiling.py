@@ -39,14 +39,25 @@ LAYOUTS: dict[str, layouts.Layout] = {
 
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
                    source: Any = None, shape_scale: float | None = None,
-                   codebook: str | Path = "words") -> dict[str, Any]:
+                   codebook: str | Path = "words", n_objects: int = 1,
+                   shape_target: str = "coverage") -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
     word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
     training's starting point) or a ``codebook.safetensors`` the training learnt (the committed
-    one is in the weights folder): the targets the vision side was trained towards."""
+    one is in the weights folder): the targets the vision side was trained towards.
+    ``shape_target``: where the shape vector sits (``coverage`` or ``outline``, as the training's
+    recipe put it, :func:`~mlb_core.train.vision.slot_targets`). ``n_objects`` 2: two objects of
+    different colours and shapes a clip, each asked its colour and shape; ``colour_other``
+    (``shape_other``) is then the share of answers naming the *other* object's colour (shape):
+    does the LM tie a colour to the shape it is asked about, reading ideal tokens?"""
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import Codebook, lm_text, load_checkpoint
+
+    if n_objects not in (1, 2):
+        raise MLBError(f"n_objects must be 1 or 2, got {n_objects}")
+    if shape_target not in ("coverage", "outline"):
+        raise MLBError(f"shape_target must be 'coverage' or 'outline', not {shape_target!r}")
 
     # the LM and tokenizer of the embedded default (its vision side is not used), built on first use
     model, tokenizer, _ = load_checkpoint(source or ensure_embedded(trained=True))
@@ -55,29 +66,36 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         from safetensors.torch import load_file
 
         try:
-            book.load_state_dict(load_file(str(codebook)))
+            state = load_file(str(codebook))
+            if "joint" in state:  # a codebook continued with joint vectors (continue_codebook)
+                book = JointCodebook(model.get_input_embeddings(), tokenizer)
+            book.load_state_dict(state)
         except (OSError, RuntimeError) as exc:
             raise MLBError(f"cannot read the codebook {codebook}: {str(exc).splitlines()[0]}") from None
+    core = book.base if isinstance(book, JointCodebook) else book  # the joint vectors are not scaled
     with torch.no_grad():
-        book.colour.mul_(scale)
-        book.shape.mul_(scale if shape_scale is None else shape_scale)
-        book.background.mul_(background)
+        core.colour.mul_(scale)
+        core.shape.mul_(scale if shape_scale is None else shape_scale)
+        core.background.mul_(background)
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
     name = "words" if str(codebook) == "words" else Path(codebook).name
     out: dict[str, Any] = {"codebook": name, "scale": scale,
                            "shape_scale": scale if shape_scale is None else shape_scale,
                            "background": background, "n_clips": n_clips, "seed": seed,
+                           "n_objects": n_objects, "shape_target": shape_target,
                            "judge": "argmax over the 6 colours (3 shapes) of the next-token logits at the answer word",
                            "layouts": {}}
     t0 = time.perf_counter()
     for name, layout in LAYOUTS.items():
         rng = np.random.default_rng([scenes.HELDOUT_SEED_BASE, seed])
         right = {"colour": [0, 0], "shape": [0, 0]}
+        other = {"colour": 0, "shape": 0}  # answers naming the other object's colour (shape)
         with torch.no_grad():
             for i in range(n_clips):
-                spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", 1, 0.0)
-                visual = layouts.arrange(book(torch.from_numpy(scenes.clip_coverage(spec)), spec), layout)
+                spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", n_objects, 0.0)
+                cover = torch.from_numpy(scenes.clip_coverage(spec))  # (T, K, 24, 24)
+                visual = layouts.arrange(book(cover, spec, shape_target), layout)
                 for q in scenes.make_questions(spec, (seed, i), forms=("open",)):
                     if q.kind not in right:
                         continue
@@ -90,22 +108,107 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
                     guess = max(vocab, key=lambda w: float(logits[first[w]]))
                     right[q.kind][0] += int(guess == q.truth)
                     right[q.kind][1] += 1
+                    other[q.kind] += int(guess != q.truth and any(
+                        guess == (o.colour if q.kind == "colour" else o.shape) for o in spec.objects))
         out["layouts"][name] = {"tokens": layout.n_tokens,
                                 **{k: round(v[0] / v[1], 4) for k, v in right.items()},
                                 "n": right["colour"][1]}
+        if n_objects > 1:
+            out["layouts"][name].update({f"{k}_other": round(v / right[k][1], 4) for k, v in other.items()})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
+class JointCodebook(torch.nn.Module):
+    """The training's codebook (:class:`~mlb_core.train.vision.Codebook`) plus one vector per
+    (colour, shape) pair, added on every patch an object covers (weighted by the coverage): a
+    patch then carries its object's colour and shape as one vector too, not only as a sum. A
+    capacity check of the ideal tokens for binding (:func:`continue_codebook`); no tower makes
+    these tokens."""
+
+    def __init__(self, embed: torch.nn.Embedding, tokenizer: Any) -> None:
+        from mlb_core.train.vision import Codebook
+
+        super().__init__()
+        self.base = Codebook(embed, tokenizer)
+        self.joint = torch.nn.Parameter(torch.zeros(len(scenes.COLOURS), len(scenes.SHAPES), embed.weight.shape[1]))
+
+    def forward(self, coverage: torch.Tensor, spec: scenes.ClipSpec, shape_target: str = "coverage") -> torch.Tensor:
+        """coverage (T, K, 24, 24) -> (T, 24, 24, D): the base codebook's ideal tokens plus each
+        object's joint vector times its coverage."""
+        pairs = torch.stack([self.joint[scenes.COLOURS.index(o.colour), scenes.SHAPES.index(o.shape)]
+                             for o in spec.objects])  # (K, D)
+        return self.base(coverage, spec, shape_target) + torch.einsum("tkhw,kd->thwd", coverage, pairs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """The base codebook's keys (colour, shape, background) and ``joint``."""
+        return {**self.base.state_dict(), "joint": self.joint.detach()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        """Load :meth:`state_dict`'s layout; without ``joint`` (a plain codebook), it stays zero."""
+        rest = {k: v for k, v in state.items() if k != "joint"}
+        out = self.base.load_state_dict(rest, strict=strict)
+        if "joint" in state:
+            with torch.no_grad():
+                self.joint.copy_(state["joint"])
+        return out
+
+
+def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: float = 0.6, budget_s: float = 600.0,
+                      joint: bool = False, seed: int = 7, threads: int = 1, source: Any = None) -> dict[str, Any]:
+    """Train a learnt codebook further on ideal tokens through the frozen LM (the training's stage
+    1, :func:`~mlb_core.train.vision.stage_codebook`, at lr 3e-3 on 300-600-token layouts, the
+    committed recipe's shape target) with ``p_two_objects`` of the clips showing two objects;
+    ``joint``: with :class:`JointCodebook`'s (colour, shape) vectors as well. Writes the codebook
+    to ``out`` (``mlb heldout --ideal --ideal-codebook OUT --ideal-objects 2`` reads it) and
+    returns the steps, seconds and mean loss of the first and last 20 steps. Does more two-object
+    training teach the frozen LM to tie a colour to a shape, on ideal tokens?"""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file, save_file
+
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.vision import RECIPES, Codebook, load_checkpoint, stage_codebook
+
+    if not 0 <= p_two_objects <= 1 or budget_s <= 0:
+        raise MLBError(f"p_two_objects must be in [0, 1] and budget_s > 0, got {p_two_objects}, {budget_s}")
+    torch.manual_seed(seed)
+    model, tokenizer, _ = load_checkpoint(source or ensure_embedded(trained=True))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    embed = model.get_input_embeddings()
+    book: torch.nn.Module = JointCodebook(embed, tokenizer) if joint else Codebook(embed, tokenizer)
+    try:
+        book.load_state_dict(load_file(str(codebook)))
+    except (OSError, RuntimeError) as exc:
+        raise MLBError(f"cannot read the codebook {codebook}: {str(exc).splitlines()[0]}") from None
+    recipe = replace(RECIPES["committed"], p_two_objects=p_two_objects, lr_codebook=3e-3,
+                     codebook_min_tokens=300, codebook_max_tokens=600)
+    log: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        stage_codebook(model, tokenizer, book, budget_s, seed, recipe, threads, log)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in book.state_dict().items()}, str(out))
+    losses = [r["loss"] for r in log]
+    return {"steps": len(log), "seconds": round(time.perf_counter() - t0, 1), "p_two_objects": p_two_objects,
+            "joint": joint, "seed": seed, "loss_first20": round(float(np.mean(losses[:20])), 4),
+            "loss_last20": round(float(np.mean(losses[-20:])), 4)}
+
+
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
+    two = result.get("n_objects", 1) > 1
     lines = [f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
-             f"shape x{result['shape_scale']:g}, "
+             f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "
              f"background x{result['background']:g}), "
-             f"{result['n_clips']} held-out clips a layout, teacher-forced",
-             f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"]
+             f"{result['n_clips']} held-out clips a layout"
+             + (" with two objects (other: the other object's word)" if two else "") + ", teacher-forced",
+             f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"
+             + (f" {'c other':>8s} {'s other':>8s}" if two else "")]
     for name, r in result["layouts"].items():
-        lines.append(f"{name:16s} {r['tokens']:6d} {100 * r['colour']:6.0f}% {100 * r['shape']:6.0f}%")
+        lines.append(f"{name:16s} {r['tokens']:6d} {100 * r['colour']:6.0f}% {100 * r['shape']:6.0f}%"
+                     + (f" {100 * r['colour_other']:7.0f}% {100 * r['shape_other']:7.0f}%" if two else ""))
     return "\n".join(lines)
 
 

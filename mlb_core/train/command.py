@@ -21,10 +21,9 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
     """Train from the seeded random vision side (the frozen LM is the real SmolLM2) and write
     the trained tower + projector, the model card and the training log to ``out``
     (``recipe``: a :class:`~mlb_core.train.vision.Recipe`, default the committed one)."""
-    from mlb_core.backbones.embedded import ensure_embedded
-    from mlb_core.train.vision import load_checkpoint, train_vision
+    from mlb_core.train.vision import default_source, load_checkpoint, train_vision
 
-    source = ensure_embedded(trained=False)
+    source = default_source()
     work = Path(tempfile.mkdtemp(prefix="mlb-train-"))
     try:
         summary = train_vision(work / "checkpoint", seed=seed, minutes_budget=minutes, threads=threads, source=source,
@@ -167,8 +166,18 @@ def cmd_heldout(args: argparse.Namespace) -> int:
             book = vision_weights.WEIGHTS_DIR / "codebook.safetensors"
             if not book.exists():
                 raise MLBError(f"--ideal-codebook learned: no {book} (the training writes it)")
+        target = args.ideal_shape_target
+        if target is None:  # where the codebook's training put the shape: its recipe's shape target
+            target = "coverage"
+            if str(book) != "words":
+                from mlb_core.train.card import read_training_log
+
+                summary = read_training_log(Path(book).parent, required=False) or {}
+                recipe = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
+                target = recipe.get("shape_target", "coverage")
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
-                                shape_scale=args.ideal_shape_scale, codebook=book)
+                                shape_scale=args.ideal_shape_scale, codebook=book, n_objects=args.ideal_objects,
+                                shape_target=target)
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -248,6 +257,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-codebook", default="words",
                    help="--ideal: 'words' (the LM's word embeddings), 'learned' (the committed weights' "
                         "codebook.safetensors, the training's actual targets) or a codebook file")
+    h.add_argument("--ideal-objects", type=int, default=1, choices=[1, 2],
+                   help="--ideal: objects a clip; 2: each asked its colour and shape, and how often the other "
+                        "object's is named (does the LM bind them, from ideal tokens?)")
+    h.add_argument("--ideal-shape-target", choices=["coverage", "outline"],
+                   help="--ideal: where the shape vector sits (default: the recipe of the codebook's training "
+                        "log, beside it; coverage for 'words')")
     h.add_argument("--curve", action="store_true",
                    help="the length curve instead: the same clips through full at 1-14 frames and mlb at 5-50 "
                         "(sight.length_conditions); with --out, also its figure (the same name, .png)")
