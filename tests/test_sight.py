@@ -168,6 +168,28 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
             assert r[kind] in (0.0, 0.5, 1.0) and r[f"{kind}_other"] in (0.0, 0.5, 1.0)
             assert r[kind] + r[f"{kind}_other"] <= 1.0
     assert "c other" in ceiling.format_ideal(two) and "on the outline" in ceiling.format_ideal(two)
+    with pytest.raises(MLBError, match="tokens must be"):
+        ceiling.ideal_accuracy(n_clips=1, tokens="pixels")
+    # the tower's own tokens on the same clips: the drawn frames through the tower and the projector
+    tower = ceiling.ideal_accuracy(n_clips=1, tokens="tower")
+    assert tower["visual"] == "tower" and tower["codebook"] is None
+    assert all(r["n"] == 1 for r in tower["layouts"].values())
+    assert ceiling.format_ideal(tower).startswith("the tower's own tokens")
+    # tower_tokens is the training's own path: the slot units times the codebook columns
+    import torch.nn.functional as F
+
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.vision import N_SLOTS, load_checkpoint, pixel_values, slots
+
+    model, _, processor = load_checkpoint(ensure_embedded(trained=True))
+    spec, bank = scenes.sample_clip(3, 2, "heldout", 1, 0.0), scenes.VideoBank()
+    with torch.no_grad():
+        got = ceiling.tower_tokens(model, processor, spec, bank)  # (2, 24, 24, D)
+        lin = model.model.multi_modal_projector.linear_2
+        frames, _ = scenes.render_clip(spec, bank)
+        want = F.linear(slots(model, pixel_values(frames, processor)), lin.weight[:, :N_SLOTS], lin.bias)
+    assert got.shape == (2, 24, 24, lin.out_features)
+    torch.testing.assert_close(got, want)
 
 
 

@@ -129,8 +129,8 @@ _COUNTS = {  # (section, key) -> the least value
     ("fig2", "repeat_frame"): 0,
     ("synth", "n_videos"): 1, ("synth", "n_frames"): 1, ("eval", "limit"): 0, ("fig4", "limit"): 0,
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
-    ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_control", "repeats"): 1, ("probe_replication", "repeats"): 1,
-    ("probe_replication", "seed"): 0, ("probe_paper", "repeats"): 1,
+    ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_control", "repeats"): 1,
+    ("probe_replication", "repeats"): 1, ("probe_replication", "seed"): 0, ("probe_paper", "repeats"): 1,
     ("probe_paper", "n_frames"): 1, ("train", "threads"): 1, ("bench", "threads"): 0,
 }
 # How the stages start `mlb eval`: one process; one per visible GPU (accelerate's default without a

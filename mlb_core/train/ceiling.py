@@ -40,7 +40,7 @@ LAYOUTS: dict[str, layouts.Layout] = {
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
                    source: Any = None, shape_scale: float | None = None,
                    codebook: str | Path = "words", n_objects: int = 1,
-                   shape_target: str = "coverage") -> dict[str, Any]:
+                   shape_target: str = "coverage", tokens: str = "ideal") -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
     word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
@@ -50,7 +50,11 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     recipe put it, :func:`~mlb_core.train.vision.slot_targets`). ``n_objects`` 2: two objects of
     different colours and shapes a clip, each asked its colour and shape; ``colour_other``
     (``shape_other``) is then the share of answers naming the *other* object's colour (shape):
-    does the LM tie a colour to the shape it is asked about, reading ideal tokens?"""
+    does the LM tie a colour to the shape it is asked about, reading ideal tokens?
+    ``tokens="tower"``: the same clips and questions, but the visual tokens are the model's own
+    (each clip drawn, through its vision tower and projector, no video file): teacher-forced
+    like the ideal ones, so that the difference between the two is the tower's share of a miss
+    (the codebook arguments are then unused)."""
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import Codebook, lm_text, load_checkpoint
 
@@ -58,9 +62,12 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         raise MLBError(f"n_objects must be 1 or 2, got {n_objects}")
     if shape_target not in ("coverage", "outline"):
         raise MLBError(f"shape_target must be 'coverage' or 'outline', not {shape_target!r}")
+    if tokens not in ("ideal", "tower"):
+        raise MLBError(f"tokens must be 'ideal' or 'tower', not {tokens!r}")
 
     # the LM and tokenizer of the embedded default (its vision side is not used), built on first use
-    model, tokenizer, _ = load_checkpoint(source or ensure_embedded(trained=True))
+    model, tokenizer, processor = load_checkpoint(source or ensure_embedded(trained=True))
+    bank = scenes.VideoBank() if tokens == "tower" else None
     book = Codebook(model.get_input_embeddings(), tokenizer)
     if str(codebook) != "words":
         from safetensors.torch import load_file
@@ -80,7 +87,7 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
     name = "words" if str(codebook) == "words" else Path(codebook).name
-    out: dict[str, Any] = {"codebook": name, "scale": scale,
+    out: dict[str, Any] = {"visual": tokens, "codebook": name if tokens == "ideal" else None, "scale": scale,
                            "shape_scale": scale if shape_scale is None else shape_scale,
                            "background": background, "n_clips": n_clips, "seed": seed,
                            "n_objects": n_objects, "shape_target": shape_target,
@@ -94,8 +101,11 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         with torch.no_grad():
             for i in range(n_clips):
                 spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", n_objects, 0.0)
-                cover = torch.from_numpy(scenes.clip_coverage(spec))  # (T, K, 24, 24)
-                visual = layouts.arrange(book(cover, spec, shape_target), layout)
+                if tokens == "tower":
+                    visual = layouts.arrange(tower_tokens(model, processor, spec, bank), layout)
+                else:
+                    cover = torch.from_numpy(scenes.clip_coverage(spec))  # (T, K, 24, 24)
+                    visual = layouts.arrange(book(cover, spec, shape_target), layout)
                 for q in scenes.make_questions(spec, (seed, i), forms=("open",)):
                     if q.kind not in right:
                         continue
@@ -117,6 +127,24 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
             out["layouts"][name].update({f"{k}_other": round(v / right[k][1], 4) for k, v in other.items()})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank) -> torch.Tensor:
+    """A clip drawn and turned into the model's own visual tokens, (T, 24, 24, D): the tower's
+    configured feature layer, CLS dropped, through the whole projector (as LLaVA-NeXT does for a
+    frame, without its image-newline or any cell pooling, which :mod:`~mlb_core.train.layouts`
+    applies)."""
+    from mlb_core.train.vision import pixel_values
+
+    frames, _ = scenes.render_clip(spec, bank)  # (T, S, S, 3) uint8
+    feats = model.model.vision_tower(pixel_values(frames, processor),
+                                     output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+    if model.config.vision_feature_select_strategy == "default":
+        feats = feats[:, 1:]  # (T, 576, H)
+    out = model.model.multi_modal_projector(feats)  # (T, 576, D)
+    side = int(np.sqrt(out.shape[1]))
+    assert side * side == out.shape[1], out.shape
+    return out.reshape(len(out), side, side, -1)
 
 
 class JointCodebook(torch.nn.Module):
@@ -199,9 +227,11 @@ def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: floa
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
     two = result.get("n_objects", 1) > 1
-    lines = [f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
-             f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "
-             f"background x{result['background']:g}), "
+    what = ("the tower's own tokens (the clips drawn, no video file), " if result.get("visual") == "tower" else
+            f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
+            f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "
+            f"background x{result['background']:g}), ")
+    lines = [what +
              f"{result['n_clips']} held-out clips a layout"
              + (" with two objects (other: the other object's word)" if two else "") + ", teacher-forced",
              f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"

@@ -177,7 +177,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
                 target = recipe.get("shape_target", "coverage")
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
                                 shape_scale=args.ideal_shape_scale, codebook=book, n_objects=args.ideal_objects,
-                                shape_target=target)
+                                shape_target=target, tokens="tower" if args.ideal_tower else "ideal")
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -260,6 +260,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-objects", type=int, default=1, choices=[1, 2],
                    help="--ideal: objects a clip; 2: each asked its colour and shape, and how often the other "
                         "object's is named (does the LM bind them, from ideal tokens?)")
+    h.add_argument("--ideal-tower", action="store_true",
+                   help="--ideal: on the same clips and questions, the model's own tokens (each clip drawn, "
+                        "through its tower and projector), teacher-forced: the tower's share of a miss")
     h.add_argument("--ideal-shape-target", choices=["coverage", "outline"],
                    help="--ideal: where the shape vector sits (default: the recipe of the codebook's training "
                         "log, beside it; coverage for 'words')")
