@@ -11,6 +11,12 @@ ideal tokens, in a token layout, to the frozen SmolLM2 and reads its next-token 
 answer's colour (or shape) word, teacher-forced up to that word, among the six colours (or three
 shapes): accuracy per layout and question kind. It needs no vision tower; ``scale`` multiplies the
 object vectors (``sum_x2``: twice the word embeddings), ``background`` the background vector.
+With two objects a clip (``--ideal-objects 2``) it asks whether the LM ties a colour to the shape
+the question names, and :func:`continue_codebook` (optionally with :class:`JointCodebook`'s
+vectors per colour-shape pair) whether more two-object training teaches it to (README, "Not the
+tower: the LM does not bind even ideal tokens"). ``--ideal-tower`` reads the same clips through
+the model's own tokens (:func:`tower_tokens`), teacher-forced alike: the difference to the ideal
+tokens is the tower's share of a miss.
 
 The other half of the diagnosis is the tower: :func:`slot_accuracy` (``mlb heldout --slots``)
 reads the trained projector's slot activations (the ten hidden units that carry the codebook,
