@@ -248,15 +248,21 @@ def format_ideal(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def recipe_shape_target(folder: Path, hint: str = "") -> str:
+    """The shape target (``coverage`` or ``outline``) of the recipe recorded in the training log
+    that lies in ``folder``; ``coverage`` (the first recipes') when there is none."""
+    from mlb_core.train.card import read_training_log
+
+    summary = read_training_log(folder, required=False, hint=hint)
+    recipe = (summary or {}).get("recipe") or {}
+    return str(recipe.get("shape_target", "coverage")) if isinstance(recipe, dict) else "coverage"
+
+
 def default_min_cover(folder: Path) -> float:
     """Which patches :func:`slot_accuracy` averages by default for the weights whose training log
     lies in ``folder``: 0.05 for weights trained with outline shape targets (their shape lives
     on partly covered patches), else 0.5 (the patches an object mostly covers)."""
-    from mlb_core.train.card import read_training_log
-
-    summary = read_training_log(folder, required=False, hint="; pass min_cover (--min-cover)")
-    recipe = (summary or {}).get("recipe") or {}
-    return 0.05 if isinstance(recipe, dict) and recipe.get("shape_target") == "outline" else 0.5
+    return 0.05 if recipe_shape_target(folder, hint="; pass min_cover (--min-cover)") == "outline" else 0.5
 
 
 def slot_accuracy(n_clips: int = 40, seed: int = 0, source: Any = None,

@@ -168,13 +168,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
                 raise MLBError(f"--ideal-codebook learned: no {book} (the training writes it)")
         target = args.ideal_shape_target
         if target is None:  # where the codebook's training put the shape: its recipe's shape target
-            target = "coverage"
-            if str(book) != "words":
-                from mlb_core.train.card import read_training_log
+            from mlb_core.train.ceiling import recipe_shape_target
 
-                summary = read_training_log(Path(book).parent, required=False) or {}
-                recipe = summary.get("recipe") if isinstance(summary.get("recipe"), dict) else {}
-                target = recipe.get("shape_target", "coverage")
+            target = "coverage" if str(book) == "words" else recipe_shape_target(Path(book).parent)
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
                                 shape_scale=args.ideal_shape_scale, codebook=book, n_objects=args.ideal_objects,
                                 shape_target=target, tokens="tower" if args.ideal_tower else "ideal")
