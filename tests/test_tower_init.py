@@ -8,8 +8,15 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from mlb_core.train.tower_init import edge_energy_init, edge_filters, patch_filters, sincos_2d, structured_init
-from mlb_core.train.vision import Recipe
+from mlb_core.train.tower_init import (
+    colour_units,
+    edge_energy_init,
+    edge_filters,
+    patch_filters,
+    sincos_2d,
+    structured_init,
+)
+from mlb_core.train.vision import Recipe, gelu_inverse
 
 
 def tower(seed: int = 0) -> CLIPVisionModel:
@@ -127,3 +134,55 @@ def test_edge_energy_init_rectifies_signed_edges_and_reserves_dimensions():
 def test_recipe_rejects_an_unknown_shape_target():
     with pytest.raises(ValueError, match="shape_target"):
         Recipe(shape_target="everywhere")
+
+
+def test_colour_units_are_bent_random_features_of_the_colour_rows_alone():
+    """:func:`colour_units` rewrites only the first layer's MLP units after the rectified edges:
+    each reads the 15 colour rows (channel and quadrant means) alone, its pre-activation on the
+    sample has a spread of about ``gain``, and it bends (pre-activation 0) at one sampled patch;
+    the edge units, fc2 and the reserved dimensions are untouched, and the draw is seeded."""
+    t = tower()
+    structured_init(t, seed=0)
+    reserved = edge_energy_init(t, n_reserved=8, gain=2.0)
+    layer = (t.encoder if hasattr(t, "encoder") else t.vision_model.encoder).layers[0]
+    before = {k: v.clone() for k, v in layer.mlp.state_dict().items()}
+    px = torch.randn(4, 3, 84, 84)
+    caught = {}
+    hook = layer.layer_norm2.register_forward_hook(lambda m, i, o: caught.__setitem__("x", o))
+    with torch.no_grad():
+        t(px)
+    hook.remove()
+    sample = caught["x"][:, 1:, :15].reshape(-1, 15)  # (4 * 36, 15)
+    units = colour_units(t, sample, gain=3.0, seed=1, n_reserved=8)
+    n_edges = 120 - 15  # the edge rows end where the reserved dimensions begin (128 - 8)
+    assert units == list(range(n_edges, 256))
+    fc1 = layer.mlp.fc1
+    assert torch.equal(fc1.weight[:n_edges], before["fc1.weight"][:n_edges])
+    assert torch.equal(layer.mlp.fc2.weight, before["fc2.weight"]) and not layer.mlp.fc2.weight[reserved].any()
+    assert not fc1.weight[units][:, 15:].any() and fc1.weight[units][:, :15].abs().sum(1).gt(0).all()
+    with torch.no_grad():
+        pre = sample @ fc1.weight[units, :15].T + fc1.bias[units]  # (144, U)
+    assert pre.abs().min(0).values.max() < 1e-4  # every unit bends at a sampled patch
+    assert 1.5 < float(pre.std(0).median()) < 6.0
+    again = tower()
+    structured_init(again, seed=0)
+    edge_energy_init(again, n_reserved=8, gain=2.0)
+    colour_units(again, sample, gain=3.0, seed=1, n_reserved=8)
+    ref = (again.encoder if hasattr(again, "encoder") else again.vision_model.encoder).layers[0].mlp.fc1
+    assert torch.equal(ref.weight, fc1.weight) and torch.equal(ref.bias, fc1.bias)
+
+
+def test_gelu_inverse_gives_the_targets_back_through_the_gelu():
+    y = torch.linspace(0, 3, 301, dtype=torch.float64)
+    x = gelu_inverse(y)
+    torch.testing.assert_close(torch.nn.functional.gelu(x), y, rtol=0, atol=1e-9)
+    assert bool((x[1:] > x[:-1]).all()) and float(x[0]) == pytest.approx(0.0, abs=1e-12)
+    assert float(gelu_inverse(torch.tensor([5.0], dtype=torch.float64))) == pytest.approx(float(x[-1]))  # clamped
+
+
+def test_colour_units_and_inverse_gelu_need_the_edge_tower():
+    with pytest.raises(ValueError, match="tower_init='edges'"):
+        Recipe(colour_units=True)
+    with pytest.raises(ValueError, match="tower_init='edges'"):
+        Recipe(inverse_gelu=True, tower_init="structured")
+    assert Recipe(tower_init="edges", colour_units=True, inverse_gelu=True).colour_units

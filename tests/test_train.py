@@ -188,10 +188,13 @@ def test_outline_weight_and_outline_targets():
     torch.testing.assert_close(ideal[whole], colour.expand(int(whole.sum()), -1))
 
 
-def test_slot_readout_is_what_the_slot_units_read():
+@pytest.mark.parametrize("inverse", [False, True])
+def test_slot_readout_is_what_the_slot_units_read(inverse: bool):
     """:func:`fit_slot_readout` on a tiny LLaVA-NeXT with a 336 px CLIP tower: after the fit,
     the projector's ten slot units are exactly GELU of the ridge read-out of the first layer's
-    MLP units (a hand computation from the hooked activations): nothing else writes there."""
+    MLP units (a hand computation from the hooked activations): nothing else writes there. With
+    ``inverse_gelu`` the read-out is the weighted ridge fit to ``GELU^-1`` of the targets (its
+    background unit then sits near ``GELU^-1(1)`` on a plain background, not near 1)."""
     from mlb_core.train.tower_init import edge_energy_init, structured_init
     from mlb_core.train.vision import N_SLOTS, Recipe, fit_slot_readout, pixel_values, slots
 
@@ -204,7 +207,8 @@ def test_slot_readout_is_what_the_slot_units_read():
     reserved = edge_energy_init(tower)
     assert len(reserved) >= N_SLOTS
     row = fit_slot_readout(model, processor, scenes.VideoBank(max_frames=8), reserved, 0,
-                           Recipe(outline_fit_frames=12, shape_target="outline"))
+                           Recipe(outline_fit_frames=12, shape_target="outline", tower_init="edges",
+                                  inverse_gelu=inverse))
     assert row["frames"] == 12 and row["patches"] == 12 * 576 and 0 < row["r2"] <= 1
     assert 0 <= row["colour_accuracy"] <= 1 and 0 <= row["shape_accuracy"] <= 1
     layer = (tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder).layers[0]
@@ -217,6 +221,8 @@ def test_slot_readout_is_what_the_slot_units_read():
     fc2, dims = layer.mlp.fc2, reserved[:N_SLOTS]
     readout = caught["h"][:, 1:] @ fc2.weight[dims].T + fc2.bias[dims]  # (2, 576, N_SLOTS)
     torch.testing.assert_close(got.reshape(2, 576, N_SLOTS), F.gelu(readout), rtol=1e-4, atol=1e-5)
+    background = float(readout[..., -1].median())  # most patches show only the background
+    assert (1.05 < background < 1.3) if inverse else (0.85 < background < 1.05)  # GELU^-1(1) = 1.16
 
 
 def test_recipe_without_tower_training_needs_a_fitted_readout_and_a_codebook_to_train():

@@ -170,6 +170,9 @@ def tower_init_line(r: dict[str, Any]) -> str:
     if init == "edges":
         line += ("; then the first layer made a per-patch edge-energy layer (no attention, its MLP "
                  f"rectifies the signed edge responses, {N_RESERVED} residual dimensions reserved)")
+    if r.get("colour_units"):
+        line += (f"; its other MLP units random features of the patch's colour (pre-activation spread "
+                 f"{r.get('colour_unit_gain', 3.0):g}, bends at sampled patches)")
     return line
 
 
@@ -178,9 +181,11 @@ def outline_fit_line(summary: dict[str, Any]) -> str:
     fit = summary.get("outline_fit")
     if not fit:
         return ""
+    inverse = " through the inverse GELU" if summary["recipe"].get("inverse_gelu") else ""
     return (f"\n   A closed-form slot read-out (`fit_slot_readout`): ridge {summary['recipe']['outline_ridge']} "
             f"from the first layer's MLP units to the ten slot targets over {fit['frames']} frames "
-            f"({fit['patches']:,} patches), written into ten reserved dimensions that the projector's slot "
+            f"({fit['patches']:,} patches){inverse}, "
+            f"written into ten reserved dimensions that the projector's slot "
             f"units read: R^2 {fit['r2']}, per-object colour {fit['colour_accuracy']:.0%} and shape "
             f"{fit['shape_accuracy']:.0%} on its own frames.")
 

@@ -23,7 +23,11 @@ detector (README, "Shape from the outline"): its attention's output is zeroed, i
 hidden units rectify the signed step-edge responses (``|r| = relu(r) + relu(-r)``, both signs
 being patch-embedding rows, with no position added to them), and a few residual dimensions
 are reserved (zero in every input to them) for a read-out that :mod:`mlb_core.train.vision`
-fits in closed form.
+fits in closed form. :func:`colour_units` optionally turns that MLP's remaining hidden units
+(the checkpoint's random weights, so small that ``quick_gelu`` is nearly linear on them) into
+random nonlinear features of the patch's colour rows (channel and quadrant means): a linear
+read-out can then carve colour space into the six colours, which it cannot from nearly linear
+units (README, "Where the one-frame misses sit").
 
 The model stays a stock ``CLIPVisionModel``: only weight values change. Everything is drawn
 from a ``torch.Generator`` seeded by ``seed``, so the initialisation is reproducible.
@@ -152,6 +156,39 @@ def structured_init(tower: Any, seed: int = 0) -> int:
     return len(filters)
 
 
+def _edge_rows(channels: int, n_fixed: int, dim: int, n_reserved: int) -> list[int]:
+    """The patch-embedding rows of the signed step edges, after the channel and quadrant means."""
+    first_edge = channels + 4 * channels  # after the channel means and the quadrant means
+    return list(range(first_edge, min(n_fixed, dim - n_reserved)))
+
+
+def colour_units(tower: Any, colour_rows: torch.Tensor, gain: float = 3.0, seed: int = 0,
+                 n_reserved: int = N_RESERVED) -> list[int]:
+    """After :func:`edge_energy_init`, make the first layer's MLP units beyond the rectified edges
+    random features of the patch's colour rows (module docstring). ``colour_rows`` (N, C + 4C):
+    those rows of the layer's second layer norm's output on sample patches; each unit gets a
+    Gaussian direction over them, scaled by their spread so that its pre-activation has a standard
+    deviation of about ``gain``, and a bias that puts its bend at one sampled patch (so the units'
+    bends fall where patches are). Returns the units' indices; the MLP's second layer is unchanged
+    (zero into the reserved dimensions until a read-out is fitted)."""
+    emb, _, encoder = clip_parts(tower)
+    dim, channels, patch, _ = emb.patch_embedding.weight.shape
+    n_colour = channels + 4 * channels
+    assert colour_rows.ndim == 2 and colour_rows.shape[1] == n_colour, (colour_rows.shape, n_colour)
+    n_edges = len(_edge_rows(channels, len(patch_filters(channels, patch)[:dim]), dim, n_reserved))
+    fc1 = encoder.layers[0].mlp.fc1
+    units = list(range(n_edges, fc1.out_features))
+    gen = torch.Generator().manual_seed(seed)
+    spread = colour_rows.std(0).clamp(min=1e-6)  # (C + 4C,)
+    w = torch.randn(len(units), n_colour, generator=gen) / spread / math.sqrt(n_colour) * gain  # (U, C + 4C)
+    at = colour_rows[torch.randint(len(colour_rows), (len(units),), generator=gen)]  # (U, C + 4C)
+    with torch.no_grad():
+        fc1.weight[units] = 0
+        fc1.weight[units, :n_colour] = w.to(fc1.weight.dtype)
+        fc1.bias[units] = -(w * at).sum(1).to(fc1.bias.dtype)
+    return units
+
+
 def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0) -> list[int]:
     """Make the first encoder layer of a :func:`structured_init` tower a per-patch edge-energy
     layer (module docstring). Returns the reserved residual dimensions (the last
@@ -161,9 +198,7 @@ def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0
     emb, pre, encoder = clip_parts(tower)
     conv = emb.patch_embedding
     dim, channels, patch, _ = conv.weight.shape
-    n_fixed = len(patch_filters(channels, patch)[:dim])
-    first_edge = channels + 4 * channels  # after the channel means and the quadrant means
-    edge_rows = list(range(first_edge, min(n_fixed, dim - n_reserved)))  # (+, -) signed edge rows
+    edge_rows = _edge_rows(channels, len(patch_filters(channels, patch)[:dim]), dim, n_reserved)  # (+, -) signed edges
     reserved = list(range(dim - n_reserved, dim))
     layer = encoder.layers[0]
     fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2

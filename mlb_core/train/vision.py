@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import layouts, scenes
 from .card import model_card
-from .tower_init import clip_parts, edge_energy_init, structured_init
+from .tower_init import clip_parts, colour_units, edge_energy_init, structured_init
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,12 @@ class Recipe:
     closed-form slot read-out (:func:`fit_slot_readout`), ``outline_ridge`` its ridge;
     ``train_tower``: whether stages 2 and 3 train the tower and the projector's first layer
     (False: stage 2 is skipped and stage 3 trains the codebook alone, on the tower's real slots;
-    gradient steps undo a closed-form read-out within 100 steps, README "Shape from the outline").
+    gradient steps undo a closed-form read-out within 100 steps, README "Shape from the outline");
+    ``colour_units``: with ``tower_init="edges"``, the first layer's free MLP units become random
+    features of the patch's colour (:func:`mlb_core.train.tower_init.colour_units`, pre-activation
+    spread ``colour_unit_gain``) before the read-out is fitted; ``inverse_gelu``: the read-out is
+    fitted to ``GELU^-1`` of the slot targets, so that the projector's GELU gives the targets back
+    rather than shrinking them (README, "Where the one-frame misses sit").
     """
 
     codebook_share: float = 0.30
@@ -111,6 +116,9 @@ class Recipe:
     outline_fit_frames: int = 300
     outline_ridge: float = 1.0
     train_tower: bool = True
+    colour_units: bool = False
+    colour_unit_gain: float = 3.0
+    inverse_gelu: bool = False
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -124,6 +132,9 @@ class Recipe:
         if not self.train_tower and not (self.tower_init == "edges" and self.lr_codebook_finetune > 0):
             raise ValueError("train_tower=False needs tower_init='edges' (a fitted read-out) and "
                              "lr_codebook_finetune > 0 (something for stage 3 to train)")
+        if (self.colour_units or self.inverse_gelu) and self.tower_init != "edges":
+            raise ValueError("colour_units and inverse_gelu change the closed-form read-out: "
+                             "they need tower_init='edges'")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -158,6 +169,10 @@ RECIPES: dict[str, Recipe] = {
     # constant lr 5e-4 and the cost model's frame cost measured on this CPU (about 1,270
     # regression steps in 27 minutes instead of 815): the tower reads shape better, the answers
     # do not (README, "The frames teach shape"; results/train/structured/)
+    # the outline recipe with colour units in the tower's first layer and the read-out fitted
+    # through the projector's GELU: a candidate, measured against the committed weights (README,
+    # "Where the one-frame misses sit"; results/train/colour-units/)
+    "colour-units": replace(_OUTLINE, colour_units=True, inverse_gelu=True),
     "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
                           regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
 }
@@ -385,6 +400,38 @@ def _slot_loss(act: torch.Tensor, target: torch.Tensor, recipe: Recipe) -> torch
     return (err * weight).sum() / weight.sum()
 
 
+def gelu_inverse(y: torch.Tensor) -> torch.Tensor:
+    """The ``x >= 0`` branch of the inverse of the (exact) GELU, for ``y`` in [0, 3] (clamped): ``gelu(x) = y``.
+    Bisection, 60 steps, in ``y``'s dtype."""
+    y = y.clamp(0.0, 3.0)
+    lo, hi = torch.zeros_like(y), torch.full_like(y, 3.5)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        below = F.gelu(mid) < y
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def colour_rows(model: Any, processor: Any, bank: scenes.VideoBank, seed: int, recipe: Recipe,
+                n_frames: int = 8) -> torch.Tensor:
+    """(n_frames * 576, C + 4C): the first layer's second layer-norm output on the patch
+    embedding's colour rows (channel and quadrant means), on ``n_frames`` training frames: the
+    sample :func:`mlb_core.train.tower_init.colour_units` scales and centres its units on."""
+    layer = clip_parts(model.model.vision_tower)[2].layers[0]
+    n_colour = 5 * model.config.vision_config.num_channels
+    caught: dict[str, torch.Tensor] = {}
+    handle = layer.layer_norm2.register_forward_hook(lambda m, i, o: caught.__setitem__("x", o))
+    rng = np.random.default_rng([seed, 7])
+    try:
+        specs = [_sample_spec(rng, 1, recipe) for _ in range(n_frames)]
+        with torch.no_grad():
+            model.model.vision_tower(pixel_values(np.concatenate([scenes.render_clip(s, bank)[0] for s in specs]),
+                                                  processor))
+    finally:
+        handle.remove()
+    return caught["x"][:, 1:, :n_colour].reshape(-1, n_colour)  # patches only
+
+
 def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserved: list[int], seed: int,
                      recipe: Recipe) -> dict[str, Any]:
     """Stage 2a (closed form, no LM), after :func:`mlb_core.train.tower_init.edge_energy_init`:
@@ -426,6 +473,8 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     h = torch.cat(hs).double()  # (N, I)
     x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, I + 1)
     y, w = torch.cat(ys).double(), torch.cat(ws).double()  # (N, N_SLOTS), (N,)
+    if recipe.inverse_gelu:  # fit what the projector's GELU turns into the targets
+        y = gelu_inverse(y)
     reg = recipe.outline_ridge * torch.eye(x.shape[1], dtype=x.dtype)
     reg[-1, -1] = 0  # the intercept is not shrunk
     beta = torch.linalg.solve((x * w[:, None]).T @ x + reg, (x * w[:, None]).T @ y)  # (I + 1, N_SLOTS)
@@ -580,14 +629,17 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         model, tokenizer, processor = load_checkpoint(Path(source) if source else default_source())
         model.config.vision_feature_layer = recipe.feature_layer
         reserved: list[int] = []
+        bank = scenes.VideoBank()
         if recipe.tower_init in ("structured", "edges"):
             structured_init(model.model.vision_tower, seed)
         if recipe.tower_init == "edges":
             reserved = edge_energy_init(model.model.vision_tower)
+        if recipe.colour_units:
+            colour_units(model.model.vision_tower, colour_rows(model, processor, bank, seed, recipe),
+                         recipe.colour_unit_gain, seed)
         for p in model.parameters():
             p.requires_grad_(False)
         codebook = Codebook(model.get_input_embeddings(), tokenizer)
-        bank = scenes.VideoBank()
         budget = minutes_budget * 60.0
         speed = recipe.thread_speedup ** math.log2(max(1, threads))
         n_regress = max(1, int(budget * recipe.regress_share * speed / (recipe.sec_per_frame * recipe.regress_batch)))
