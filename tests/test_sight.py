@@ -190,6 +190,25 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
         want = F.linear(slots(model, pixel_values(frames, processor)), lin.weight[:, :N_SLOTS], lin.bias)
     assert got.shape == (2, 24, 24, lin.out_features)
     torch.testing.assert_close(got, want)
+    # --ideal-swap: one slot group set to the training's targets, the others the tower's own
+    from mlb_core.train.vision import slot_targets
+
+    with torch.no_grad():
+        act = slots(model, pixel_values(frames, processor))  # (2, 24, 24, N_SLOTS)
+        target = slot_targets(torch.from_numpy(scenes.render_clip(spec, bank)[1]), spec, "outline")
+        for name, group in (("colour", slice(0, 6)), ("shape", slice(6, 9)), ("background", slice(9, 10))):
+            mixed = act.clone()
+            mixed[..., group] = target[..., group]
+            swapped = ceiling.tower_tokens(model, processor, spec, bank, name, "outline")
+            torch.testing.assert_close(swapped, F.linear(mixed, lin.weight[:, :N_SLOTS], lin.bias))
+            assert not torch.allclose(swapped, got)
+        everything = ceiling.tower_tokens(model, processor, spec, bank, "all", "outline")
+        torch.testing.assert_close(everything, F.linear(target, lin.weight[:, :N_SLOTS], lin.bias))
+    for bad in ({"swap": "edges", "tokens": "tower"}, {"swap": "colour"}):
+        with pytest.raises(MLBError, match="swap must be"):
+            ceiling.ideal_accuracy(n_clips=1, **bad)
+    swapped_run = ceiling.ideal_accuracy(n_clips=1, tokens="tower", swap="shape", shape_target="outline")
+    assert swapped_run["swap"] == "shape" and "shape slots set to their targets" in ceiling.format_ideal(swapped_run)
 
 
 

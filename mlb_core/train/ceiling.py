@@ -16,7 +16,10 @@ the question names, and :func:`continue_codebook` (optionally with :class:`Joint
 vectors per colour-shape pair) whether more two-object training teaches it to (README, "Not the
 tower: the LM does not bind even ideal tokens"). ``--ideal-tower`` reads the same clips through
 the model's own tokens (:func:`tower_tokens`), teacher-forced alike: the difference to the ideal
-tokens is the tower's share of a miss.
+tokens is the tower's share of a miss; ``--ideal-swap colour|shape|background|all`` replaces one
+group of the tower's slot activations by the training's targets for them before the projector's
+last layer, so that a miss is traced to the slots that cause it (README, "Where the one-frame
+misses sit").
 
 The other half of the diagnosis is the tower: :func:`slot_accuracy` (``mlb heldout --slots``)
 reads the trained projector's slot activations (the ten hidden units that carry the codebook,
@@ -46,7 +49,7 @@ LAYOUTS: dict[str, layouts.Layout] = {
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
                    source: Any = None, shape_scale: float | None = None,
                    codebook: str | Path = "words", n_objects: int = 1,
-                   shape_target: str = "coverage", tokens: str = "ideal") -> dict[str, Any]:
+                   shape_target: str = "coverage", tokens: str = "ideal", swap: str | None = None) -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
     word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
@@ -60,7 +63,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     ``tokens="tower"``: the same clips and questions, but the visual tokens are the model's own
     (each clip drawn, through its vision tower and projector, no video file): teacher-forced
     like the ideal ones, so that the difference between the two is the tower's share of a miss
-    (the codebook arguments are then unused)."""
+    (the codebook arguments are then unused). ``swap`` (with ``tokens="tower"``): one of
+    :data:`SWAPS`, the slot group replaced by its training target (:func:`tower_tokens`)."""
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import Codebook, lm_text, load_checkpoint
 
@@ -70,6 +74,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         raise MLBError(f"shape_target must be 'coverage' or 'outline', not {shape_target!r}")
     if tokens not in ("ideal", "tower"):
         raise MLBError(f"tokens must be 'ideal' or 'tower', not {tokens!r}")
+    if swap is not None and (tokens != "tower" or swap not in SWAPS):
+        raise MLBError(f"swap must be one of {', '.join(SWAPS)}, with the tower's tokens; got {swap!r} with {tokens!r}")
 
     # the LM and tokenizer of the embedded default (its vision side is not used), built on first use
     model, tokenizer, processor = load_checkpoint(source or ensure_embedded(trained=True))
@@ -93,7 +99,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
     name = "words" if str(codebook) == "words" else Path(codebook).name
-    out: dict[str, Any] = {"visual": tokens, "codebook": name if tokens == "ideal" else None, "scale": scale,
+    out: dict[str, Any] = {"visual": tokens, "codebook": name if tokens == "ideal" else None, "swap": swap,
+                           "scale": scale,
                            "shape_scale": scale if shape_scale is None else shape_scale,
                            "background": background, "n_clips": n_clips, "seed": seed,
                            "n_objects": n_objects, "shape_target": shape_target,
@@ -108,7 +115,7 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
             for i in range(n_clips):
                 spec = scenes.sample_clip(int(rng.integers(1 << 31)), layout.n_frames, "heldout", n_objects, 0.0)
                 if tokens == "tower":
-                    visual = layouts.arrange(tower_tokens(model, processor, spec, bank), layout)
+                    visual = layouts.arrange(tower_tokens(model, processor, spec, bank, swap, shape_target), layout)
                 else:
                     cover = torch.from_numpy(scenes.clip_coverage(spec))  # (T, K, 24, 24)
                     visual = layouts.arrange(book(cover, spec, shape_target), layout)
@@ -135,19 +142,35 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     return out
 
 
-def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank) -> torch.Tensor:
+SWAPS: dict[str, slice] = {"colour": slice(0, len(scenes.COLOURS)),
+                           "shape": slice(len(scenes.COLOURS), len(scenes.COLOURS) + len(scenes.SHAPES)),
+                           "background": slice(len(scenes.COLOURS) + len(scenes.SHAPES), None),
+                           "all": slice(None)}  # slot groups --ideal-swap replaces (indices into the ten slots)
+
+
+def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank,
+                 swap: str | None = None, shape_target: str = "coverage") -> torch.Tensor:
     """A clip drawn and turned into the model's own visual tokens, (T, 24, 24, D): the tower's
     configured feature layer, CLS dropped, through the whole projector (as LLaVA-NeXT does for a
     frame, without its image-newline or any cell pooling, which :mod:`~mlb_core.train.layouts`
-    applies)."""
-    from mlb_core.train.vision import pixel_values
+    applies). ``swap``: a key of :data:`SWAPS`; those of the projector's ten slot units
+    (:func:`~mlb_core.train.vision.slots`) are set to the training's targets for the clip
+    (:func:`~mlb_core.train.vision.slot_targets` with ``shape_target``) before its last layer."""
+    from mlb_core.train.vision import N_SLOTS, pixel_values, slot_targets
 
-    frames, _ = scenes.render_clip(spec, bank)  # (T, S, S, 3) uint8
+    frames, cover = scenes.render_clip(spec, bank)  # (T, S, S, 3) uint8, (T, K, 24, 24)
     feats = model.model.vision_tower(pixel_values(frames, processor),
                                      output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
     if model.config.vision_feature_select_strategy == "default":
         feats = feats[:, 1:]  # (T, 576, H)
-    out = model.model.multi_modal_projector(feats)  # (T, 576, D)
+    proj = model.model.multi_modal_projector
+    hidden = proj.act(proj.linear_1(feats))  # (T, 576, D'): the first N_SLOTS units are the slots
+    if swap is not None:
+        target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
+        group = torch.arange(N_SLOTS)[SWAPS[swap]]
+        hidden = hidden.clone()
+        hidden[..., group] = target[..., group].to(hidden.dtype)
+    out = proj.linear_2(hidden)  # (T, 576, D)
     side = int(np.sqrt(out.shape[1]))
     assert side * side == out.shape[1], out.shape
     return out.reshape(len(out), side, side, -1)
@@ -233,7 +256,8 @@ def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: floa
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
     two = result.get("n_objects", 1) > 1
-    what = ("the tower's own tokens (the clips drawn, no video file), " if result.get("visual") == "tower" else
+    swap = f" with the {result['swap']} slots set to their targets" if result.get("swap") else ""
+    what = (f"the tower's own tokens{swap} (the clips drawn, no video file), " if result.get("visual") == "tower" else
             f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
             f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "
             f"background x{result['background']:g}), ")

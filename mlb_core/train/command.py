@@ -170,10 +170,12 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         if target is None:  # where the codebook's training put the shape: its recipe's shape target
             from mlb_core.train.ceiling import recipe_shape_target
 
-            target = "coverage" if str(book) == "words" else recipe_shape_target(Path(book).parent)
+            target = (recipe_shape_target(vision_weights.WEIGHTS_DIR) if args.ideal_tower  # the model's own recipe
+                      else "coverage" if str(book) == "words" else recipe_shape_target(Path(book).parent))
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
                                 shape_scale=args.ideal_shape_scale, codebook=book, n_objects=args.ideal_objects,
-                                shape_target=target, tokens="tower" if args.ideal_tower else "ideal")
+                                shape_target=target, tokens="tower" if args.ideal_tower else "ideal",
+                                swap=args.ideal_swap)
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -259,6 +261,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-tower", action="store_true",
                    help="--ideal: on the same clips and questions, the model's own tokens (each clip drawn, "
                         "through its tower and projector), teacher-forced: the tower's share of a miss")
+    h.add_argument("--ideal-swap", choices=["colour", "shape", "background", "all"],
+                   help="--ideal --ideal-tower: set this group of the tower's slots to the training's targets "
+                        "(which slots cause a miss)")
     h.add_argument("--ideal-shape-target", choices=["coverage", "outline"],
                    help="--ideal: where the shape vector sits (default: the recipe of the codebook's training "
                         "log, beside it; coverage for 'words')")
