@@ -170,8 +170,9 @@ RECIPES: dict[str, Recipe] = {
     # regression steps in 27 minutes instead of 815): the tower reads shape better, the answers
     # do not (README, "The frames teach shape"; results/train/structured/)
     # the outline recipe with colour units in the tower's first layer and the read-out fitted
-    # through the projector's GELU: a candidate, measured against the committed weights (README,
-    # "Where the one-frame misses sit"; results/train/colour-units/)
+    # through the projector's GELU: tried 2026-12-03 and not adopted (through the pipeline colour
+    # as the committed weights, shape worse; README, "Where the one-frame misses sit";
+    # results/train/colour-units/)
     "colour-units": replace(_OUTLINE, colour_units=True, inverse_gelu=True),
     "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
                           regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
