@@ -385,3 +385,25 @@ def test_binding_conditions_ask_two_objects_and_count_the_other_ones_words(tmp_p
                 SightCondition("y", 1, "full", "tiny", 1, None, "css", n_objects=2)):
         with pytest.raises(MLBError, match="n_objects"):  # before the model loads
             measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)
+
+
+def test_ideal_swap_reads_the_models_own_shape_target_and_needs_the_tower(monkeypatch, capsys):
+    """``mlb heldout --ideal --ideal-tower --ideal-swap G``: the targets swapped in follow the
+    committed weights' recipe (its training log's shape target), not the word codebook's default;
+    without ``--ideal-tower`` the swap is a one-line error before any model loads."""
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train import ceiling
+
+    assert main(["heldout", "--ideal", "--ideal-swap", "colour"]) == 2
+    assert capsys.readouterr().err.startswith("error: swap must be one of")
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        return {"visual": "tower", "swap": kwargs["swap"], "n_clips": 2, "layouts": {}}
+
+    monkeypatch.setattr(ceiling, "ideal_accuracy", fake)
+    assert main(["heldout", "--ideal", "--ideal-tower", "--ideal-swap", "shape"]) == 0
+    assert seen["tokens"] == "tower" and seen["swap"] == "shape"
+    assert seen["shape_target"] == ceiling.recipe_shape_target(vision_weights.WEIGHTS_DIR) == "outline"
+    assert "shape slots set to their targets" in capsys.readouterr().out
