@@ -156,10 +156,18 @@ def structured_init(tower: Any, seed: int = 0) -> int:
     return len(filters)
 
 
-def _edge_rows(channels: int, n_fixed: int, dim: int, n_reserved: int) -> list[int]:
-    """The patch-embedding rows of the signed step edges, after the channel and quadrant means."""
-    first_edge = channels + 4 * channels  # after the channel means and the quadrant means
-    return list(range(first_edge, min(n_fixed, dim - n_reserved)))
+def n_colour_rows(channels: int) -> int:
+    """How many of :func:`patch_filters`' rows come first and carry colour: each channel's mean,
+    then each channel's mean per quadrant."""
+    return channels + 4 * channels
+
+
+def _edge_rows(conv: Any, n_reserved: int) -> list[int]:
+    """The rows of a patch embedding ``conv`` that :func:`structured_init` gives signed step
+    edges: after the colour rows, up to the fixed filters' end or the reserved dimensions."""
+    dim, channels, patch, _ = conv.weight.shape
+    n_fixed = len(patch_filters(channels, patch)[:dim])
+    return list(range(n_colour_rows(channels), min(n_fixed, dim - n_reserved)))
 
 
 def colour_units(tower: Any, colour_rows: torch.Tensor, gain: float = 3.0, seed: int = 0,
@@ -172,10 +180,9 @@ def colour_units(tower: Any, colour_rows: torch.Tensor, gain: float = 3.0, seed:
     bends fall where patches are). Returns the units' indices; the MLP's second layer is unchanged
     (zero into the reserved dimensions until a read-out is fitted)."""
     emb, _, encoder = clip_parts(tower)
-    dim, channels, patch, _ = emb.patch_embedding.weight.shape
-    n_colour = channels + 4 * channels
+    n_colour = n_colour_rows(emb.patch_embedding.weight.shape[1])
     assert colour_rows.ndim == 2 and colour_rows.shape[1] == n_colour, (colour_rows.shape, n_colour)
-    n_edges = len(_edge_rows(channels, len(patch_filters(channels, patch)[:dim]), dim, n_reserved))
+    n_edges = len(_edge_rows(emb.patch_embedding, n_reserved))
     fc1 = encoder.layers[0].mlp.fc1
     units = list(range(n_edges, fc1.out_features))
     gen = torch.Generator().manual_seed(seed)
@@ -197,8 +204,8 @@ def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0
     until a read-out is fitted)."""
     emb, pre, encoder = clip_parts(tower)
     conv = emb.patch_embedding
-    dim, channels, patch, _ = conv.weight.shape
-    edge_rows = _edge_rows(channels, len(patch_filters(channels, patch)[:dim]), dim, n_reserved)  # (+, -) signed edges
+    dim = conv.weight.shape[0]
+    edge_rows = _edge_rows(conv, n_reserved)  # (+, -) signed edges
     reserved = list(range(dim - n_reserved, dim))
     layer = encoder.layers[0]
     fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import layouts, scenes
 from .card import model_card
-from .tower_init import clip_parts, colour_units, edge_energy_init, structured_init
+from .tower_init import clip_parts, colour_units, edge_energy_init, n_colour_rows, structured_init
 
 
 @dataclass(frozen=True)
@@ -169,13 +169,13 @@ RECIPES: dict[str, Recipe] = {
     # constant lr 5e-4 and the cost model's frame cost measured on this CPU (about 1,270
     # regression steps in 27 minutes instead of 815): the tower reads shape better, the answers
     # do not (README, "The frames teach shape"; results/train/structured/)
+    "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
+                          regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
     # the outline recipe with colour units in the tower's first layer and the read-out fitted
     # through the projector's GELU: tried 2026-12-03 and not adopted (through the pipeline colour
     # as the committed weights, shape worse; README, "Where the one-frame misses sit";
     # results/train/colour-units/)
     "colour-units": replace(_OUTLINE, colour_units=True, inverse_gelu=True),
-    "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
-                          regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
 }
 
 
@@ -419,7 +419,7 @@ def colour_rows(model: Any, processor: Any, bank: scenes.VideoBank, seed: int, r
     embedding's colour rows (channel and quadrant means), on ``n_frames`` training frames: the
     sample :func:`mlb_core.train.tower_init.colour_units` scales and centres its units on."""
     layer = clip_parts(model.model.vision_tower)[2].layers[0]
-    n_colour = 5 * model.config.vision_config.num_channels
+    n_colour = n_colour_rows(model.config.vision_config.num_channels)
     caught: dict[str, torch.Tensor] = {}
     handle = layer.layer_norm2.register_forward_hook(lambda m, i, o: caught.__setitem__("x", o))
     rng = np.random.default_rng([seed, 7])
