@@ -407,3 +407,36 @@ def test_ideal_swap_reads_the_models_own_shape_target_and_needs_the_tower(monkey
     assert seen["tokens"] == "tower" and seen["swap"] == "shape"
     assert seen["shape_target"] == ceiling.recipe_shape_target(vision_weights.WEIGHTS_DIR) == "outline"
     assert "shape slots set to their targets" in capsys.readouterr().out
+
+
+def test_read_answer_and_layout_names():
+    """``read_answer``: the best candidate, and whether a free answer would name it; the layouts
+    ``--ideal-layouts`` takes by name, with one-line errors for the rest."""
+    import torch
+
+    from mlb_core.train import ceiling, layouts
+
+    ids = {"red": 3, "blue": 5}
+    logits = torch.tensor([0.0, 9.0, 0.0, 2.0, 0.0, 4.0])
+    assert ceiling.read_answer(logits, ids) == ("blue", False)  # token 1 (" the") wins over any colour
+    logits[1] = 1.0
+    assert ceiling.read_answer(logits, ids) == ("blue", True)
+    for name, tokens in (("raw1x8", 4608), ("bodytail3x50", 3400), ("pool12x2", 8)):
+        layout = layouts.parse_layout(name)
+        assert layout.name == name and layout.n_tokens == tokens
+    for bad in ("raw2x1", "pool5x3", "bodytail3x0", "bodytail3x51", "tail3x2", "raw1x"):
+        with pytest.raises(MLBError, match="not a layout"):
+            layouts.parse_layout(bad)
+    assert main(["heldout", "--ideal", "--ideal-layouts", "raw1x1,pool5x3"]) == 2  # before any model loads
+
+
+def test_ideal_accuracy_reads_the_layouts_it_is_given():
+    """``layout_names``: those layouts, keyed by name, each with the named shares."""
+    from mlb_core.train import ceiling
+
+    result = ceiling.ideal_accuracy(n_clips=1, layout_names=("pool12x2", "bodytail6x1"))
+    assert list(result["layouts"]) == ["pool12x2", "bodytail6x1"]
+    assert [r["tokens"] for r in result["layouts"].values()] == [8, 20]
+    for r in result["layouts"].values():
+        assert r["colour_named"] in (0.0, 1.0) and r["shape_named"] in (0.0, 1.0)
+    assert "c named" in ceiling.format_ideal(result)

@@ -49,7 +49,8 @@ LAYOUTS: dict[str, layouts.Layout] = {
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
                    source: Any = None, shape_scale: float | None = None,
                    codebook: str | Path = "words", n_objects: int = 1,
-                   shape_target: str = "coverage", tokens: str = "ideal", swap: str | None = None) -> dict[str, Any]:
+                   shape_target: str = "coverage", tokens: str = "ideal", swap: str | None = None,
+                   layout_names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
     word alone on the object's patches. ``codebook``: ``words`` (the LM's word embeddings, the
@@ -64,10 +65,16 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     (each clip drawn, through its vision tower and projector, no video file): teacher-forced
     like the ideal ones, so that the difference between the two is the tower's share of a miss
     (the codebook arguments are then unused). ``swap`` (with ``tokens="tower"``): one of
-    :data:`SWAPS`, the slot group replaced by its training target (:func:`tower_tokens`)."""
+    :data:`SWAPS`, the slot group replaced by its training target (:func:`tower_tokens`).
+    ``layout_names`` (default :data:`LAYOUTS`): layouts by :attr:`~mlb_core.train.layouts.Layout.name`
+    (``bodytail3x50``), the same clip seeds at every layout.
+    Besides accuracy among the candidate words, ``colour_named`` (``shape_named``) is the share of
+    answers whose next token over the *whole* vocabulary is one of the candidates: what a free
+    answer would name at that point, rather than a word such as " the"."""
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import Codebook, lm_text, load_checkpoint
 
+    chosen = LAYOUTS if layout_names is None else {n: layouts.parse_layout(n) for n in layout_names}
     if n_objects not in (1, 2):
         raise MLBError(f"n_objects must be 1 or 2, got {n_objects}")
     if shape_target not in ("coverage", "outline"):
@@ -107,9 +114,10 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
                            "judge": "argmax over the 6 colours (3 shapes) of the next-token logits at the answer word",
                            "layouts": {}}
     t0 = time.perf_counter()
-    for name, layout in LAYOUTS.items():
+    for name, layout in chosen.items():
         rng = np.random.default_rng([scenes.HELDOUT_SEED_BASE, seed])
         right = {"colour": [0, 0], "shape": [0, 0]}
+        named = {"colour": 0, "shape": 0}  # the whole vocabulary's argmax is a candidate word
         other = {"colour": 0, "shape": 0}  # answers naming the other object's colour (shape)
         with torch.no_grad():
             for i in range(n_clips):
@@ -128,18 +136,28 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
                     x = torch.cat([text.prefix, visual, text.suffix, embed(text.answer[:j])])[None]
                     hidden = model.model.language_model(inputs_embeds=x).last_hidden_state[0, -1]
                     logits = model.lm_head(hidden)
-                    guess = max(vocab, key=lambda w: float(logits[first[w]]))
+                    guess, free = read_answer(logits, {w: first[w] for w in vocab})
+                    named[q.kind] += int(free)
                     right[q.kind][0] += int(guess == q.truth)
                     right[q.kind][1] += 1
                     other[q.kind] += int(guess != q.truth and any(
                         guess == (o.colour if q.kind == "colour" else o.shape) for o in spec.objects))
         out["layouts"][name] = {"tokens": layout.n_tokens,
                                 **{k: round(v[0] / v[1], 4) for k, v in right.items()},
+                                **{f"{k}_named": round(v / right[k][1], 4) for k, v in named.items()},
                                 "n": right["colour"][1]}
         if n_objects > 1:
             out["layouts"][name].update({f"{k}_other": round(v / right[k][1], 4) for k, v in other.items()})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def read_answer(logits: torch.Tensor, ids: dict[str, int]) -> tuple[str, bool]:
+    """Next-token logits (V,) and candidate words' first token ids -> the candidate with the
+    highest logit, and whether it is the whole vocabulary's argmax (a free answer would say it)."""
+    assert logits.dim() == 1 and ids, (tuple(logits.shape), ids)
+    guess = max(ids, key=lambda w: float(logits[ids[w]]))
+    return guess, int(logits.argmax()) == ids[guess]
 
 
 SWAPS: dict[str, slice] = {"colour": slice(0, len(scenes.COLOURS)),
@@ -265,10 +283,13 @@ def format_ideal(result: dict[str, Any]) -> str:
              f"{result['n_clips']} held-out clips a layout"
              + (" with two objects (other: the other object's word)" if two else "") + ", teacher-forced",
              f"{'layout':16s} {'tokens':>6s} {'colour':>7s} {'shape':>7s}"
-             + (f" {'c other':>8s} {'s other':>8s}" if two else "")]
+             + (f" {'c other':>8s} {'s other':>8s}" if two else "")
+             + f" {'c named':>8s} {'s named':>8s}  (named: a free answer's next word is a candidate)"]
     for name, r in result["layouts"].items():
+        named = (f" {100 * r['colour_named']:7.0f}% {100 * r['shape_named']:7.0f}%" if "colour_named" in r
+                 else f" {'-':>8s} {'-':>8s}")  # results written before the column existed
         lines.append(f"{name:16s} {r['tokens']:6d} {100 * r['colour']:6.0f}% {100 * r['shape']:6.0f}%"
-                     + (f" {100 * r['colour_other']:7.0f}% {100 * r['shape_other']:7.0f}%" if two else ""))
+                     + (f" {100 * r['colour_other']:7.0f}% {100 * r['shape_other']:7.0f}%" if two else "") + named)
     return "\n".join(lines)
 
 

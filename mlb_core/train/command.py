@@ -161,6 +161,13 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
         if args.ideal_scale <= 0 or args.ideal_background < 0 or (args.ideal_shape_scale or 0) < 0:
             raise MLBError("--ideal-scale must be > 0, --ideal-shape-scale and --ideal-background >= 0")
+        layout_names = None
+        if args.ideal_layouts:
+            from mlb_core.train.layouts import parse_layout
+
+            layout_names = tuple(n.strip() for n in args.ideal_layouts.split(",") if n.strip())
+            for n in layout_names:
+                parse_layout(n)  # a one-line error before any model loads
         book = args.ideal_codebook
         if book == "learned":
             book = vision_weights.WEIGHTS_DIR / "codebook.safetensors"
@@ -175,7 +182,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         result = ideal_accuracy(max(2, round(12 * args.scale)), args.ideal_scale, args.ideal_background, args.seed,
                                 shape_scale=args.ideal_shape_scale, codebook=book, n_objects=args.ideal_objects,
                                 shape_target=target, tokens="tower" if args.ideal_tower else "ideal",
-                                swap=args.ideal_swap)
+                                swap=args.ideal_swap, layout_names=layout_names)
         print(format_ideal(result))
         if args.out:
             from mlb_core.train.sight import write_sight
@@ -264,6 +271,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-swap", choices=["colour", "shape", "background", "all"],
                    help="--ideal --ideal-tower: set this group of the tower's slots to the training's targets "
                         "(which slots cause a miss)")
+    h.add_argument("--ideal-layouts",
+                   help="--ideal: comma-separated layouts to read, e.g. raw1x8,bodytail3x50 (default: raw1x1 and "
+                        "mlb's bodytail3x20); FAMILY CELLxFRAMES, FAMILY one of raw, pool, bodytail")
     h.add_argument("--ideal-shape-target", choices=["coverage", "outline"],
                    help="--ideal: where the shape vector sits (default: the recipe of the codebook's training "
                         "log, beside it; coverage for 'words')")

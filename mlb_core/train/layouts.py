@@ -74,6 +74,22 @@ def arrange(grid: torch.Tensor, layout: Layout) -> torch.Tensor:
     return body
 
 
+def parse_layout(name: str) -> Layout:
+    """A layout from its :attr:`Layout.name`, e.g. ``raw1x8`` or ``bodytail3x50`` (one-line
+    :class:`~mlb_core.errors.MLBError` for anything else)."""
+    import re
+
+    from mlb_core.errors import MLBError
+
+    m = re.fullmatch(r"(raw|pool|bodytail)(\d+)x(\d+)", name.strip())
+    cells = {"raw": (1,), "pool": POOL_CELLS, "bodytail": BODY_CELLS}
+    if m is None or int(m[2]) not in cells[m[1]] or not 1 <= int(m[3]) <= MAX_FRAMES:
+        pools, bodies = ",".join(map(str, POOL_CELLS)), ",".join(map(str, BODY_CELLS))
+        raise MLBError(f"not a layout: {name!r} (FAMILY CELLxFRAMES: raw1xT, pool{{{pools}}}xT "
+                       f"or bodytail{{{bodies}}}xT, 1 <= T <= {MAX_FRAMES})")
+    return Layout(m[1], int(m[2]), int(m[3]))
+
+
 def sample_layout(rng: np.random.Generator, max_tokens: int) -> Layout:
     """A random layout of at most ``max_tokens`` tokens (family, then cell, then a
     log-uniform frame count in 1..min(MAX_FRAMES, what fits))."""
