@@ -204,11 +204,9 @@ def load_checkpoint(folder: Path) -> tuple[Any, Any, Any]:
 
 
 def _prompt(question: str, form: str, options: tuple[str, ...]) -> tuple[str, str]:
-    """(prefix, suffix) of the project's smollm2 prompt (``mlb_core.prompts``, wherever it lives)."""
-    try:
-        from mlb_core.prompts import render_prompt
-    except ImportError:  # the package is being reorganised
-        from mlb_core.backbones.prompts import render_prompt  # type: ignore[no-redef]
+    """(prefix, suffix) of the project's smollm2 prompt (:mod:`mlb_core.backbones.prompts`)."""
+    from mlb_core.backbones.prompts import render_prompt
+
     prompt = render_prompt("smollm2", question, form, options=list(options) if form == "mc" else None)
     return prompt.prefix, prompt.suffix
 
