@@ -161,13 +161,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
         if args.ideal_scale <= 0 or args.ideal_background < 0 or (args.ideal_shape_scale or 0) < 0:
             raise MLBError("--ideal-scale must be > 0, --ideal-shape-scale and --ideal-background >= 0")
-        layout_names = None
-        if args.ideal_layouts:
-            from mlb_core.train.layouts import parse_layout
-
-            layout_names = tuple(n.strip() for n in args.ideal_layouts.split(",") if n.strip())
-            for n in layout_names:
-                parse_layout(n)  # a one-line error before any model loads
+        layout_names = (tuple(n.strip() for n in args.ideal_layouts.split(",") if n.strip())
+                        if args.ideal_layouts else None)  # ideal_accuracy parses them before any model loads
         book = args.ideal_codebook
         if book == "learned":
             book = vision_weights.WEIGHTS_DIR / "codebook.safetensors"

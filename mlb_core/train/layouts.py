@@ -29,6 +29,7 @@ POOL_CELLS: tuple[int, ...] = (2, 3, 4, 6, 8, 12)
 BODY_CELLS: tuple[int, ...] = (2, 3, 4, 6)
 TAIL_CELL = 12
 MAX_FRAMES = 50
+CELLS: dict[str, tuple[int, ...]] = {"raw": (1,), "pool": POOL_CELLS, "bodytail": BODY_CELLS}  # per family
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,8 @@ def parse_layout(name: str) -> Layout:
 
     from mlb_core.errors import MLBError
 
-    m = re.fullmatch(r"(raw|pool|bodytail)(\d+)x(\d+)", name.strip())
-    cells = {"raw": (1,), "pool": POOL_CELLS, "bodytail": BODY_CELLS}
-    if m is None or int(m[2]) not in cells[m[1]] or not 1 <= int(m[3]) <= MAX_FRAMES:
+    m = re.fullmatch(rf"({'|'.join(FAMILIES)})(\d+)x(\d+)", name.strip())
+    if m is None or int(m[2]) not in CELLS[m[1]] or not 1 <= int(m[3]) <= MAX_FRAMES:
         pools, bodies = ",".join(map(str, POOL_CELLS)), ",".join(map(str, BODY_CELLS))
         raise MLBError(f"not a layout: {name!r} (FAMILY CELLxFRAMES: raw1xT, pool{{{pools}}}xT "
                        f"or bodytail{{{bodies}}}xT, 1 <= T <= {MAX_FRAMES})")
@@ -94,7 +94,7 @@ def sample_layout(rng: np.random.Generator, max_tokens: int) -> Layout:
     """A random layout of at most ``max_tokens`` tokens (family, then cell, then a
     log-uniform frame count in 1..min(MAX_FRAMES, what fits))."""
     family = str(rng.choice(FAMILIES))
-    cell = 1 if family == "raw" else int(rng.choice(POOL_CELLS if family == "pool" else BODY_CELLS))
+    cell = 1 if family == "raw" else int(rng.choice(CELLS[family]))  # raw draws no cell
     per = Layout(family, cell, 1).per_frame
     most = max(1, min(MAX_FRAMES, max_tokens // per))
     n = int(np.floor(np.exp(rng.uniform(0.0, np.log(most + 1)))))
