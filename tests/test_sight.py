@@ -16,6 +16,7 @@ from mlb_core.train.sight import (
     SEED_OFFSET,
     SightCondition,
     binding_conditions,
+    constant_share,
     default_conditions,
     first_word,
     format_sight,
@@ -106,7 +107,8 @@ def test_measure_sight_through_the_pipeline_on_tiny(tmp_path):
                            workdir=tmp_path, progress=False)
     r = result["conditions"]["single_full"]
     assert r["n"] == r["colour_n"] + r["shape_n"] == 4 and 0 <= r["accuracy"] <= 1
-    assert "single_full" in format_sight(result)
+    assert "single_full" in format_sight(result) and "constant answer" in format_sight(result)
+    assert r["colour_constant"] == constant_share(r["answers"], "colour")
     write_sight(result, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["conditions"]["single_full"]["n"] == 4
 
@@ -440,3 +442,37 @@ def test_ideal_accuracy_reads_the_layouts_it_is_given():
     for r in result["layouts"].values():
         assert r["colour_named"] in (0.0, 1.0) and r["shape_named"] in (0.0, 1.0)
     assert "c named" in ceiling.format_ideal(result)
+
+
+def test_constant_share_is_the_commonest_truth():
+    """Against a plain count: 3 of 4 colour truths are blue (a constant "blue" scores 75%),
+    the shapes are all different (25%), and a kind never asked has none."""
+    answers = [{"kind": "colour", "truth": t} for t in ("blue", "red", "blue", "blue")]
+    answers += [{"kind": "shape", "truth": t} for t in ("circle", "square", "triangle", "star")]
+    assert constant_share(answers, "colour") == 0.75 and constant_share(answers, "shape") == 0.25
+    assert constant_share(answers, "objects") is None
+
+
+@pytest.mark.parametrize("flag", [[], ["--binding"]])
+def test_heldout_conditions_keep_their_clips_when_others_are_left_out(monkeypatch, capsys, flag):
+    """``mlb heldout --conditions B`` asks B's clips as the whole run does: the clip seed key is the
+    condition's place in the whole list, not in the subset (it was, and a subset got other clips)."""
+    from mlb_core.train import sight
+
+    seen: list[list[SightCondition]] = []
+
+    def fake(model, conditions, **kwargs):
+        seen.append(conditions)
+        return {"conditions": {}}
+
+    monkeypatch.setattr(sight, "measure_sight", fake)
+    assert main(["heldout", *flag, "-q"]) == 0
+    whole = {c.name: c for c in seen[-1]}
+    last = list(whole)[-1]
+    assert main(["heldout", *flag, "-q", "--conditions", last]) == 0
+    (kept,) = seen[-1]
+    assert kept == whole[last] and kept.clip_key == (whole[last].clip_key if whole[last].clip_key is not None
+                                                     else len(whole) - 1)
+    assert [c.clip_key for c in seen[0]] == [c.clip_key if c.clip_key is not None else i
+                                             for i, c in enumerate(sight.binding_conditions() if flag
+                                                                   else sight.default_conditions())]

@@ -41,6 +41,34 @@ def test_sample_layout_respects_the_cap():
             assert 1 <= lay.n_frames <= layouts.MAX_FRAMES
 
 
+@pytest.mark.parametrize("lo, hi", [(2000, 4000), (1, 30), (3456, 3456), (5000, 20000)])
+def test_sample_long_layout_against_every_layout(lo, hi):
+    """Every draw is in range, and the draws reach every family and cell that has a layout in
+    range (enumerated by a plain loop over all layouts), at its first and last frame count."""
+    every = {(f, c, n) for f in layouts.FAMILIES for c in layouts.CELLS[f]
+             for n in range(1, layouts.MAX_FRAMES + 1) if lo <= layouts.Layout(f, c, n).n_tokens <= hi}
+    rng = np.random.default_rng(1)
+    drawn = {(lay.family, lay.cell, lay.n_frames)
+             for lay in (layouts.sample_long_layout(rng, lo, hi) for _ in range(3000))}
+    assert drawn <= every
+    assert {(f, c) for f, c, _ in drawn} == {(f, c) for f, c, _ in every}
+    ends = {(f, c, min(n for g, d, n in every if (g, d) == (f, c))) for f, c, _ in every}
+    ends |= {(f, c, max(n for g, d, n in every if (g, d) == (f, c))) for f, c, _ in every}
+    assert ends <= drawn
+
+
+def test_long_recipe_fields_are_checked():
+    from mlb_core.train.vision import RECIPES, Recipe
+
+    assert RECIPES["committed"].p_long == 0.0 and RECIPES["long"].p_long > 0
+    with pytest.raises(ValueError, match="p_long"):
+        Recipe(p_long=1.0)
+    with pytest.raises(ValueError, match="long_min_tokens"):
+        Recipe(p_long=0.3, long_min_tokens=4000, long_max_tokens=2000)
+    with pytest.raises(ValueError, match="long_min_tokens"):
+        Recipe(p_long=0.3, long_min_tokens=576 * 51, long_max_tokens=576 * 60)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return build_tiny_model("llava_next", prompt_family="smollm2")
@@ -233,3 +261,17 @@ def test_recipe_without_tower_training_needs_a_fitted_readout_and_a_codebook_to_
     with pytest.raises(ValueError, match="train_tower"):
         Recipe(train_tower=False, tower_init="edges", lr_codebook_finetune=0.0)
     assert not RECIPES["outline"].train_tower and RECIPES["outline"].regress_share == 0
+
+
+def test_card_names_the_long_layouts_only_when_the_recipe_has_them():
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    for name, says in (("outline", False), ("long", True)):
+        card = model_card({**log, "recipe": asdict(RECIPES[name])})
+        assert ("30% of the steps instead draw a long layout of 2,000 to 4,000 tokens" in card) is says, name

@@ -73,7 +73,7 @@ frame), `pool` (k x k cell averages of projected tokens, k uniform in 2,3,4,6,8,
 `bodytail` (pooled body, k uniform in 2,3,4,6, then 12 x 12-cell tail, 2 x 2 per frame);
 frame count log-uniform in 1..50 under a token cap that grows (length curriculum) from
 {r["codebook_min_tokens"]} to {r["codebook_max_tokens"]} tokens (stage 1) and to
-{r["finetune_max_tokens"]} (stage 3). No attention-selected tokens.
+{r["finetune_max_tokens"]} (stage 3).{long_layouts(r)} No attention-selected tokens.
 Examples per stage and family: {json.dumps(summary["layout_counts"])}.
 
 ## Recipe
@@ -96,6 +96,15 @@ A different thread count or CPU changes float reductions, so the weights then di
 
 """
     return card + heldout_section(sight)
+
+
+def long_layouts(r: dict[str, Any]) -> str:
+    """Stage 3's long layouts, in words (empty for recipes without them)."""
+    if not r.get("p_long"):
+        return ""
+    return (f"\nIn stage 3, {r['p_long']:.0%} of the steps instead draw a long layout of {r['long_min_tokens']:,} to "
+            f"{r['long_max_tokens']:,} tokens (`sample_long_layout`: a family, then a cell size, among those that "
+            "reach the range, then a log-uniform frame count in it).")
 
 
 def stage_two(summary: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ trained tensors into the committed folder, and measure what the model sees (docs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -186,6 +187,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         return 0
     conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
                   else binding_conditions(args.scale) if args.binding else default_conditions(args.scale))
+    # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
+    conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
         wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
         unknown = sorted(set(wanted) - {c.name for c in conditions})
@@ -226,7 +229,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "committed until 2026-12-03 (a random tower trained by slot regression); first: the "
                         "ones before (codebook fixed in stage 3); structured: the first with a structured "
                         "tower init, feature layer -1 and an image-level shape loss (README, 'The frames "
-                        "teach shape')")
+                        "teach shape'); colour-units: outline with colour units in the tower, not adopted; "
+                        "long: outline with 30% of stage 3's steps on 2,000-4,000-token layouts (README, "
+                        "'A recipe with long layouts')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

@@ -13,7 +13,9 @@ frame-major then row-major over cells, as :func:`mlb_core.gapool.gapool` with ``
 
 :func:`sample_layout` draws a layout uniformly over families, then uniformly over cell
 sizes, then log-uniformly over frame counts that fit a token budget; no family, cell size
-or length is favoured beyond that.
+or length is favoured beyond that. :func:`sample_long_layout` draws the same way among the
+layouts that reach a token range (long sequences, where the LM's reading fades: README,
+"Long layouts do move the cliff").
 """
 
 from __future__ import annotations
@@ -99,3 +101,25 @@ def sample_layout(rng: np.random.Generator, max_tokens: int) -> Layout:
     most = max(1, min(MAX_FRAMES, max_tokens // per))
     n = int(np.floor(np.exp(rng.uniform(0.0, np.log(most + 1)))))
     return Layout(family, cell, max(1, min(n, most)))
+
+
+def sample_long_layout(rng: np.random.Generator, lo: int, hi: int) -> Layout:
+    """A random layout of ``lo`` to ``hi`` tokens: a family, then a cell size, among those
+    that reach the range within :data:`MAX_FRAMES` frames, then a log-uniform frame count in
+    the range (README, "A recipe with long layouts")."""
+    reach = {f: [c for c in CELLS[f] if _frames_in(Layout(f, c, 1).per_frame, lo, hi)] for f in FAMILIES}
+    families = [f for f in FAMILIES if reach[f]]
+    assert families, f"no layout has {lo}..{hi} tokens"
+    family = str(rng.choice(families))
+    cell = int(rng.choice(reach[family]))
+    first, last = _frames_in(Layout(family, cell, 1).per_frame, lo, hi)  # type: ignore[misc]
+    n = int(np.floor(np.exp(rng.uniform(np.log(first), np.log(last + 1)))))
+    layout = Layout(family, cell, max(first, min(n, last)))
+    assert lo <= layout.n_tokens <= hi, (layout, lo, hi)
+    return layout
+
+
+def _frames_in(per_frame: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """The frame counts (first, last) whose layouts have ``lo`` to ``hi`` tokens, or None."""
+    first, last = -(-lo // per_frame), min(MAX_FRAMES, hi // per_frame)
+    return (max(1, first), last) if max(1, first) <= last else None

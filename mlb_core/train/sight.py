@@ -262,6 +262,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
                               "visual_tokens": max(tokens),
                               **{f"{kind}_accuracy": (v[0] / v[1] if v[1] else None) for kind, v in right.items()},
                               **{f"{kind}_n": v[1] for kind, v in right.items()},
+                              **{f"{kind}_constant": constant_share(answers, kind) for kind in right},
                               "seconds": round(time.perf_counter() - t0, 1), "examples": examples,
                               "answers": answers,
                               **({f"{kind}_other_share": (v / right[kind][1] if right[kind][1] else None)
@@ -273,20 +274,31 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     return {**head, "conditions": results}
 
 
+def constant_share(answers: list[dict[str, Any]], kind: str) -> float | None:
+    """The accuracy of the best constant answer on a condition's ``kind`` questions: the share of
+    its commonest truth (a few clips can share a colour, and a model that always names it scores
+    that much without seeing; README, "A recipe with long layouts")."""
+    truths = [a["truth"] for a in answers if a["kind"] == kind]
+    return max(truths.count(t) for t in set(truths)) / len(truths) if truths else None
+
+
 def format_sight(result: dict[str, Any]) -> str:
-    """A plain-text table of :func:`measure_sight`'s result; with two-object conditions, also the
-    share of colour (shape) answers that name the other object's colour (shape)."""
+    """A plain-text table of :func:`measure_sight`'s result, with what the best constant answer
+    would score (:func:`constant_share`); with two-object conditions, also the share of colour
+    (shape) answers that name the other object's colour (shape)."""
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.0f}%"
 
     w = max([14, *map(len, result["conditions"])])  # redrawn_tab10_full1 and the like are longer
     other = any("colour_other_share" in r for r in result["conditions"].values())
     lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
-             f"{'all':>6s}" + (f" {'colour: other object':>20s} {'shape: other object':>19s}" if other else "")]
+             f"{'all':>6s} {'constant answer: colour/shape':>29s}"
+             + (f" {'colour: other object':>20s} {'shape: other object':>19s}" if other else "")]
     for name, r in result["conditions"].items():
+        const = "/".join(pct(constant_share(r.get("answers", []), kind)) for kind in ("colour", "shape"))
         lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
-                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s}"
+                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s} {const:>29s}"
                      + (f" {pct(r.get('colour_other_share')):>20s} {pct(r.get('shape_other_share')):>19s}"
                         if other else ""))
     return "\n".join(lines)

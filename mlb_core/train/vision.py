@@ -88,7 +88,10 @@ class Recipe:
     features of the patch's colour (:func:`mlb_core.train.tower_init.colour_units`, pre-activation
     spread ``colour_unit_gain``) before the read-out is fitted; ``inverse_gelu``: the read-out is
     fitted to ``GELU^-1`` of the slot targets, so that the projector's GELU gives the targets back
-    rather than shrinking them (README, "Where the one-frame misses sit").
+    rather than shrinking them (README, "Where the one-frame misses sit"); ``p_long``: the
+    probability that a stage-3 step draws a long layout, ``long_min_tokens`` to ``long_max_tokens``
+    tokens (:func:`mlb_core.train.layouts.sample_long_layout`), instead of one under the
+    curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts").
     """
 
     codebook_share: float = 0.30
@@ -119,6 +122,9 @@ class Recipe:
     colour_units: bool = False
     colour_unit_gain: float = 3.0
     inverse_gelu: bool = False
+    p_long: float = 0.0
+    long_min_tokens: int = 2000
+    long_max_tokens: int = 4000
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -135,6 +141,12 @@ class Recipe:
         if (self.colour_units or self.inverse_gelu) and self.tower_init != "edges":
             raise ValueError("colour_units and inverse_gelu change the closed-form read-out: "
                              "they need tower_init='edges'")
+        if not 0.0 <= self.p_long < 1.0:
+            raise ValueError(f"p_long must be in [0, 1), not {self.p_long}")
+        if self.p_long and not (0 < self.long_min_tokens <= self.long_max_tokens
+                                and layouts._frames_in(576, self.long_min_tokens, 576 * layouts.MAX_FRAMES)):
+            raise ValueError(f"long_min_tokens..long_max_tokens ({self.long_min_tokens}..{self.long_max_tokens}) "
+                             "must be a range that some layout reaches")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -176,7 +188,15 @@ RECIPES: dict[str, Recipe] = {
     # as the committed weights, shape worse; README, "Where the one-frame misses sit";
     # results/train/colour-units/)
     "colour-units": replace(_OUTLINE, colour_units=True, inverse_gelu=True),
+    # the outline recipe with long layouts in stage 3: 30% of its steps draw 2,000-4,000 tokens
+    # (every family and cell that reaches them), stage 1 shorter to make room; cost model
+    # re-measured on this CPU at two threads (README, "A recipe with long layouts")
+    "long": replace(_OUTLINE, codebook_share=0.2, finetune_share=0.8, p_long=0.3,
+                    sec_per_token=1.05e-2, sec_per_token2=1.34e-6, sec_per_frame=0.17),
 }
+# the same with stage 1 as long as the committed recipe's (about 290 steps), run on a 30-minute
+# plan: "long" cost one-frame colour (README, "A recipe with long layouts")
+RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share=0.7)
 
 
 # ---- model I/O -----------------------------------------------------------------------
@@ -569,7 +589,10 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
     spent, step = 0.0, 0
     while spent < budget_s:
         cap = _curriculum(spent, budget_s, recipe.codebook_min_tokens, recipe.finetune_max_tokens)
-        layout = layouts.sample_layout(rng, cap)
+        if recipe.p_long and rng.random() < recipe.p_long:  # no draw at p_long 0: older recipes' stream
+            layout = layouts.sample_long_layout(rng, recipe.long_min_tokens, recipe.long_max_tokens)
+        else:
+            layout = layouts.sample_layout(rng, cap)
         spec = _sample_spec(rng, layout.n_frames, recipe)
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
