@@ -119,3 +119,26 @@ def test_caveat_follows_the_held_out_metrics(tmp_path, accs, words):
     assert words in text
     if accs is not None:
         assert f"{100 * min(accs):.0f}-{100 * max(accs):.0f}%" in text
+
+
+@pytest.mark.slow
+def test_embedded_build_of_another_weights_folder(tmp_path, monkeypatch):
+    """``--model embedded:<folder>``: the embedded default with the vision side of a weights folder
+    that ``mlb train-vision --out`` wrote (a candidate recipe's), built in a folder of its own;
+    a folder without weights is a one-line error."""
+    from mlb_core.backbones import embedded
+    from mlb_core.backbones.loading import load_model
+
+    base = load_model("embedded").model  # the committed build
+    with torch.no_grad():
+        base.model.multi_modal_projector.linear_2.bias.fill_(0.375)
+    vision_weights.export_vision(base, tmp_path / "candidate")
+    monkeypatch.setenv("MLB_CACHE", str(tmp_path / "cache"))
+    other = load_model(f"embedded:{tmp_path / 'candidate'}").model
+    assert torch.all(other.model.multi_modal_projector.linear_2.bias == 0.375)
+    folder = embedded.ensure_embedded(weights=tmp_path / "candidate")
+    assert folder.parent == tmp_path / "cache" and folder.name != embedded.EMBEDDED_NAME
+    assert json.loads((folder / "config.json").read_text())["mlb_vision"] == embedded.vision_tag(
+        weights=tmp_path / "candidate") != embedded.vision_tag()
+    with pytest.raises(MLBError, match="not a vision weights folder"):
+        load_model(f"embedded:{tmp_path}")

@@ -87,20 +87,22 @@ def _atomic_save(out: Path, save) -> None:
             shutil.rmtree(tmp)
 
 
-def vision_tag(trained: bool = True) -> str:
+def vision_tag(trained: bool = True, weights: Path | None = None) -> str:
     """What the vision side of a build is: ``trained:<digest>`` of the committed weights
-    (:mod:`mlb_core.backbones.vision_weights`), or ``random`` (seed :data:`SEED`)."""
+    (:mod:`mlb_core.backbones.vision_weights`; ``weights``: another weights folder, as
+    ``mlb train-vision --out`` writes), or ``random`` (seed :data:`SEED`)."""
     from mlb_core.backbones import vision_weights
 
-    if trained and vision_weights.available():
-        return f"trained:{vision_weights.digest()[:16]}"
+    if trained and vision_weights.available(weights):
+        return f"trained:{vision_weights.digest(weights)[:16]}"
     return "random"
 
 
-def build_embedded(out: Path, trained: bool = True) -> None:
+def build_embedded(out: Path, trained: bool = True, weights: Path | None = None) -> None:
     """Build the embedded default checkpoint into ``out`` (about 20 s on 2 CPU cores): the
     GGUF language model, and the committed trained vision side (``trained`` and the files
-    present) or a seeded random one (what ``mlb train-vision`` starts from)."""
+    present; ``weights``: the vision side of another weights folder) or a seeded random one
+    (what ``mlb train-vision`` starts from)."""
     from transformers import (
         AutoModelForCausalLM,
         CLIPVisionConfig,
@@ -116,8 +118,8 @@ def build_embedded(out: Path, trained: bool = True) -> None:
     lm = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), gguf_file=GGUF_FILE, dtype=torch.float32)
     tokenizer = load_tokenizer()
     text_config = lm.config
-    tag = vision_tag(trained)
-    meta = vision_weights.read_config() if tag != "random" else {}
+    tag = vision_tag(trained, weights)
+    meta = vision_weights.read_config(weights) if tag != "random" else {}
     vision = dict(meta.get("vision_config") or CLIPVisionConfig(**VISION).to_dict())
     vision.pop("model_type", None)
     torch.manual_seed(SEED)
@@ -141,7 +143,7 @@ def build_embedded(out: Path, trained: bool = True) -> None:
     if tag == "random":
         _calibrate_projector(model)
     else:
-        vision_weights.load_vision_into(model)
+        vision_weights.load_vision_into(model, weights)
     processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
         image_grid_pinpoints=config.image_grid_pinpoints,
@@ -251,11 +253,12 @@ def _adopt_legacy(folder: Path) -> bool:
     return True
 
 
-def _current(out: Path, trained: bool) -> str | None:
-    """Why the folder ``out`` is not a usable build of the committed vision side (``None``: it is)."""
+def _current(out: Path, trained: bool, weights: Path | None = None) -> str | None:
+    """Why the folder ``out`` is not a usable build of the committed vision side (or of
+    ``weights``'; ``None``: it is)."""
     problem = integrity_problem(out)
     if problem is None or (problem == "no complete build" and _adopt_legacy(out)):
-        tag = vision_tag(trained)
+        tag = vision_tag(trained, weights)
         try:
             built = json.loads((out / "config.json").read_text()).get("mlb_vision", "random")
         except (OSError, ValueError):
@@ -278,27 +281,38 @@ def build_lock(out: Path):
     return FileLock(str(out.parent / f".{out.name}.lock"), timeout=BUILD_LOCK_TIMEOUT_S)
 
 
-def ensure_embedded(trained: bool = True) -> Path:
+def ensure_embedded(trained: bool = True, weights: str | Path | None = None) -> Path:
     """The embedded default's checkpoint folder, built on first use; rebuilt when the folder
     is incomplete (checked against the integrity marker written after the build) or its vision
     side is not the committed one. ``trained=False``: the seeded random vision side, in a
     folder of its own (``mlb train-vision`` starts from it). Concurrent callers are safe: the
     check and the build run under :func:`build_lock`, so one process builds and the others
-    wait for it and load its folder (none removes a folder another has just built)."""
+    wait for it and load its folder (none removes a folder another has just built).
+    ``weights``: the vision side of another weights folder (``mlb train-vision --out``'s, to
+    evaluate a candidate: ``--model embedded:<folder>``), built in a folder of its own."""
     from filelock import Timeout
 
-    out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
-    if _current(out, trained) is None:  # the common case: no lock needed to read a good build
+    from mlb_core.backbones import vision_weights
+
+    if weights is not None:
+        weights = Path(weights)
+        if not vision_weights.available(weights):
+            raise MLBError(f"{weights} is not a vision weights folder (it needs {vision_weights.TENSORS} and "
+                           f"{vision_weights.CONFIG}, as mlb train-vision --out writes)")
+        out = cache_dir() / f"{EMBEDDED_NAME}-vision-{vision_weights.digest(weights)[:16]}"
+    else:
+        out = cache_dir() / (EMBEDDED_NAME if trained else f"{EMBEDDED_NAME}-untrained")
+    if _current(out, trained, weights) is None:  # the common case: no lock needed to read a good build
         return out
     lock = build_lock(out)
     try:
         with lock:
-            problem = _current(out, trained)  # another process may have built it while we waited
+            problem = _current(out, trained, weights)  # another process may have built it while we waited
             if problem is None:
                 return out
             if out.exists():
                 print(f"[mlb] {out}: {problem}; rebuilding", file=sys.stderr)
-            build_embedded(out, trained)
+            build_embedded(out, trained, weights)
             write_integrity(out)
     except Timeout:
         raise MLBError(f"another process has been building {out} for over {BUILD_LOCK_TIMEOUT_S} s; "

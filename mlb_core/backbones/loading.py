@@ -60,7 +60,9 @@ def load_model(
     """Load a LLaVA checkpoint as a :class:`VideoLLM`.
 
     Args:
-        name: ``embedded`` (built on first use, see :mod:`mlb_core.backbones.embedded`), a local
+        name: ``embedded`` (built on first use, see :mod:`mlb_core.backbones.embedded`; or
+            ``embedded:<folder>``, the same with the vision side of a weights folder that
+            ``mlb train-vision --out`` wrote, to evaluate a candidate recipe), a local
             checkpoint folder, or a hub id such as ``llava-hf/llava-v1.6-vicuna-7b-hf``
             (downloaded by ``huggingface_hub`` on a machine with network; set
             ``HF_HUB_OFFLINE=1`` to use only the local cache), or ``tiny:<family>`` (a seeded
@@ -90,10 +92,10 @@ def load_model(
         if label != name:  # a prompt setting in the name: keep it in the model's name
             vlm.name = f"{vlm.name}@{family}"
         return vlm
-    if name == "embedded":
+    if name == "embedded" or name.startswith("embedded:"):  # embedded:<folder>: another trained vision side
         from mlb_core.backbones.embedded import ensure_embedded
 
-        path = str(ensure_embedded())
+        path = str(ensure_embedded(weights=name.split(":", 1)[1] if ":" in name else None))
     else:
         path = name
     is_local = Path(path).is_dir()
