@@ -117,7 +117,7 @@ def test_truncated_embedded_model_is_rebuilt(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MLB_CACHE", str(tmp_path))
     builds = []
 
-    def fake_build(out, trained=True):
+    def fake_build(out, trained=True, weights=None):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"mlb_build_version": embedded.BUILD_VERSION,
                                                      "mlb_vision": embedded.vision_tag(trained)}))
@@ -150,7 +150,7 @@ import json, os, sys, time
 from pathlib import Path
 from mlb_core.backbones import embedded
 
-def fake_build(out, trained=True):
+def fake_build(out, trained=True, weights=None):
     def save(folder):
         with open(os.environ["BUILD_LOG"], "a") as f:
             f.write(f"{os.getpid()}\n")
