@@ -107,19 +107,19 @@ def sample_long_layout(rng: np.random.Generator, lo: int, hi: int) -> Layout:
     """A random layout of ``lo`` to ``hi`` tokens: a family, then a cell size, among those
     that reach the range within :data:`MAX_FRAMES` frames, then a log-uniform frame count in
     the range (README, "A recipe with long layouts")."""
-    reach = {f: [c for c in CELLS[f] if _frames_in(Layout(f, c, 1).per_frame, lo, hi)] for f in FAMILIES}
+    reach = {f: [c for c in CELLS[f] if frames_in(Layout(f, c, 1).per_frame, lo, hi)] for f in FAMILIES}
     families = [f for f in FAMILIES if reach[f]]
     assert families, f"no layout has {lo}..{hi} tokens"
     family = str(rng.choice(families))
     cell = int(rng.choice(reach[family]))
-    first, last = _frames_in(Layout(family, cell, 1).per_frame, lo, hi)  # type: ignore[misc]
+    first, last = frames_in(Layout(family, cell, 1).per_frame, lo, hi)  # type: ignore[misc]
     n = int(np.floor(np.exp(rng.uniform(np.log(first), np.log(last + 1)))))
     layout = Layout(family, cell, max(first, min(n, last)))
     assert lo <= layout.n_tokens <= hi, (layout, lo, hi)
     return layout
 
 
-def _frames_in(per_frame: int, lo: int, hi: int) -> tuple[int, int] | None:
+def frames_in(per_frame: int, lo: int, hi: int) -> tuple[int, int] | None:
     """The frame counts (first, last) whose layouts have ``lo`` to ``hi`` tokens, or None."""
     first, last = -(-lo // per_frame), min(MAX_FRAMES, hi // per_frame)
     return (max(1, first), last) if max(1, first) <= last else None

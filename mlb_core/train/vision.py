@@ -144,7 +144,7 @@ class Recipe:
         if not 0.0 <= self.p_long < 1.0:
             raise ValueError(f"p_long must be in [0, 1), not {self.p_long}")
         if self.p_long and not (0 < self.long_min_tokens <= self.long_max_tokens
-                                and layouts._frames_in(576, self.long_min_tokens, 576 * layouts.MAX_FRAMES)):
+                                and layouts.frames_in(576, self.long_min_tokens, 576 * layouts.MAX_FRAMES)):
             raise ValueError(f"long_min_tokens..long_max_tokens ({self.long_min_tokens}..{self.long_max_tokens}) "
                              "must be a range that some layout reaches")
         if self.regress_schedule not in ("constant", "cosine"):
