@@ -181,15 +181,17 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
     import torch.nn.functional as F
 
     from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.saturate import codebook_columns
     from mlb_core.train.vision import N_SLOTS, load_checkpoint, pixel_values, slots
 
     model, _, processor = load_checkpoint(ensure_embedded(trained=True))
+    book = codebook_columns(model.model.multi_modal_projector, N_SLOTS)  # (D, N_SLOTS), saturated or not
     spec, bank = scenes.sample_clip(3, 2, "heldout", 1, 0.0), scenes.VideoBank()
     with torch.no_grad():
         got = ceiling.tower_tokens(model, processor, spec, bank)  # (2, 24, 24, D)
         lin = model.model.multi_modal_projector.linear_2
         frames, _ = scenes.render_clip(spec, bank)
-        want = F.linear(slots(model, pixel_values(frames, processor)), lin.weight[:, :N_SLOTS], lin.bias)
+        want = F.linear(slots(model, pixel_values(frames, processor)), book, lin.bias)
     assert got.shape == (2, 24, 24, lin.out_features)
     torch.testing.assert_close(got, want)
     # --ideal-swap: one slot group set to the training's targets, the others the tower's own
@@ -202,10 +204,10 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
             mixed = act.clone()
             mixed[..., group] = target[..., group]
             swapped = ceiling.tower_tokens(model, processor, spec, bank, name, "outline")
-            torch.testing.assert_close(swapped, F.linear(mixed, lin.weight[:, :N_SLOTS], lin.bias))
+            torch.testing.assert_close(swapped, F.linear(mixed, book, lin.bias))
             assert not torch.allclose(swapped, got)
         everything = ceiling.tower_tokens(model, processor, spec, bank, "all", "outline")
-        torch.testing.assert_close(everything, F.linear(target, lin.weight[:, :N_SLOTS], lin.bias))
+        torch.testing.assert_close(everything, F.linear(target, book, lin.bias))
     for bad in ({"swap": "edges", "tokens": "tower"}, {"swap": "colour"}):
         with pytest.raises(MLBError, match="swap must be"):
             ceiling.ideal_accuracy(n_clips=1, **bad)

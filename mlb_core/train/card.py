@@ -83,7 +83,7 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
    (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
 {stage_two(summary)}
-{stage_three(summary)}
+{stage_three(summary)}{stage_four(summary)}
 Final losses: {json.dumps(summary["final_loss"])}.
 
 ## Reproducibility
@@ -132,6 +132,21 @@ def stage_three(summary: dict[str, Any]) -> str:
     return head + f""", AdamW lr
    {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
    the stage-2 loss as an anchor; {finetune_codebook(r)}."""
+
+
+def stage_four(summary: dict[str, Any]) -> str:
+    """Stage 4, the saturated slots (:mod:`mlb_core.train.saturate`), in words (empty when the
+    recipe has none)."""
+    sat = summary.get("saturate")
+    if not sat:
+        return ""
+    which = "the six colour slots" if len(sat["slots"]) == 6 else f"slots {sat['slots']}"
+    return (f"""
+4. saturate (closed form, no LM): {which} made clamps, clamp(a z + b, 0, 1) of the slot's
+   pre-activation z, built from two GELU units of the projector (gain {summary['recipe']['saturate_gain']:g}), a and b
+   fitted by least squares to the slot targets on {sat['frames']} fresh training frames: on patches whose target
+   is above 0.5 their mean goes from {sat['on_before']:.2f} to {sat['on_after']:.2f}, below 0.05 from
+   {sat['off_before']:.3f} to {sat['off_after']:.3f}.""")
 
 
 def finetune_codebook(r: dict[str, Any]) -> str:

@@ -174,6 +174,7 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
     applies). ``swap``: a key of :data:`SWAPS`; those of the projector's ten slot units
     (:func:`~mlb_core.train.vision.slots`) are set to the training's targets for the clip
     (:func:`~mlb_core.train.vision.slot_targets` with ``shape_target``) before its last layer."""
+    from mlb_core.train.saturate import slot_gains
     from mlb_core.train.vision import N_SLOTS, pixel_values, slot_targets
 
     frames, cover = scenes.render_clip(spec, bank)  # (T, S, S, 3) uint8, (T, K, 24, 24)
@@ -188,6 +189,10 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
         group = torch.arange(N_SLOTS)[SWAPS[swap]]
         hidden = hidden.clone()
         hidden[..., group] = target[..., group].to(hidden.dtype)
+        for j, gain in slot_gains(proj, N_SLOTS).items():  # a saturated slot is a pair of units (saturate.py)
+            if j in group:
+                hidden[..., j] *= gain
+                hidden[..., N_SLOTS + j] = 0
     out = proj.linear_2(hidden)  # (T, 576, D)
     side = int(np.sqrt(out.shape[1]))
     assert side * side == out.shape[1], out.shape

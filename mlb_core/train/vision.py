@@ -55,7 +55,14 @@ import torch.nn.functional as F
 
 from . import layouts, scenes
 from .card import model_card
+from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
 from .tower_init import clip_parts, colour_units, edge_energy_init, n_colour_rows, structured_init
+
+# which slot units a recipe's ``saturate`` pairs into clamps (slot order: colours, shapes, background)
+SATURATE: dict[str, tuple[int, ...]] = {
+    "none": (), "colour": tuple(range(len(scenes.COLOURS))),
+    "all": tuple(range(len(scenes.COLOURS) + len(scenes.SHAPES) + 1)),
+}
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,10 @@ class Recipe:
     rather than shrinking them (README, "Where the one-frame misses sit"); ``p_long``: the
     probability that a stage-3 step draws a long layout, ``long_min_tokens`` to ``long_max_tokens``
     tokens (:func:`mlb_core.train.layouts.sample_long_layout`), instead of one under the
-    curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts").
+    curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts");
+    ``saturate``: after stage 3, which slot units become clamps (:mod:`mlb_core.train.saturate`):
+    ``"none"``, ``"colour"`` (the six colour slots) or ``"all"``, fitted on ``saturate_frames``
+    training frames, pair gain ``saturate_gain`` (README, "Saturated slots").
     """
 
     codebook_share: float = 0.30
@@ -125,6 +135,9 @@ class Recipe:
     p_long: float = 0.0
     long_min_tokens: int = 2000
     long_max_tokens: int = 4000
+    saturate: str = "none"
+    saturate_frames: int = 320
+    saturate_gain: float = 4.0
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -147,6 +160,10 @@ class Recipe:
                                 and layouts.frames_in(576, self.long_min_tokens, 576 * layouts.MAX_FRAMES)):
             raise ValueError(f"long_min_tokens..long_max_tokens ({self.long_min_tokens}..{self.long_max_tokens}) "
                              "must be a range that some layout reaches")
+        if self.saturate not in SATURATE:
+            raise ValueError(f"saturate must be one of {', '.join(map(repr, SATURATE))}, not {self.saturate!r}")
+        if self.saturate != "none" and not (self.saturate_frames > 0 and self.saturate_gain > 0):
+            raise ValueError("saturate needs saturate_frames > 0 and saturate_gain > 0")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -197,6 +214,10 @@ RECIPES: dict[str, Recipe] = {
 # the same with stage 1 as long as the committed recipe's (about 290 steps), run on a 30-minute
 # plan: "long" cost one-frame colour (README, "A recipe with long layouts")
 RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share=0.7)
+# the outline recipe, then its slot units made clamps (stage 4, closed form; README, "Saturated
+# slots"): the colour slots alone, or every slot
+RECIPES["saturated"] = replace(_OUTLINE, saturate="colour")
+RECIPES["saturated-all"] = replace(_OUTLINE, saturate="all")
 
 
 # ---- model I/O -----------------------------------------------------------------------
@@ -406,7 +427,7 @@ def _slots_from_features(model: Any, feats: torch.Tensor) -> torch.Tensor:
     if model.config.vision_feature_select_strategy == "default":
         feats = feats[:, 1:]
     proj = model.model.multi_modal_projector
-    act = proj.act(proj.linear_1(feats))[..., :N_SLOTS]  # (T, 576, N_SLOTS)
+    act = effective_slots(proj.act(proj.linear_1(feats)), slot_gains(proj, N_SLOTS), N_SLOTS)  # (T, 576, N_SLOTS)
     side = int(math.isqrt(act.shape[1]))
     return act.reshape(len(feats), side, side, N_SLOTS)
 
@@ -519,6 +540,51 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     return {"stage": "outline", "frames": len(hs), "patches": len(h), "r2": round(float(r2), 4),
             "colour_accuracy": round(colour_hits / n_obj, 4), "shape_accuracy": round(shape_hits / n_obj, 4),
             "objects": len(objects)}
+
+
+def stage_saturate(model: Any, processor: Any, bank: scenes.VideoBank, seed: int,
+                   recipe: Recipe) -> dict[str, Any]:
+    """Stage 4 (no LM, no gradient on the model): turn the slot units of ``recipe.saturate``
+    into clamps (:mod:`mlb_core.train.saturate`), ``clamp(a z + b, 0, 1)`` with ``a, b`` fitted
+    by least squares to :func:`slot_targets` over ``recipe.saturate_frames`` fresh training
+    frames (their own seeded stream), patches weighted as in :func:`_slot_loss`.
+
+    Returns a log row: frames, the fitted ``a`` and ``b``, and the saturated slots' mean value on
+    patches whose target is above 0.5 and below 0.05, before and after.
+    """
+    chosen = list(SATURATE[recipe.saturate])
+    proj = model.model.multi_modal_projector
+    rng = np.random.default_rng([seed, 11])
+    zs, ys = [], []
+    with torch.no_grad():
+        for start in range(0, recipe.saturate_frames, recipe.regress_batch):
+            n = min(recipe.regress_batch, recipe.saturate_frames - start)
+            specs = [_sample_spec(rng, 1, recipe) for _ in range(n)]
+            rendered = [scenes.render_clip(spec, bank) for spec in specs]
+            feats = model.model.vision_tower(pixel_values(np.concatenate([f for f, _ in rendered]), processor),
+                                             output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+            if model.config.vision_feature_select_strategy == "default":
+                feats = feats[:, 1:]
+            zs.append(proj.linear_1(feats)[..., :N_SLOTS].reshape(-1, N_SLOTS))  # (n * 576, N_SLOTS)
+            ys.extend(slot_targets(torch.from_numpy(c), s, recipe.shape_target).reshape(-1, N_SLOTS)
+                      for s, (_, c) in zip(specs, rendered, strict=True))
+    z, y = torch.cat(zs), torch.cat(ys)  # (N, N_SLOTS)
+    weight = 1 + (recipe.object_weight - 1) * (1 - y[:, -1]).clamp(0, 1)  # (N,)
+    a, b = fit_saturation(z[:, chosen], y[:, chosen], weight, recipe.saturate_gain)
+    a_all, b_all = torch.ones(N_SLOTS), torch.zeros(N_SLOTS)
+    a_all[chosen], b_all[chosen] = a, b
+    before = F.gelu(z[:, chosen])
+    saturate_slots(proj, a_all, b_all, chosen, N_SLOTS, recipe.saturate_gain)
+    after = clamp_pair(z[:, chosen] * a + b, recipe.saturate_gain)  # what the rewritten units give
+    on, off = y[:, chosen] > 0.5, y[:, chosen] < 0.05
+
+    def mean(x: torch.Tensor, m: torch.Tensor) -> float:
+        return round(float(x[m].mean()), 4) if bool(m.any()) else float("nan")
+
+    return {"stage": "saturate", "frames": recipe.saturate_frames, "slots": chosen,
+            "a": [round(float(v), 4) for v in a], "b": [round(float(v), 4) for v in b],
+            "on_before": mean(before, on), "on_after": mean(after, on),
+            "off_before": mean(before, off), "off_after": mean(after, off)}
 
 
 def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: int, seed: int,
@@ -691,6 +757,10 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         t = time.perf_counter()
         stage_finetune(model, tokenizer, processor, bank, budget * recipe.finetune_share, seed, recipe, threads, log)
         wall["finetune"] = time.perf_counter() - t
+        if recipe.saturate != "none":
+            t = time.perf_counter()
+            log.append(stage_saturate(model, processor, bank, seed, recipe))
+            wall["saturate"] = time.perf_counter() - t
 
         model.eval()
         for p in model.parameters():
@@ -742,6 +812,9 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     fit = next((r for r in log if r["stage"] == "outline"), None)
     if fit is not None:
         summary["outline_fit"] = {k: v for k, v in fit.items() if k != "stage"}
+    sat = next((r for r in log if r["stage"] == "saturate"), None)
+    if sat is not None:
+        summary["saturate"] = {k: v for k, v in sat.items() if k != "stage"}
     (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
     (out / "MODEL_CARD.md").write_text(model_card(summary))
     return summary
