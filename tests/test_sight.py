@@ -181,33 +181,33 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
     import torch.nn.functional as F
 
     from mlb_core.backbones.embedded import ensure_embedded
-    from mlb_core.train.saturate import codebook_columns
-    from mlb_core.train.vision import N_SLOTS, load_checkpoint, pixel_values, slots
+    from mlb_core.train.saturate import codebook_columns, saturate_slots
+    from mlb_core.train.vision import N_SLOTS, load_checkpoint, pixel_values, slot_targets, slots
 
     model, _, processor = load_checkpoint(ensure_embedded(trained=True))
-    book = codebook_columns(model.model.multi_modal_projector, N_SLOTS)  # (D, N_SLOTS), saturated or not
     spec, bank = scenes.sample_clip(3, 2, "heldout", 1, 0.0), scenes.VideoBank()
-    with torch.no_grad():
-        got = ceiling.tower_tokens(model, processor, spec, bank)  # (2, 24, 24, D)
-        lin = model.model.multi_modal_projector.linear_2
-        frames, _ = scenes.render_clip(spec, bank)
-        want = F.linear(slots(model, pixel_values(frames, processor)), book, lin.bias)
-    assert got.shape == (2, 24, 24, lin.out_features)
-    torch.testing.assert_close(got, want)
-    # --ideal-swap: one slot group set to the training's targets, the others the tower's own
-    from mlb_core.train.vision import slot_targets
-
-    with torch.no_grad():
-        act = slots(model, pixel_values(frames, processor))  # (2, 24, 24, N_SLOTS)
-        target = slot_targets(torch.from_numpy(scenes.render_clip(spec, bank)[1]), spec, "outline")
-        for name, group in (("colour", slice(0, 6)), ("shape", slice(6, 9)), ("background", slice(9, 10))):
-            mixed = act.clone()
-            mixed[..., group] = target[..., group]
-            swapped = ceiling.tower_tokens(model, processor, spec, bank, name, "outline")
-            torch.testing.assert_close(swapped, F.linear(mixed, book, lin.bias))
-            assert not torch.allclose(swapped, got)
-        everything = ceiling.tower_tokens(model, processor, spec, bank, "all", "outline")
-        torch.testing.assert_close(everything, F.linear(target, book, lin.bias))
+    frames, cover = scenes.render_clip(spec, bank)
+    target = slot_targets(torch.from_numpy(cover), spec, "outline")  # (2, 24, 24, N_SLOTS)
+    # the committed weights as they are, then with some slots saturated (stage 4, saturate.py)
+    for paired in ([], [0, 3, 7, 9]):
+        proj = model.model.multi_modal_projector
+        saturate_slots(proj, torch.full((N_SLOTS,), 2.0), torch.full((N_SLOTS,), -0.3), paired, N_SLOTS, 4.0)
+        book = codebook_columns(proj, N_SLOTS)  # (D, N_SLOTS), saturated or not
+        with torch.no_grad():
+            got = ceiling.tower_tokens(model, processor, spec, bank)  # (2, 24, 24, D)
+            lin = proj.linear_2
+            act = slots(model, pixel_values(frames, processor))  # (2, 24, 24, N_SLOTS)
+            assert got.shape == (2, 24, 24, lin.out_features)
+            torch.testing.assert_close(got, F.linear(act, book, lin.bias))
+            # --ideal-swap: one slot group set to the training's targets, the others the tower's own
+            for name, group in (("colour", slice(0, 6)), ("shape", slice(6, 9)), ("background", slice(9, 10))):
+                mixed = act.clone()
+                mixed[..., group] = target[..., group]
+                swapped = ceiling.tower_tokens(model, processor, spec, bank, name, "outline")
+                torch.testing.assert_close(swapped, F.linear(mixed, book, lin.bias))
+                assert not torch.allclose(swapped, got)
+            everything = ceiling.tower_tokens(model, processor, spec, bank, "all", "outline")
+            torch.testing.assert_close(everything, F.linear(target, book, lin.bias))
     for bad in ({"swap": "edges", "tokens": "tower"}, {"swap": "colour"}):
         with pytest.raises(MLBError, match="swap must be"):
             ceiling.ideal_accuracy(n_clips=1, **bad)

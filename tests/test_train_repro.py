@@ -15,7 +15,8 @@ def _train(tmp_path, name, seed, threads=1):
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import RECIPES, train_vision
 
-    recipe = replace(RECIPES["committed"], outline_fit_frames=24)  # the committed recipe, a smaller read-out fit
+    # the committed recipe, a smaller read-out fit and (if it saturates slots) a smaller stage-4 fit
+    recipe = replace(RECIPES["committed"], outline_fit_frames=24, saturate_frames=16)
     return train_vision(tmp_path / name, seed=seed, minutes_budget=0.1, threads=threads,
                         source=ensure_embedded(trained=False), recipe=recipe)
 
@@ -36,16 +37,25 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 def _codebook_in_projector(folder) -> bool:
     """Whether the projector's last layer still holds stage 1's codebook (codebook.safetensors)."""
+    from types import SimpleNamespace
+
     import torch
     from safetensors.torch import load_file
 
+    from mlb_core.train.saturate import codebook_columns, slot_gains
     from mlb_core.train.vision import N_SLOTS
 
     book = load_file(str(folder / "codebook.safetensors"))
     want = torch.cat([book["colour"], book["shape"], book["background"][None]]).T  # (D, N_SLOTS)
-    lin = load_file(str(folder / "vision.safetensors"))["model.multi_modal_projector.linear_2.weight"]
-    assert lin.shape[1] > N_SLOTS and not lin[:, N_SLOTS:].any()  # the other units stay zero
-    return torch.equal(lin[:, :N_SLOTS], want)
+    state = load_file(str(folder / "vision.safetensors"))
+    w1, b1 = state["model.multi_modal_projector.linear_1.weight"], state["model.multi_modal_projector.linear_1.bias"]
+    lin = state["model.multi_modal_projector.linear_2.weight"]
+    proj = SimpleNamespace(linear_1=SimpleNamespace(weight=w1, bias=b1, out_features=len(w1)),
+                           linear_2=SimpleNamespace(weight=lin))
+    paired = slot_gains(proj, N_SLOTS)  # saturated slots (stage 4) use unit N_SLOTS + j beside slot j
+    assert lin.shape[1] > 2 * N_SLOTS and not lin[:, 2 * N_SLOTS:].any()  # the other units stay zero
+    assert all(bool(lin[:, N_SLOTS + j].any()) == (j in paired) for j in range(N_SLOTS))
+    return torch.allclose(codebook_columns(proj, N_SLOTS), want)
 
 
 def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):

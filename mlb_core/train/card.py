@@ -91,7 +91,10 @@ The stages are sized by a cost model, not by the clock, and every data stream is
 rerun with the same seed and thread count takes the same steps on the same examples and gives
 bit-identical weights on the same torch build and CPU kernels (`tests/test_train_repro.py`
 checks it on a 6-second budget: two runs from one seed, same SHA-256; another seed, another).
-A different thread count or CPU changes float reductions, so the weights then differ slightly.
+A different thread count or CPU changes float reductions, and training amplifies the
+difference: the committed recipe rerun from seed 0 in a later session (2026-12-04, same code,
+same short-run SHA-256) gave a tower within 3e-6 on the slot path but a codebook up to 0.42
+away, and 43 instead of 48 right held-out answers of 90 (`results/train/saturated-all/`).
 {repro_line(summary, repro)}
 
 """
@@ -140,7 +143,8 @@ def stage_four(summary: dict[str, Any]) -> str:
     sat = summary.get("saturate")
     if not sat:
         return ""
-    which = "the six colour slots" if len(sat["slots"]) == 6 else f"slots {sat['slots']}"
+    which = {6: "the six colour slots", 10: "all ten slots (colour, shape, background)"}.get(
+        len(sat["slots"]), f"slots {sat['slots']}")
     return (f"""
 4. saturate (closed form, no LM): {which} made clamps, clamp(a z + b, 0, 1) of the slot's
    pre-activation z, built from two GELU units of the projector (gain {summary['recipe']['saturate_gain']:g}), a and b

@@ -214,8 +214,9 @@ RECIPES: dict[str, Recipe] = {
 # the same with stage 1 as long as the committed recipe's (about 290 steps), run on a 30-minute
 # plan: "long" cost one-frame colour (README, "A recipe with long layouts")
 RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share=0.7)
-# the outline recipe, then its slot units made clamps (stage 4, closed form; README, "Saturated
-# slots"): the colour slots alone, or every slot
+# the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
+# alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
+# answers against 48; README, "Saturated slots"; results/train/saturated-all/)
 RECIPES["saturated"] = replace(_OUTLINE, saturate="colour")
 RECIPES["saturated-all"] = replace(_OUTLINE, saturate="all")
 
