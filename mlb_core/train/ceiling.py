@@ -39,6 +39,7 @@ import torch
 
 from mlb_core.errors import MLBError
 from mlb_core.train import layouts, scenes
+from mlb_core.train.vision import SLOT_GROUPS
 
 LAYOUTS: dict[str, layouts.Layout] = {
     "raw x1": layouts.Layout("raw", 1, 1),  # one frame, 576 raw tokens (single_full)
@@ -160,10 +161,7 @@ def read_answer(logits: torch.Tensor, ids: dict[str, int]) -> tuple[str, bool]:
     return guess, int(logits.argmax()) == ids[guess]
 
 
-SWAPS: dict[str, slice] = {"colour": slice(0, len(scenes.COLOURS)),
-                           "shape": slice(len(scenes.COLOURS), len(scenes.COLOURS) + len(scenes.SHAPES)),
-                           "background": slice(len(scenes.COLOURS) + len(scenes.SHAPES), None),
-                           "all": slice(None)}  # slot groups --ideal-swap replaces (indices into the ten slots)
+SWAPS: dict[str, slice] = SLOT_GROUPS  # slot groups --ideal-swap replaces (indices into the ten slots)
 
 
 def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank,

@@ -58,11 +58,13 @@ from .card import model_card
 from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
 from .tower_init import clip_parts, colour_units, edge_energy_init, n_colour_rows, structured_init
 
-# which slot units a recipe's ``saturate`` pairs into clamps (slot order: colours, shapes, background)
-SATURATE: dict[str, tuple[int, ...]] = {
-    "none": (), "colour": tuple(range(len(scenes.COLOURS))),
-    "all": tuple(range(len(scenes.COLOURS) + len(scenes.SHAPES) + 1)),
-}
+# the projector's slot units by group (slot order: colours, shapes, background): what a recipe's
+# ``saturate`` clamps and ``mlb heldout --ideal-swap`` sets to its targets
+_N_COLOURS, _N_SHAPES = len(scenes.COLOURS), len(scenes.SHAPES)
+SLOT_GROUPS: dict[str, slice] = {"colour": slice(0, _N_COLOURS),
+                                 "shape": slice(_N_COLOURS, _N_COLOURS + _N_SHAPES),
+                                 "background": slice(_N_COLOURS + _N_SHAPES, None),
+                                 "all": slice(None)}
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class Recipe:
     tokens (:func:`mlb_core.train.layouts.sample_long_layout`), instead of one under the
     curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts");
     ``saturate``: after stage 3, which slot units become clamps (:mod:`mlb_core.train.saturate`):
-    ``"none"``, ``"colour"`` (the six colour slots) or ``"all"``, fitted on ``saturate_frames``
-    training frames, pair gain ``saturate_gain`` (README, "Saturated slots").
+    ``"none"`` or a key of :data:`SLOT_GROUPS` (``"colour"``: the six colour slots; ``"all"``),
+    fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain`` (README, "Saturated slots").
     """
 
     codebook_share: float = 0.30
@@ -160,8 +162,9 @@ class Recipe:
                                 and layouts.frames_in(576, self.long_min_tokens, 576 * layouts.MAX_FRAMES)):
             raise ValueError(f"long_min_tokens..long_max_tokens ({self.long_min_tokens}..{self.long_max_tokens}) "
                              "must be a range that some layout reaches")
-        if self.saturate not in SATURATE:
-            raise ValueError(f"saturate must be one of {', '.join(map(repr, SATURATE))}, not {self.saturate!r}")
+        if self.saturate != "none" and self.saturate not in SLOT_GROUPS:
+            raise ValueError(f"saturate must be one of 'none', {', '.join(map(repr, SLOT_GROUPS))}, "
+                             f"not {self.saturate!r}")
         if self.saturate != "none" and not (self.saturate_frames > 0 and self.saturate_gain > 0):
             raise ValueError("saturate needs saturate_frames > 0 and saturate_gain > 0")
         if self.regress_schedule not in ("constant", "cosine"):
@@ -375,7 +378,7 @@ def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> sce
     return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial)
 
 
-N_SLOTS = len(scenes.COLOURS) + len(scenes.SHAPES) + 1  # projector hidden units that carry the codebook
+N_SLOTS = _N_COLOURS + _N_SHAPES + 1  # projector hidden units that carry the codebook
 
 
 OUTLINE_FULL = 0.1  # coverage from which (to 1 - this) a patch counts fully as outline
@@ -553,7 +556,7 @@ def stage_saturate(model: Any, processor: Any, bank: scenes.VideoBank, seed: int
     Returns a log row: frames, the fitted ``a`` and ``b``, and the saturated slots' mean value on
     patches whose target is above 0.5 and below 0.05, before and after.
     """
-    chosen = list(SATURATE[recipe.saturate])
+    chosen = list(range(N_SLOTS))[SLOT_GROUPS[recipe.saturate]]
     proj = model.model.multi_modal_projector
     rng = np.random.default_rng([seed, 11])
     zs, ys = [], []
