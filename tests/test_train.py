@@ -3,6 +3,8 @@ answer's key token, and the answer loss with its key-token weight (a per-positio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,28 @@ def test_train_vision_refuses_an_unknown_recipe_before_training(tmp_path):
 
     assert main(["train-vision", "--recipe", "nope", "--out", str(tmp_path / "w")]) == 2
     assert not (tmp_path / "w").exists()
+
+
+def test_train_vision_refuses_cuda_where_there_is_none_before_training(tmp_path, monkeypatch):
+    import torch
+
+    from mlb_core.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train-vision", "--device", "cuda", "--out", str(tmp_path / "w")]) == 2
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_model_card_names_a_gpu_run_and_a_cpu_card_is_unchanged():
+    """A CPU run's card and config carry no device (as before the option existed); a GPU run's say so."""
+    import json
+
+    from mlb_core.train.card import model_card
+
+    folder = Path(__file__).resolve().parents[1] / "mlb_core" / "weights" / "embedded-vision"
+    summary = json.loads((folder / "training_log.json").read_text())
+    assert "device" not in summary and "stages 1-3 on" not in model_card(summary)
+    assert "stages 1-3 on cuda (not a CPU run's bits)" in model_card({**summary, "device": "cuda"})
 
 
 def test_a_log_from_before_a_recipe_field_means_the_code_from_before_it():

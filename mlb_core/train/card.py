@@ -45,12 +45,14 @@ def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None,
     ``sight`` (the result of ``mlb heldout``) is given, the held-out accuracy; ``repro`` (the
     result of ``mlb train-vision --verify``) says whether the full run was repeated and how close."""
     r = summary["recipe"]
+    device = summary.get("device", "cpu")
+    on_device = f" stages 1-3 on {device} (not a CPU run's bits)," if device != "cpu" else ""
     card = f"""# llava-next-smollm2-135m-embedded, vision trained
 
 Stock `LlavaNextForConditionalGeneration`: real SmolLM2-135M-Instruct (frozen, untouched),
 CLIP vision tower (hidden 256, 2 layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
 `vision_feature_layer={r["feature_layer"]}`, CLS dropped) and projector trained by
-`mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,
+`mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,{on_device}
 budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0f} s:
 {json.dumps(summary["wall_s"])}). Trained parameters: {summary["trained_params"]:,}
 ({summary["trained_mb_fp32"]} MB fp32).

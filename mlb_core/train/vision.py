@@ -310,8 +310,9 @@ def lm_text(model: Any, tokenizer: Any, q: scenes.Question) -> LMText:
     ans = tokenizer(q.answer + "<|im_end|>", add_special_tokens=False, return_tensors="pt").input_ids[0]
     firsts = {tokenizer(w, add_special_tokens=False).input_ids[0] for w in (" " + q.truth, q.truth)}
     key = next((i for i, t in enumerate(ans.tolist()) if t in firsts), None)
+    dev = embed.weight.device
     with torch.no_grad():
-        return LMText(embed(pre), embed(suf), ans, key)
+        return LMText(embed(pre.to(dev)), embed(suf.to(dev)), ans.to(dev), key)
 
 
 def answer_loss(model: Any, text: LMText, visual: torch.Tensor, key_weight: float = 0.0) -> torch.Tensor:
@@ -362,7 +363,8 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         spec = _sample_spec(rng, layout.n_frames, recipe)
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
-        ideal = codebook(torch.from_numpy(scenes.clip_coverage(spec)), spec, recipe.shape_target)  # (T, 24, 24, D)
+        coverage = torch.from_numpy(scenes.clip_coverage(spec)).to(codebook.colour.device)  # (T, K, 24, 24)
+        ideal = codebook(coverage, spec, recipe.shape_target)  # (T, 24, 24, D)
         loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight)
         opt.zero_grad()
         loss.backward()
@@ -502,8 +504,8 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
             specs = [_sample_spec(rng, 1, recipe) for _ in range(n)]
             rendered = [scenes.render_clip(spec, bank) for spec in specs]
             with torch.no_grad():
-                tower(pixel_values(np.concatenate([f for f, _ in rendered]), processor))
-            hidden = caught["h"][:, 1:]  # (n, 576, I): patches only
+                tower(pixel_values(np.concatenate([f for f, _ in rendered]), processor).to(model.device))
+            hidden = caught["h"][:, 1:].cpu()  # (n, 576, I): patches only; the fit runs on the CPU
             for i, (spec, (_, cover)) in enumerate(zip(specs, rendered, strict=True)):
                 cov = torch.from_numpy(cover)  # (1, K, 24, 24)
                 hs.append(hidden[i])
@@ -533,9 +535,10 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
         shape_hits += int(total[n_col:n_col + len(scenes.SHAPES)].argmax()) == shape
     dims = reserved[:N_SLOTS]
     lin1 = model.model.multi_modal_projector.linear_1
+    dev = mlp.fc2.weight.device
     with torch.no_grad():
-        mlp.fc2.weight[dims] = beta[:-1].T.float()
-        mlp.fc2.bias[dims] = beta[-1].float()
+        mlp.fc2.weight[dims] = beta[:-1].T.float().to(dev)
+        mlp.fc2.bias[dims] = beta[-1].float().to(dev)
         for j, d in enumerate(dims):  # the projector's slot unit j reads reserved dimension j
             lin1.weight[j] = 0
             lin1.weight[j, d] = 1.0
@@ -608,6 +611,7 @@ def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: i
             bound = 1 / math.sqrt(tower.config.hidden_size)
             head.weight.uniform_(-bound, bound, generator=torch.Generator().manual_seed(seed))
             head.bias.zero_()
+        head.to(model.device)
         params = [*params, *head.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr_regress, weight_decay=0.0)
 
@@ -625,12 +629,13 @@ def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: i
             frames.append(f)
             targets.append(slot_targets(torch.from_numpy(c), spec, recipe.shape_target))
             labels.append(scenes.SHAPES.index(spec.objects[0].shape) if len(spec.objects) == 1 else -100)
-        out = tower(pixel_values(np.concatenate(frames), processor), output_hidden_states=True)
+        out = tower(pixel_values(np.concatenate(frames), processor).to(model.device), output_hidden_states=True)
         act = _slots_from_features(model, out.hidden_states[cfg.vision_feature_layer])  # (B, 24, 24, N_SLOTS)
-        slot = _slot_loss(act, torch.cat(targets), recipe)
+        slot = _slot_loss(act, torch.cat(targets).to(act.device), recipe)
         loss, row = slot, {"stage": "regress", "step": step + 1, "loss": round(slot.item(), 5)}
         if head is not None and any(y >= 0 for y in labels):
-            shape = F.cross_entropy(head(out.pooler_output), torch.tensor(labels), ignore_index=-100)
+            shape = F.cross_entropy(head(out.pooler_output), torch.tensor(labels, device=act.device),
+                                    ignore_index=-100)
             loss = slot + recipe.shape_weight * shape
             row["shape_ce"] = round(shape.item(), 4)
         opt.zero_grad()
@@ -667,10 +672,11 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
         frames, cover = scenes.render_clip(spec, bank)
-        act = slots(model, pixel_values(frames, processor))  # (T, 24, 24, N_SLOTS)
+        act = slots(model, pixel_values(frames, processor).to(model.device))  # (T, 24, 24, N_SLOTS)
         tokens = F.linear(act, book, lin.bias)  # (T, 24, 24, D): the other units' weights are 0
         lm = answer_loss(model, text, layouts.arrange(tokens, layout), recipe.key_weight)
-        anchor = _slot_loss(act, slot_targets(torch.from_numpy(cover), spec, recipe.shape_target), recipe)
+        target = slot_targets(torch.from_numpy(cover), spec, recipe.shape_target).to(act.device)  # (T, 24, 24, N_SLOTS)
+        anchor = _slot_loss(act, target, recipe)
         loss = lm + recipe.anchor_weight * anchor
         opt.zero_grad()
         loss.backward()
@@ -695,7 +701,8 @@ def _vision_params(model: Any) -> list[torch.nn.Parameter]:
 
 # ---- entry point -----------------------------------------------------------------------
 def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.0, threads: int = 2,
-                 source: str | Path | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
+                 source: str | Path | None = None, recipe: Recipe | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
     """Train the vision tower and projector of the untrained embedded checkpoint.
 
     Args:
@@ -707,6 +714,11 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         threads: ``torch.set_num_threads`` during training.
         source: the untrained checkpoint folder; default: the embedded default's.
         recipe: hyper-parameters; default ``RECIPES["committed"]``.
+        device: where stages 1 to 3 run (``"cpu"``, ``"cuda"``). The plan does not depend on
+            it (the cost model is in CPU seconds at ``threads``), so on a GPU the same plan runs
+            faster, not longer; the numbers differ from a CPU run's in the last bits, so only a
+            CPU run reproduces the committed weights. The tower's initialisation, stage 4 and the
+            saving run on the CPU.
 
     Returns:
         A summary dict (stage sizes, wall times, final losses, output size).
@@ -731,6 +743,7 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
                          recipe.colour_unit_gain, seed)
         for p in model.parameters():
             p.requires_grad_(False)
+        model.to(device)
         codebook = Codebook(model.get_input_embeddings(), tokenizer)
         budget = minutes_budget * 60.0
         speed = recipe.thread_speedup ** math.log2(max(1, threads))
@@ -761,6 +774,8 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         t = time.perf_counter()
         stage_finetune(model, tokenizer, processor, bank, budget * recipe.finetune_share, seed, recipe, threads, log)
         wall["finetune"] = time.perf_counter() - t
+        model.to("cpu")
+        codebook.to("cpu")
         if recipe.saturate != "none":
             t = time.perf_counter()
             log.append(stage_saturate(model, processor, bank, seed, recipe))
@@ -770,16 +785,20 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
         for p in model.parameters():
             p.requires_grad_(False)
         wall["total"] = time.perf_counter() - t0
-        summary = _save(out, model, tokenizer, processor, codebook, recipe, log, wall, seed, minutes_budget, threads)
+        summary = _save(out, model, tokenizer, processor, codebook, recipe, log, wall, seed, minutes_budget, threads,
+                        device)
         return summary
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codebook, recipe: Recipe,
-          log: list[dict[str, Any]], wall: dict[str, float], seed: int, minutes: float, threads: int) -> dict[str, Any]:
+          log: list[dict[str, Any]], wall: dict[str, float], seed: int, minutes: float, threads: int,
+          device: str = "cpu") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     model.config.mlb_vision_trained = {"seed": seed, "minutes_budget": minutes, "threads": threads}
+    if device != "cpu":  # a CPU run's config stays as before the field existed
+        model.config.mlb_vision_trained["device"] = device
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     processor.save_pretrained(str(out))
@@ -813,6 +832,8 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
         "vision_sha256": sha256_file(out / "vision.safetensors"),
         "recipe": asdict(recipe),
     }
+    if device != "cpu":
+        summary["device"] = device
     fit = next((r for r in log if r["stage"] == "outline"), None)
     if fit is not None:
         summary["outline_fit"] = {k: v for k, v in fit.items() if k != "stage"}
