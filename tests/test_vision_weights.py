@@ -62,6 +62,9 @@ def test_embedded_build_uses_the_committed_weights(tmp_path, monkeypatch):
     folder = embedded.ensure_embedded()
     config = json.loads((folder / "config.json").read_text())
     assert config["mlb_vision"] == embedded.vision_tag() != "random"
+    assert "quantization_config" not in config["text_config"]  # the LM's weights are fp32, not GGUF blocks
+    built = LlavaNextForConditionalGeneration.from_pretrained(str(folder), dtype=torch.bfloat16)
+    assert getattr(built, "hf_quantizer", None) is None and built.dtype == torch.bfloat16  # no GGUF quantizer
     built = LlavaNextForConditionalGeneration.from_pretrained(str(folder))
     assert torch.all(built.model.multi_modal_projector.linear_2.bias == 0.125)
     mtime = (folder / "config.json").stat().st_mtime_ns

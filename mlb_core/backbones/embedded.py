@@ -32,7 +32,7 @@ from mlb_core.errors import MLBError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "llava-next-smollm2-135m-embedded"
-BUILD_VERSION = 2  # bump when the recipe changes: old folders are rebuilt
+BUILD_VERSION = 3  # bump when the recipe changes: old folders are rebuilt (3: no stale GGUF quantization config)
 SEED = 0
 VISION = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
               image_size=336, patch_size=14, projection_dim=256)
@@ -123,8 +123,13 @@ def build_embedded(out: Path, trained: bool = True, weights: Path | None = None)
     vision = dict(meta.get("vision_config") or CLIPVisionConfig(**VISION).to_dict())
     vision.pop("model_type", None)
     torch.manual_seed(SEED)
+    text = text_config.to_dict()
+    # The LM arrives dequantised to fp32, but its config still names the GGUF file; saved, that
+    # entry made every later load attach a GGUF quantizer to the fp32 weights (a bfloat16 load on
+    # a GPU then warned that packed GGUF weights compute in fp32, and the model refused to save).
+    text.pop("quantization_config", None)
     config = LlavaNextConfig(
-        text_config=text_config.to_dict(),
+        text_config=text,
         vision_config=CLIPVisionConfig(**vision).to_dict(),
         image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
         image_token_index=tokenizer.unk_token_id or 0,

@@ -239,12 +239,6 @@ def load_checkpoint(folder: Path) -> tuple[Any, Any, Any]:
     from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil
 
     model = LlavaNextForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32).eval()
-    # The LM was dequantised from GGUF when the embedded model was built; its config still
-    # names the GGUF file, which makes transformers refuse to save. The weights are fp32.
-    model.hf_quantizer = None
-    for cfg in (model.config, model.config.text_config):
-        if hasattr(cfg, "quantization_config"):
-            del cfg.quantization_config
     return model, AutoTokenizer.from_pretrained(str(folder)), LlavaNextImageProcessorPil.from_pretrained(str(folder))
 
 
@@ -363,7 +357,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         spec = _sample_spec(rng, layout.n_frames, recipe)
         q = pick_question(rng, spec, recipe.p_mc)
         text = lm_text(model, tokenizer, q)
-        coverage = torch.from_numpy(scenes.clip_coverage(spec)).to(codebook.colour.device)  # (T, K, 24, 24)
+        coverage = torch.from_numpy(scenes.clip_coverage(spec)).to(next(codebook.parameters()).device)  # (T, K, 24, 24)
         ideal = codebook(coverage, spec, recipe.shape_target)  # (T, 24, 24, D)
         loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight)
         opt.zero_grad()
