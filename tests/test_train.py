@@ -188,6 +188,8 @@ def test_train_vision_refuses_cuda_where_there_is_none_before_training(tmp_path,
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["train-vision", "--device", "cuda", "--out", str(tmp_path / "w")]) == 2
+    for bad in ("gpu", "meta"):  # not a device, and not one training runs on
+        assert main(["train-vision", "--device", bad, "--out", str(tmp_path / "w")]) == 2
     assert not (tmp_path / "w").exists()
 
 

@@ -124,7 +124,13 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
     if args.recipe not in RECIPES:
         raise MLBError(f"--recipe: unknown {args.recipe!r}; choose from {', '.join(sorted(RECIPES))}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise MLBError(f"--device must be cpu, cuda or cuda:N, not {args.device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MLBError(f"--device must be cpu, cuda or cuda:N, not {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise MLBError(f"--device {args.device}: no CUDA device is available to this torch")
     torch.set_num_threads(args.threads)
     summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads,
