@@ -111,6 +111,8 @@ def verify_training(folder: str | Path = vision_weights.WEIGHTS_DIR, rerun: str 
 def cmd_train_vision(args: argparse.Namespace) -> int:
     import torch
 
+    from mlb_core.parsing import parse_device
+
     if args.minutes <= 0 or args.threads < 1:
         raise MLBError("--minutes must be > 0 and --threads >= 1")
     if args.verify:
@@ -124,17 +126,10 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
     if args.recipe not in RECIPES:
         raise MLBError(f"--recipe: unknown {args.recipe!r}; choose from {', '.join(sorted(RECIPES))}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise MLBError(f"--device must be cpu, cuda or cuda:N, not {args.device!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise MLBError(f"--device must be cpu, cuda or cuda:N, not {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MLBError(f"--device {args.device}: no CUDA device is available to this torch")
+    device = parse_device(args.device)  # a one-line error for an unknown or absent device, before the model loads
     torch.set_num_threads(args.threads)
     summary = train_and_export(args.out, seed=args.seed, minutes=args.minutes, threads=args.threads,
-                               recipe=RECIPES[args.recipe], device=args.device)
+                               recipe=RECIPES[args.recipe], device=device)
     print(f"trained in {summary['wall_s']['total']:.0f} s; wrote {args.out}")
     return 0
 
