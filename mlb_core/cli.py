@@ -155,7 +155,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cfg = ProbeConfig(n_frames=args.frames, segment_frames=args.segment_frames, side=args.side,
                       sizes=split_list(args.sizes), orders=split_list(args.orders), repeats=args.repeats,
                       forms=split_list(args.forms), distractor_share=args.distractor_share,
-                      distractors=not args.no_distractors, seed=args.seed)
+                      distractors=not args.no_distractors, sweep=args.sweep, isolated=args.isolated,
+                      seed=args.seed)
     manifest = generate_probe(args.out, cfg)
     print(f"wrote {manifest['n_videos']} videos and {manifest['n_questions']} questions to {args.out}")
     return 0
@@ -175,6 +176,12 @@ def add_probe_parser(sub: argparse._SubParsersAction) -> None:
                    help="share of the non-target frames that show a distractor (0..1)")
     s.add_argument("--no-distractors", action="store_true",
                    help="the no-distractor control: the same clips with the distractors left out")
+    s.add_argument("--sweep", action="store_true",
+                   help="the same clips at every frame: sizes x repeats targets, each written once per frame "
+                        "(slots compared pair by pair)")
+    s.add_argument("--isolated", action="store_true",
+                   help="the one-frame control: each clip's target frame alone, with the clip's rows "
+                        "(answer it with full on one frame: how hard each clip's target is by itself)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_probe)
 

@@ -30,6 +30,10 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
     cmd, outs = frozen_stage(ROOT, "probe_replication")  # fresh clips (seed 1), six a cell, fixed in advance
     assert "--no-distractors" in cmd and "--repeats 6 --seed 1" in cmd and "${" not in cmd
     assert ROOT / "results/probe/hypotheses_replication.json" in outs and ROOT / "data/probe_replication" in outs
+    cmd, outs = frozen_stage(ROOT, "probe_sweep")  # the same clips at every frame, and each target alone
+    assert "--no-distractors --sweep" in cmd and "--sweep --isolated" in cmd and "--repeats 6 --seed 2" in cmd
+    assert "-p alone results/eval/probe_sweep_alone" in cmd and "${" not in cmd
+    assert ROOT / "figures/probe_sweep_by_frame.png" in outs and ROOT / "results/eval/probe_sweep_alone" in outs
     with pytest.raises(MLBError, match="not frozen"):
         frozen_stage(ROOT, "fig1")
     with pytest.raises(MLBError, match="no stage 'nope'"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
+from dataclasses import replace
 
+import av
 import numpy as np
 import pytest
 
@@ -119,3 +122,71 @@ def test_clips_of_rebuilds_the_written_design(tmp_path):
     (tmp_path / "manifest.json").write_text("[1, 2]")
     with pytest.raises(MLBError, match="not a probe manifest"):
         clips_of(tmp_path)
+
+
+def test_sweep_shows_each_clips_target_at_every_frame(tmp_path):
+    """A sweep writes sizes x repeats clips, each once per frame: the same target (colour, shape,
+    size, place) in every slot and segment, under names that keep the pairs apart."""
+    cfg = ProbeConfig(n_frames=10, side=96, sizes=("large", "small"), orders=("forward",), forms=("open",),
+                      repeats=2, distractors=False, sweep=True)
+    clips = design(cfg)
+    assert len(clips) == 2 * 2 * 10
+    by_index: dict[int, list] = {}
+    for c in clips:
+        by_index.setdefault(c.index, []).append(c)
+    assert len(by_index) == 4
+    for group in by_index.values():
+        assert sorted(target_frame_of(cfg, c, "forward") for c in group) == list(range(10))
+        assert len({(c.colour, c.shape, c.size, c.centre) for c in group}) == 1
+        frames = {target_frame_of(cfg, c, "forward"): render_clip(cfg, c) for c in group}
+        t0 = frames[0][0]  # the target's own frame is the same picture wherever it sits
+        assert all(np.array_equal(frames[t][t], t0) for t in frames)
+    assert len({c.colour for c in clips}) > 1  # clips differ from each other
+    manifest = generate_probe(tmp_path, cfg)
+    rows = list(csv.DictReader(open(tmp_path / "probe.csv")))
+    assert manifest["n_videos"] == len(rows) == 40 and len({r["video_name"] for r in rows}) == 40
+    clips_back = clips_of(tmp_path)
+    for r in rows:
+        c = clips_back[r["video_name"]]
+        assert (int(r["segment"]), int(r["slot"])) == (c.segment + 1, c.slot)
+        assert int(r["evidence_start"]) == target_frame_of(cfg, c, "forward")
+        assert r["video_name"].endswith(f"-s{c.segment + 1}-{c.slot}")
+    name = rows[7]["video_name"]
+    frames, _ = load_video(tmp_path / "videos" / f"{name}.mp4", 10)
+    counts = [_target_pixels(f, rows[7]["answer"]) for f in frames]
+    assert int(np.argmax(counts)) == int(rows[7]["evidence_start"])
+
+
+def test_isolated_control_writes_the_target_frame_alone(tmp_path):
+    """The one-frame control: a one-frame file per clip, the target's frame exactly, with the rows
+    (question, segment, slot) of the clip it comes from."""
+    cfg = ProbeConfig(n_frames=10, side=96, sizes=("large",), orders=("forward",), forms=("open",),
+                      distractors=False)
+    alone = replace(cfg, isolated=True)
+    generate_probe(tmp_path / "clips", cfg)
+    generate_probe(tmp_path / "alone", alone)
+    rows = list(csv.DictReader(open(tmp_path / "clips" / "probe.csv")))
+    rows_alone = list(csv.DictReader(open(tmp_path / "alone" / "probe.csv")))
+    assert len(rows) == len(rows_alone) == 10
+    for r, a in zip(rows, rows_alone, strict=True):
+        assert {k: r[k] for k in ("question_id", "question", "answer", "slot", "segment", "position")} == \
+            {k: a[k] for k in ("question_id", "question", "answer", "slot", "segment", "position")}
+        assert (a["evidence_start"], a["evidence_end"]) == ("0", "1")
+        frames, idx = load_video(tmp_path / "alone" / "videos" / f"{a['video_name']}.mp4", 1)
+        with av.open(str(tmp_path / "alone" / "videos" / f"{a['video_name']}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 1  # one frame in the file
+        assert len(frames) == 1 and list(idx) == [0]
+        clip_frames, _ = load_video(tmp_path / "clips" / "videos" / f"{r['video_name']}.mp4", 10)
+        t = int(r["evidence_start"])
+        assert np.abs(frames[0].astype(int) - clip_frames[t].astype(int)).mean() < 2
+        assert _target_pixels(frames[0], a["answer"]) > 0
+
+
+def test_probe_command_passes_the_controls(tmp_path):
+    from mlb_core.cli import main
+
+    assert main(["probe", "--out", str(tmp_path), "--frames", "10", "--side", "96", "--sizes", "large",
+                 "--orders", "forward", "--forms", "open", "--no-distractors", "--sweep", "--isolated"]) == 0
+    config = json.loads((tmp_path / "manifest.json").read_text())["config"]
+    assert config["sweep"] and config["isolated"] and not config["distractors"]
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 10

@@ -97,3 +97,54 @@ def test_answer_names_sorts_each_answer_by_what_it_names(tmp_path):
         plot_answer_names(table, tmp_path / "fig" / "bad", "caption", 2)
     with pytest.raises(MLBError, match="not in the probe's design"):
         answer_names([{**recs[0], "video": "probe999f"}], clips, ["mlb"], vocab)
+
+
+def test_mcnemar_exact_is_the_binomial_test_of_the_discordant_pairs():
+    from mlb_core.study.probe_analysis import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(5, 0) == mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    # 2 of 12 discordant pairs one way: 2 * P(X <= 2), X ~ Bin(12, 1/2) = 2 * 79 / 4096
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+
+
+def _sweep_records(method, right):
+    """Sweep records: 4 clips, target in every slot of 2 segments; ``right(clip, slot)``."""
+    return [{"status": "answered", "method": method, "qid": f"probe{c:03d}f-s{seg}-{slot}-open",
+             "video": f"probe{c:03d}f-s{seg}-{slot}", "slot": slot, "segment": seg,
+             "position": ("first", "last")[seg - 1], "order": "forward", "evidence_start": (seg - 1) * 5 + slot - 1,
+             "correct": right(c, slot)} for c in range(4) for seg in (1, 2) for slot in range(1, 6)]
+
+
+def test_paired_slots_and_methods_pair_the_same_clips():
+    from mlb_core.study.probe_analysis import paired_methods, paired_slots
+
+    recs = _sweep_records("segattn-topk", lambda c, s: s == 5) + _sweep_records("mlb", lambda c, s: c < 2)
+    recs += _sweep_records("mlb-gapool", lambda c, s: c < 1)
+    t = paired_slots(recs, ["segattn-topk", "mlb", "mlb-gapool"], 1, 5).set_index("method")
+    assert t.loc["segattn-topk", "pairs"] == 8 and t.loc["segattn-topk", "only slot 5"] == 8
+    assert t.loc["segattn-topk", "p (exact McNemar)"] == pytest.approx(2 / 256, abs=1e-4)
+    assert t.loc["mlb", "slot 1 right"] == t.loc["mlb", "slot 5 right"] == 4 and t.loc["mlb", "p (exact McNemar)"] == 1
+    m = paired_methods(recs, "mlb", "mlb-gapool", position="first")
+    assert m["pairs"] == 20 and m["only mlb"] == 5 and m["only mlb-gapool"] == 0
+    with pytest.raises(MLBError, match="not a sweep clip"):
+        paired_slots([{**recs[0], "video": "probe000f"}], ["segattn-topk"], 1, 5)
+
+
+def test_difficulty_table_sets_each_method_beside_the_target_alone(tmp_path):
+    from mlb_core.study.probe_analysis import commonest_truth_share, difficulty_table, plot_by_frame
+
+    recs = _sweep_records("mlb", lambda c, s: s == 1 and c < 3)
+    alone = [{"status": "answered", "method": "full", "qid": r["qid"], "correct": not r["video"].startswith("probe003")}
+             for r in recs]
+    t = difficulty_table(recs, alone, ["mlb"]).set_index("slot")
+    assert t.loc[1, "n"] == 8 and t.loc[1, "k"] == 6 and t.loc[1, "alone_k"] == 6
+    assert t.loc[1, "given_alone_n"] == 6 and t.loc[1, "given_alone"] == 100  # clip 3's target alone is missed
+    assert t.loc[2, "given_alone"] == 0
+    by_frame = difficulty_table(recs, alone, ["mlb"], by="frame")
+    assert sorted(by_frame["frame"]) == list(range(1, 11))
+    assert commonest_truth_share([{"answer": a} for a in ("red", "red", "blue", "green")]) == 50
+    paths = plot_by_frame(by_frame, tmp_path / "f", "caption", 5, floor=50)
+    assert all(p.exists() for p in paths)
+    with pytest.raises(MLBError, match="no answer in the one-frame control"):
+        difficulty_table(recs, alone[:3], ["mlb"])

@@ -40,7 +40,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,16 @@ class ProbeConfig:
         distractor_share: share of the non-target frames that show a distractor.
         distractors: ``False`` writes the no-distractor control: the same clips (target, its
             frame, colour, shape, size and place) with the distractors left out.
+        sweep: ``True`` shows every clip's target at each frame in turn: ``sizes x repeats``
+            clips (one target each: colour, shape, size and place), each written once per
+            frame of the video (every segment, not only first / middle / last), so that slots
+            and segments are compared on the same clips, pair by pair
+            (:func:`mlb_core.study.probe_analysis.paired_slots`).
+        isolated: ``True`` writes the one-frame control: each clip's target frame alone, as a
+            one-frame file under the clip's own name, with the clip's rows (segment, slot,
+            size, order). Answered by ``full`` on one frame, it says how hard each clip's target
+            is with nothing around it, so that a difference between slots can be told apart from
+            a difference between the clips drawn for them (:func:`mlb_core.study.probe_analysis.difficulty_table`).
         fps, seed: frame rate of the files; colours, shapes and places.
     """
 
@@ -84,6 +94,8 @@ class ProbeConfig:
     forms: tuple[str, ...] = ("open", "mc")
     distractor_share: float = 0.5
     distractors: bool = True
+    sweep: bool = False
+    isolated: bool = False
     fps: int = 5
     seed: int = 0
 
@@ -129,6 +141,7 @@ class ProbeClip:
     centre: tuple[int, int]
     distractor_colours: tuple[str, str]
     distractors: tuple[tuple[int, str, str, tuple[int, int]], ...]  # (frame, shape, colour, centre)
+    swept: bool = False  # one of a sweep's clips: the same index at every frame
 
 
 def target_frame_of(cfg: ProbeConfig, clip: ProbeClip, order: str) -> int:
@@ -138,9 +151,21 @@ def target_frame_of(cfg: ProbeConfig, clip: ProbeClip, order: str) -> int:
 
 
 def design(cfg: ProbeConfig) -> list[ProbeClip]:
-    """Every clip of the probe: segments x slots x sizes x repeats, deterministic from ``seed``."""
+    """Every clip of the probe: segments x slots x sizes x repeats, deterministic from ``seed``;
+    with ``cfg.sweep``, sizes x repeats clips, each at every frame (the same index, so the same
+    target, in every slot and segment)."""
     clips = []
     i = 0
+    if cfg.sweep:
+        labels = {v: k for k, v in cfg.segments().items()}
+        for size in cfg.sizes:
+            for _ in range(cfg.repeats):
+                for seg in range(cfg.n_segments):
+                    for slot in range(1, cfg.segment_frames + 1):
+                        label = labels.get(seg, f"segment{seg + 1}")
+                        clips.append(replace(_plan(cfg, i, label, seg, slot, size), swept=True))
+                i += 1
+        return clips
     for label, seg in cfg.segments().items():
         for slot in range(1, cfg.segment_frames + 1):
             for size in cfg.sizes:
@@ -201,10 +226,11 @@ def questions(cfg: ProbeConfig, clip: ProbeClip, order: str, name: str) -> list[
     t = target_frame_of(cfg, clip, order)
     seg, slot = divmod(t, cfg.segment_frames)
     labels = {v: k for k, v in cfg.segments().items()}
+    start = 0 if cfg.isolated else t  # the one-frame control's file holds the target frame alone
     base = {"video_name": name, "question": f"What colour is the {clip.shape} in the video?", "answer": clip.colour,
             "question_type": "colour", "position": labels.get(seg, f"segment{seg + 1}"), "slot": slot + 1,
             "segment": seg + 1, "size": clip.size, "order": order, "shape": clip.shape,
-            "evidence_start": t, "evidence_end": t + 1}
+            "evidence_start": start, "evidence_end": start + 1}
     rows = []
     for form in cfg.forms:
         row = {**base, "question_id": f"{name}-{form}", "task": form}
@@ -218,8 +244,10 @@ def questions(cfg: ProbeConfig, clip: ProbeClip, order: str, name: str) -> list[
 
 
 def video_name(clip: ProbeClip, order: str) -> str:
-    """The file stem of ``clip`` written in ``order`` (``probe007f``, ``probe007r``)."""
-    return f"probe{clip.index:03d}{order[0]}"
+    """The file stem of ``clip`` written in ``order`` (``probe007f``, ``probe007r``; a sweep's
+    clip adds its target's segment and slot in forward order, ``probe007f-s2-3``)."""
+    name = f"probe{clip.index:03d}{order[0]}"
+    return f"{name}-s{clip.segment + 1}-{clip.slot}" if clip.swept else name
 
 
 def clips_of(data: str | Path) -> dict[str, ProbeClip]:
@@ -250,6 +278,8 @@ def generate_probe(out: str | Path, cfg: ProbeConfig | None = None) -> dict[str,
     files: dict[str, str] = {}
     for clip in design(cfg):
         frames = render_clip(cfg, clip)
+        if cfg.isolated:  # the target frame alone: the same pixels in either order
+            frames = [frames[target_frame_of(cfg, clip, "forward")]]
         for order in cfg.orders:
             name = video_name(clip, order)
             path = videos / f"{name}.mp4"

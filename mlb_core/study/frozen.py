@@ -1,12 +1,13 @@
 """Rerun a frozen stage of the study (``mlb study rerun STAGE``).
 
-Six stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
+Eight stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
 on a fresh clone neither retrains the embedded vision side (``train_embedded``, about 45
 minutes with its held-out check), nor remeasures its held-out curve by length
 (``heldout_curve``, about 35 minutes), its sight on clips drawn another way
 (``heldout_redrawn``, about 25 minutes) or on two objects at once (``heldout_binding``, about
-5 minutes), nor reruns the cost sweep (``eval_cost``) or probe
-v2's no-distractor control (``probe_control``, about 10 minutes). DVC cannot
+5 minutes), nor reruns the cost sweep (``eval_cost``), probe v2's no-distractor control
+(``probe_control``, about 10 minutes), its replication (``probe_replication``, about 20
+minutes) or the same clips at every frame (``probe_sweep``, about 25 minutes). DVC cannot
 unfreeze a stage whose command uses ``${...}`` parameters (``dvc unfreeze`` fails with
 "cannot dump a parametrized stage"), and ``dvc repro`` skips frozen stages even when named.
 :func:`rerun_frozen` does what ``dvc repro`` would: it resolves the stage's command with

@@ -120,6 +120,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
               "max_new_tokens", "mechanism"},
     "probe_control": {"repeats"},
     "probe_replication": {"seed", "repeats"},
+    "probe_sweep": {"seed", "repeats"},
     "probe_paper": {"preset", "n_frames", "sizes", "orders", "repeats", "methods"},
     "train": {"seed", "minutes", "threads", "heldout_scale", "curve_scale", "redrawn_scale", "binding_scale"},
     "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
@@ -131,6 +132,7 @@ _COUNTS = {  # (section, key) -> the least value
     ("bench", "repeats"): 1, ("bench", "questions"): 1, ("tables", "digits"): 0,
     ("probe", "repeats"): 1, ("probe", "n_frames"): 1, ("probe_control", "repeats"): 1,
     ("probe_replication", "repeats"): 1, ("probe_replication", "seed"): 0, ("probe_paper", "repeats"): 1,
+    ("probe_sweep", "repeats"): 1, ("probe_sweep", "seed"): 0,
     ("probe_paper", "n_frames"): 1, ("train", "threads"): 1, ("bench", "threads"): 0,
 }
 # How the stages start `mlb eval`: one process; one per visible GPU (accelerate's default without a

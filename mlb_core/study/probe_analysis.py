@@ -266,3 +266,167 @@ def plot_answer_names(names: pd.DataFrame, stem: str | Path, caption: str, n_col
     paths = save_figure(fig, stem, names)
     plt.close(fig)
     return paths
+
+
+# ---- the one-frame control: is it the slot, or the clips drawn for it? ---------------------
+def with_frame(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with ``frame``: the 1-based frame of the file that shows the target
+    (``evidence_start + 1``)."""
+    return [{**r, "frame": int(r["evidence_start"]) + 1} for r in records]
+
+
+def difficulty_table(records: list[dict[str, Any]], alone: list[dict[str, Any]], methods: Sequence[str],
+                     by: str = "slot") -> pd.DataFrame:
+    """Per method and ``by`` (``slot``, ``frame``, ``position``), next to the method's accuracy,
+    how often the same clips' target frame *alone* is named right (``alone``: the scored
+    records of the one-frame control, ``mlb probe --isolated`` answered by ``full`` on one
+    frame), and the method's accuracy on the clips whose target alone is named right
+    (``given_alone``). Forward clips only. If the slots differ because the clips drawn for
+    them differ, ``alone`` differs by slot the same way and ``given_alone`` is flat.
+
+    Records are paired by question id; a method record without its one-frame answer is an
+    error (the two runs are of different probes)."""
+    truth = {r["qid"]: bool(r.get("correct")) for r in alone if r.get("status") == "answered"}
+    if not truth:
+        raise MLBError("no answered records in the one-frame control")
+    rows = []
+    for r in with_frame(records):
+        if r.get("status") != "answered" or r.get("method") not in methods or r.get("order", "forward") != "forward":
+            continue
+        if r["qid"] not in truth:
+            raise MLBError(f"question {r['qid']} has no answer in the one-frame control "
+                           "(were both written from the same probe config?)")
+        rows.append({"method": r["method"], by: r[by], "correct": bool(r.get("correct")), "alone": truth[r["qid"]]})
+    if not rows:
+        raise MLBError("no answered forward records of these methods")
+    df = pd.DataFrame(rows)
+    out = []
+    for (method, key), g in df.groupby(["method", by], sort=False):
+        k, n = int(g["correct"].sum()), len(g)
+        a = int(g["alone"].sum())
+        given = g[g["alone"]]
+        lo, hi = wilson(k, n)
+        glo, ghi = wilson(int(given["correct"].sum()), len(given))
+        out.append({"method": method, by: key, "n": n, "k": k, "accuracy": 100 * k / n, "lo": 100 * lo, "hi": 100 * hi,
+                    "alone_k": a, "alone": 100 * a / n, "given_alone_n": len(given),
+                    "given_alone": 100 * given["correct"].mean() if len(given) else math.nan,
+                    "given_alone_lo": 100 * glo, "given_alone_hi": 100 * ghi})
+    table = pd.DataFrame(out)
+    table["method"] = pd.Categorical(table["method"], categories=[m for m in methods if m in set(table["method"])],
+                                     ordered=True)
+    table = table.sort_values(["method", by]).reset_index(drop=True)
+    table["method"] = table["method"].astype(str)
+    return table.round(1)
+
+
+def commonest_truth_share(records: Iterable[dict[str, Any]]) -> float:
+    """Accuracy (%) of always giving the commonest true answer of ``records`` (one method's
+    questions): the floor a method with one default answer reaches whatever it sees."""
+    truths = [str(r["answer"]) for r in records]
+    if not truths:
+        raise MLBError("no records to take the commonest answer of")
+    return 100 * max(truths.count(t) for t in set(truths)) / len(truths)
+
+
+def plot_by_frame(table: pd.DataFrame, stem: str | Path, caption: str, segment_frames: int,
+                  floor: float | None = None) -> list[Path]:
+    """Accuracy against the frame that shows the target (one line per method, 95% intervals),
+    with how often that frame alone is named right (grey; when ``table`` has ``alone``) and the
+    segments' borders (dotted); ``floor``: a horizontal line at what always giving the commonest
+    true answer scores (:func:`commonest_truth_share`). ``table``: :func:`difficulty_table`
+    with ``by="frame"``, or :func:`accuracy_by` of :func:`with_frame` records by ``method`` and
+    ``frame``. Writes PNG, PDF and CSV."""
+    import matplotlib.pyplot as plt
+
+    from mlb_core.study.plots import add_caption, save_figure, setup_style
+
+    if "frame" not in table:
+        raise MLBError("plot_by_frame needs a table by frame (difficulty_table(..., by='frame'))")
+    setup_style()
+    frames = sorted(int(f) for f in table["frame"].unique())
+    fig, ax = plt.subplots(figsize=(10, 4))
+    methods = list(dict.fromkeys(table["method"]))
+    for i, method in enumerate(methods):
+        g = table[table["method"] == method].set_index("frame").reindex(frames)
+        x = [f + (i - len(methods) / 2) * 0.06 for f in frames]
+        ax.errorbar(x, g["accuracy"], yerr=[g["accuracy"] - g["lo"], g["hi"] - g["accuracy"]], marker="o",
+                    capsize=2, label=method, color=METHOD_COLOURS.get(method))
+    if "alone" in table:  # the same clips for every method
+        alone = table.groupby("frame")["alone"].first().reindex(frames)
+        ax.plot(frames, alone, color="#777777", linestyle="--", marker="s", label="target frame alone (full, 1 frame)")
+    if floor is not None:
+        ax.axhline(floor, color="#bbbbbb", linestyle="-.", linewidth=1.2, label="always the commonest true colour")
+    for b in range(segment_frames, frames[-1], segment_frames):
+        ax.axvline(b + 0.5, color="#999999", linestyle=":", linewidth=1)
+    ax.set_xticks(frames)
+    ax.set_xlabel("frame of the clip that shows the target")
+    ax.set_ylabel("accuracy (%), 95% interval")
+    ax.set_ylim(-2, 102)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method")
+    add_caption(fig, caption, y=-0.02)
+    paths = save_figure(fig, stem, table)
+    plt.close(fig)
+    return paths
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value of ``b`` pairs right only under A and ``c`` right only
+    under B (a binomial test of ``min(b, c)`` in ``b + c`` at one half); 1.0 without discordant pairs."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _clip_of(record: dict[str, Any]) -> str:
+    """A sweep record's clip: its video name without the ``-s<segment>-<slot>`` suffix."""
+    name = str(record["video"])
+    if "-s" not in name:
+        raise MLBError(f"{name} is not a sweep clip (write the probe with mlb probe --sweep)")
+    return name.rsplit("-s", 1)[0]
+
+
+def paired_slots(records: Iterable[dict[str, Any]], methods: Sequence[str], a: int, b: int) -> pd.DataFrame:
+    """On a sweep (``mlb probe --sweep``: every clip's target at every frame), each method's
+    answers with the target in slot ``a`` against slot ``b`` of the same segment of the same
+    clip: pairs, right in ``a``, right in ``b``, the discordant pairs and the exact McNemar
+    p-value. Forward clips only."""
+    right: dict[tuple[str, str, int], dict[int, bool]] = {}
+    for r in records:
+        if r.get("status") != "answered" or r.get("method") not in methods or r.get("order", "forward") != "forward":
+            continue
+        if int(r["slot"]) in (a, b):
+            right.setdefault((r["method"], _clip_of(r), int(r["segment"])), {})[int(r["slot"])] = bool(r.get("correct"))
+    rows = []
+    for method in methods:
+        pairs = [v for (m, _, _), v in right.items() if m == method and a in v and b in v]
+        if not pairs:
+            continue
+        only_a = sum(v[a] and not v[b] for v in pairs)
+        only_b = sum(v[b] and not v[a] for v in pairs)
+        rows.append({"method": method, "pairs": len(pairs), f"slot {a} right": sum(v[a] for v in pairs),
+                     f"slot {b} right": sum(v[b] for v in pairs), f"only slot {a}": only_a, f"only slot {b}": only_b,
+                     "p (exact McNemar)": round(mcnemar_exact(only_a, only_b), 4)})
+    if not rows:
+        raise MLBError(f"no clip answered with its target in both slot {a} and slot {b}")
+    return pd.DataFrame(rows)
+
+
+def paired_methods(records: Iterable[dict[str, Any]], a: str, b: str, **where: Any) -> dict[str, Any]:
+    """Methods ``a`` and ``b`` on the same questions (those whose fields match ``where``, e.g.
+    ``position="first"``): pairs, right under each, discordant pairs, exact McNemar p-value."""
+    by: dict[str, dict[str, bool]] = {}
+    for r in records:
+        if r.get("status") != "answered" or r.get("method") not in (a, b):
+            continue
+        if all(r.get(k) == v for k, v in where.items()):
+            by.setdefault(r["qid"], {})[r["method"]] = bool(r.get("correct"))
+    pairs = [v for v in by.values() if a in v and b in v]
+    if not pairs:
+        raise MLBError(f"no question answered by both {a} and {b}")
+    only_a = sum(v[a] and not v[b] for v in pairs)
+    only_b = sum(v[b] and not v[a] for v in pairs)
+    return {"a": a, "b": b, **where, "pairs": len(pairs), f"{a} right": sum(v[a] for v in pairs),
+            f"{b} right": sum(v[b] for v in pairs), f"only {a}": only_a, f"only {b}": only_b,
+            "p (exact McNemar)": round(mcnemar_exact(only_a, only_b), 4)}
