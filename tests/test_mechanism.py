@@ -49,6 +49,7 @@ def test_probe_mechanism_on_tiny(tiny, tmp_path):
     params = get_preset("tiny").replace(n_frames=4, segment_frames=2, grid=(2, 2))
     df = probe_mechanism(tiny, tmp_path, params, progress=False)
     assert len(df) == 4 and set(df["slot"]) == {1, 2}
+    assert sorted(df["frame"]) == [1, 2, 3, 4]  # the target's frame in the file, 1-based
     assert np.allclose(df["enrichment[mlb-avg]"], 1.0, atol=1e-5)  # attention-blind: exactly the budget's share
     assert ((df["body_attention[mlb]"] > 0) & (df["tail_attention[mlb]"] > 0)).all()
     summary = summarise_mechanism(df)

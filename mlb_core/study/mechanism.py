@@ -111,7 +111,7 @@ def clip_metrics(vlm: VideoLLM, tokens: torch.Tensor, frames: np.ndarray, questi
 def probe_mechanism(vlm: VideoLLM, data: str | Path, params: MLBParams, limit: int | None = None,
                     progress: bool = True) -> pd.DataFrame:
     """:func:`clip_metrics` for every open-ended question of the probe at ``data`` (one row per
-    clip), with its slot, segment, size and order."""
+    clip), with its slot, segment, frame (1-based, in the file), size and order."""
     from tqdm.auto import tqdm
 
     from mlb_core.pipeline import encode_video
@@ -124,7 +124,8 @@ def probe_mechanism(vlm: VideoLLM, data: str | Path, params: MLBParams, limit: i
         if feats.frames is None or len(feats.frames) != params.n_frames:
             raise MLBError(f"{it.video}: expected {params.n_frames} decoded frames")
         m = clip_metrics(vlm, feats.tokens, feats.frames, it.question, it.answer, it.extra["evidence_start"], params)
-        rows.append({"qid": it.qid, "slot": it.extra["slot"], "position": it.position, "size": it.extra.get("size"),
+        rows.append({"qid": it.qid, "slot": it.extra["slot"], "position": it.position,
+                     "frame": int(it.extra["evidence_start"]) + 1, "size": it.extra.get("size"),
                      "order": it.extra.get("order"), **m})
     return pd.DataFrame(rows)
 
