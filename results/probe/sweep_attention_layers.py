@@ -1,0 +1,58 @@
+"""Exploratory record (not a study stage): mlb's stage-two last-query attention, every layer, on probe_sweep.
+
+For each sweep clip (target at frame 1..10), the sequence mlb feeds stage two (as
+mlb_core.study.mechanism.clip_metrics builds it) runs once through the frozen LM with eager
+attention; per layer, the last query's attention (heads averaged, normalised over the visual
+tokens) on the target frame's body tokens and on frame 1's body tokens. Layer 2 reproduces
+the stage's body_attention[mlb]. Run from the repository root (about 13 min on two cores):
+    python results/probe/sweep_attention_layers.py
+"""
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mlb_core.backbones import load_model
+from mlb_core.backbones.prompts import render_prompt
+from mlb_core.config import get_preset
+from mlb_core.evaluation.benchmarks import load_benchmark, resolve_videos
+from mlb_core.pipeline import encode_video
+from mlb_core.selection.gapool import gapool, gapool_count, vstail
+from mlb_core.selection.scores import StageOneCache
+from mlb_core.selection.segattn import split_segments
+
+torch.set_num_threads(2)
+data = "data/probe_sweep"
+vlm = load_model("embedded")
+params = get_preset("cpu", n_frames=10, segment_frames=5)
+lm = vlm.language_model
+lm.config._attn_implementation = "eager"
+items = [it for it in load_benchmark("probe", data) if it.task == "open"]
+videos, _ = resolve_videos(items, Path(data) / "videos")
+rows = []
+for it in items:
+    feats = encode_video(vlm, videos[it.video], params.n_frames)
+    tokens = feats.tokens
+    t, h, w, d = tokens.shape
+    prompt = render_prompt(vlm.family, it.question)
+    scores = StageOneCache().scores(vlm, tokens, prompt, params)
+    body_per = gapool_count(h, w, params.grid)
+    tail = vstail(tokens, scores, params.tail_grid, params.tail_mode)
+    tail_per = tail.shape[0] // t
+    body = torch.cat([gapool(seg, sc, params.grid, params.pool_mode) for seg, sc in
+                      zip(split_segments(tokens, 5), split_segments(scores, 5), strict=True)])
+    visual = torch.cat([body, tail])
+    embeds, vis = vlm.build_inputs(prompt, visual)
+    with torch.inference_mode():
+        out = lm(inputs_embeds=embeds, use_cache=False, output_attentions=True)
+    tf = int(it.extra["evidence_start"])
+    for layer, a in enumerate(out.attentions):
+        att = a[0, :, -1, :].float().mean(0)[vis]
+        att = att / att.sum()
+        rows.append({"frame": tf + 1, "layer": layer, "body": float(att[tf * body_per:(tf + 1) * body_per].sum()),
+                     "first_frame_body": float(att[0:body_per].sum())})
+
+df = pd.DataFrame(rows)
+df.to_csv("results/probe/sweep_attention_layers.csv", index=False)
+tab = df.pivot_table(index="layer", columns="frame", values="body", aggfunc="mean")
+print((100 * tab).round(1).to_string())
