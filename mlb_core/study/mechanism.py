@@ -70,6 +70,19 @@ def selection_evidence(indicator: torch.Tensor, scores: torch.Tensor, params: ML
     return kept
 
 
+def mlb_visual(tokens: torch.Tensor, scores: torch.Tensor, params: MLBParams) -> tuple[torch.Tensor, int, int]:
+    """The sequence ``mlb`` feeds stage two for ``tokens`` (T, h, w, D) and stage-one ``scores``
+    (T, h, w): GAPool body segment by segment in time order, then the VSTail. Returns it
+    (T * (body_per + tail_per), D) with the body and tail tokens per frame."""
+    t, h, w, _ = tokens.shape
+    body_per = gapool_count(h, w, params.grid)
+    tail = vstail(tokens, scores, params.tail_grid, params.tail_mode)  # (T * tail_per, D)
+    body = torch.cat([gapool(seg, sc, params.grid, params.pool_mode) for seg, sc in
+                      zip(split_segments(tokens, params.segment_frames), split_segments(scores, params.segment_frames),
+                          strict=True)])
+    return torch.cat([body, tail]), body_per, tail.shape[0] // t
+
+
 def clip_metrics(vlm: VideoLLM, tokens: torch.Tensor, frames: np.ndarray, question: str, colour: str,
                  target_frame: int, params: MLBParams, cache: StageOneCache | None = None) -> dict[str, Any]:
     """The metrics of one clip: ``tokens`` (T, h, w, D) and decoded ``frames`` (T, H, W, 3)."""
@@ -90,13 +103,7 @@ def clip_metrics(vlm: VideoLLM, tokens: torch.Tensor, frames: np.ndarray, questi
         out[f"enrichment[{name}]"] = value / blind
     out["kept_share[segattn-topk]"] = kept["segattn-topk"] / n_ev
     # stage two of mlb: attention on the evidence frame's body and tail tokens
-    body_per = gapool_count(h, w, params.grid)
-    tail = vstail(tokens, scores, params.tail_grid, params.tail_mode)  # (T * tail_per, D)
-    tail_per = tail.shape[0] // t
-    body = torch.cat([gapool(seg, sc, params.grid, params.pool_mode) for seg, sc in
-                      zip(split_segments(tokens, params.segment_frames), split_segments(scores, params.segment_frames),
-                          strict=True)])
-    visual = torch.cat([body, tail])  # (T * (body_per + tail_per), D): body in time order, then the tail
+    visual, body_per, tail_per = mlb_visual(tokens, scores, params)
     embeds, vis = vlm.build_inputs(prompt, visual)
     att = last_query_attention(vlm.language_model, embeds, params.score_layer)[0, vis]  # (N,)
     att = att / att.sum()

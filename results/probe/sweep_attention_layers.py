@@ -1,7 +1,7 @@
 """Exploratory record (not a study stage): mlb's stage-two last-query attention, every layer, on probe_sweep.
 
 For each sweep clip (target at frame 1..10), the sequence mlb feeds stage two (as
-mlb_core.study.mechanism.clip_metrics builds it) runs once through the frozen LM with eager
+mlb_core.study.mechanism.mlb_visual, as clip_metrics uses it) runs once through the frozen LM with eager
 attention; per layer, the last query's attention (heads averaged, normalised over the visual
 tokens) on the target frame's body tokens and on frame 1's body tokens. Layer 2 reproduces
 the stage's body_attention[mlb]. Run from the repository root (about 13 min on two cores):
@@ -17,9 +17,8 @@ from mlb_core.backbones.prompts import render_prompt
 from mlb_core.config import get_preset
 from mlb_core.evaluation.benchmarks import load_benchmark, resolve_videos
 from mlb_core.pipeline import encode_video
-from mlb_core.selection.gapool import gapool, gapool_count, vstail
 from mlb_core.selection.scores import StageOneCache
-from mlb_core.selection.segattn import split_segments
+from mlb_core.study.mechanism import mlb_visual
 
 torch.set_num_threads(2)
 data = "data/probe_sweep"
@@ -33,15 +32,9 @@ rows = []
 for it in items:
     feats = encode_video(vlm, videos[it.video], params.n_frames)
     tokens = feats.tokens
-    t, h, w, d = tokens.shape
     prompt = render_prompt(vlm.family, it.question)
     scores = StageOneCache().scores(vlm, tokens, prompt, params)
-    body_per = gapool_count(h, w, params.grid)
-    tail = vstail(tokens, scores, params.tail_grid, params.tail_mode)
-    tail_per = tail.shape[0] // t
-    body = torch.cat([gapool(seg, sc, params.grid, params.pool_mode) for seg, sc in
-                      zip(split_segments(tokens, 5), split_segments(scores, 5), strict=True)])
-    visual = torch.cat([body, tail])
+    visual, body_per, _ = mlb_visual(tokens, scores, params)
     embeds, vis = vlm.build_inputs(prompt, visual)
     with torch.inference_mode():
         out = lm(inputs_embeds=embeds, use_cache=False, output_attentions=True)
