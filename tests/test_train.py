@@ -3,6 +3,7 @@ answer's key token, and the answer loss with its key-token weight (a per-positio
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -298,6 +299,55 @@ def test_card_names_the_long_layouts_only_when_the_recipe_has_them():
     from mlb_core.train.vision import RECIPES
 
     log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
-    for name, says in (("outline", False), ("long", True)):
+    for name, says, asks in (("outline", False, False), ("long", True, False), ("long-branch", True, True)):
         card = model_card({**log, "recipe": asdict(RECIPES[name])})
         assert ("30% of the steps instead draw a long layout of 2,000 to 4,000 tokens" in card) is says, name
+        assert ("Every stage-3 step asks 4 different questions about its clip" in card) is asks, name
+
+
+def test_branched_answer_loss_is_the_mean_of_separate_sequences(tiny):
+    """Four questions in branches over one pass of the shared prefix + visual tokens give the
+    loss and the visual tokens' gradient of four separate sequences (a plain loop), padding and
+    different lengths included."""
+    from mlb_core.train.branches import branch_tokens, branched_answer_loss, pick_questions
+
+    model = tiny.model
+    spec = scenes.sample_clip(7, 1, "train", 1)
+    qs = pick_questions(np.random.default_rng(0), spec, 0.5, 4)
+    texts = [lm_text(model, tiny.tokenizer, q) for q in qs]
+    assert len({len(t.suffix) + len(t.answer) for t in texts}) > 1  # the padding is exercised
+    base = torch.randn(9, model.config.text_config.hidden_size)
+    vis_a, vis_b = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    got = branched_answer_loss(model, texts, vis_a, key_weight=1.5)
+    got.backward()
+    want = torch.stack([answer_loss(model, t, vis_b, key_weight=1.5) for t in texts]).mean()
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(vis_a.grad, vis_b.grad, rtol=1e-4, atol=1e-6)
+    assert branch_tokens(texts) == sum(len(t.suffix) + len(t.answer) for t in texts[1:])
+    assert branch_tokens(texts[:1]) == 0
+
+
+def test_pick_questions_draws_different_questions_with_the_forms_weights():
+    from mlb_core.train.branches import pick_questions
+
+    spec = scenes.sample_clip(7, 1, "train", 1)  # one object: three open questions, two multiple-choice
+    rng = np.random.default_rng(0)
+    for k in (1, 4, 9):
+        qs = pick_questions(rng, spec, 0.25, k)
+        assert len(qs) == min(k, 5) and len({(q.question, q.form) for q in qs}) == len(qs)
+    assert {q.form for q in pick_questions(rng, spec, 0.0, 9)} == {"open"}
+    assert {q.form for q in pick_questions(rng, spec, 1.0, 9)} == {"mc"}
+    firsts = [pick_questions(rng, spec, 0.25, 1)[0].form for _ in range(2000)]
+    assert abs(firsts.count("mc") / 2000 - 0.25) < 0.04  # one draw: multiple choice with p_mc
+    with pytest.raises(ValueError, match="at least 1"):
+        pick_questions(rng, spec, 0.25, 0)
+
+
+def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
+    from mlb_core.train.vision import RECIPES, Recipe
+
+    with pytest.raises(ValueError, match="branches"):
+        Recipe(branches=0)
+    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch"]
+    assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)

@@ -104,12 +104,17 @@ away, and 43 instead of 48 right held-out answers of 90 (`results/train/saturate
 
 
 def long_layouts(r: dict[str, Any]) -> str:
-    """Stage 3's long layouts, in words (empty for recipes without them)."""
-    if not r.get("p_long"):
-        return ""
-    return (f"\nIn stage 3, {r['p_long']:.0%} of the steps instead draw a long layout of {r['long_min_tokens']:,} to "
-            f"{r['long_max_tokens']:,} tokens (`sample_long_layout`: a family, then a cell size, among those that "
-            "reach the range, then a log-uniform frame count in it).")
+    """Stage 3's long layouts and branched questions, in words (empty for recipes without them)."""
+    text = ""
+    if r.get("p_long"):
+        text += (f"\nIn stage 3, {r['p_long']:.0%} of the steps instead draw a long layout of {r['long_min_tokens']:,} "
+                 f"to {r['long_max_tokens']:,} tokens (`sample_long_layout`: a family, then a cell size, among those "
+                 "that reach the range, then a log-uniform frame count in it).")
+    if r.get("branches", 1) > 1:
+        text += (f"\nEvery stage-3 step asks {r['branches']} different questions about its clip (drawn without "
+                 "replacement, forms weighted as one question's), as branches over one pass of the prefix and "
+                 "the visual tokens (`mlb_core.train.branches`), and its loss is their mean.")
+    return text
 
 
 def stage_two(summary: dict[str, Any]) -> str:

@@ -238,9 +238,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "ones before (codebook fixed in stage 3); structured: the first with a structured "
                         "tower init, feature layer -1 and an image-level shape loss (README, 'The frames "
                         "teach shape'); colour-units: outline with colour units in the tower, not adopted; "
-                        "long: outline with 30% of stage 3's steps on 2,000-4,000-token layouts, stage 1 cut; long-30: "
-                        "the same with stage 1 kept, on a 30-minute plan (neither adopted: README, 'A recipe "
-                        "with long layouts'); saturated, saturated-all: outline with the colour (all) slot units "
+                        "long: outline with 30%% of stage 3's steps on 2,000-4,000-token layouts, stage 1 "
+                        "cut; long-30: the same with stage 1 kept, on a 30-minute plan (neither adopted: "
+                        "README, 'A recipe with long layouts'); long-branch: long-30 asking four questions a "
+                        "stage-3 clip in branches over one pass of its visual tokens (README, 'Branched "
+                        "questions'); saturated, saturated-all: outline with the colour (all) slot units "
                         "made clamps after stage 3, not adopted (README, 'Saturated slots')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import layouts, scenes
+from . import branches, layouts, scenes
 from .card import model_card
 from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
 from .tower_init import clip_parts, colour_units, edge_energy_init, n_colour_rows, structured_init
@@ -103,7 +103,10 @@ class Recipe:
     curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts");
     ``saturate``: after stage 3, which slot units become clamps (:mod:`mlb_core.train.saturate`):
     ``"none"`` or a key of :data:`SLOT_GROUPS` (``"colour"``: the six colour slots; ``"all"``),
-    fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain`` (README, "Saturated slots").
+    fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain`` (README, "Saturated slots");
+    ``branches``: how many different questions a stage-3 step asks about its clip, all sharing one
+    pass over the prefix and the visual tokens (:mod:`mlb_core.train.branches`; 1: one question, as
+    every recipe before ``long-branch``; README, "Branched questions").
     """
 
     codebook_share: float = 0.30
@@ -140,6 +143,7 @@ class Recipe:
     saturate: str = "none"
     saturate_frames: int = 320
     saturate_gain: float = 4.0
+    branches: int = 1
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -167,6 +171,8 @@ class Recipe:
                              f"not {self.saturate!r}")
         if self.saturate != "none" and not (self.saturate_frames > 0 and self.saturate_gain > 0):
             raise ValueError("saturate needs saturate_frames > 0 and saturate_gain > 0")
+        if self.branches < 1:
+            raise ValueError(f"branches must be at least 1 (questions a stage-3 step asks), not {self.branches}")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -220,6 +226,10 @@ RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
 # answers against 48; README, "Saturated slots"; results/train/saturated-all/)
+# long-30 with four questions a stage-3 clip, asked in branches that share one pass over its
+# visual tokens: about four times the questions on long layouts for the same plan, and more on
+# short ones (README, "Branched questions"; results/train/long-branch/)
+RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
 RECIPES["saturated"] = replace(_OUTLINE, saturate="colour")
 RECIPES["saturated-all"] = replace(_OUTLINE, saturate="all")
 
@@ -663,12 +673,19 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         else:
             layout = layouts.sample_layout(rng, cap)
         spec = _sample_spec(rng, layout.n_frames, recipe)
-        q = pick_question(rng, spec, recipe.p_mc)
-        text = lm_text(model, tokenizer, q)
+        if recipe.branches > 1:  # no extra draw at 1: older recipes' stream
+            texts = [lm_text(model, tokenizer, q)
+                     for q in branches.pick_questions(rng, spec, recipe.p_mc, recipe.branches)]
+        else:
+            texts = [lm_text(model, tokenizer, pick_question(rng, spec, recipe.p_mc))]
         frames, cover = scenes.render_clip(spec, bank)
         act = slots(model, pixel_values(frames, processor).to(model.device))  # (T, 24, 24, N_SLOTS)
         tokens = F.linear(act, book, lin.bias)  # (T, 24, 24, D): the other units' weights are 0
-        lm = answer_loss(model, text, layouts.arrange(tokens, layout), recipe.key_weight)
+        visual = layouts.arrange(tokens, layout)  # (N, D)
+        if len(texts) > 1:
+            lm = branches.branched_answer_loss(model, texts, visual, recipe.key_weight)
+        else:
+            lm = answer_loss(model, texts[0], visual, recipe.key_weight)
         target = slot_targets(torch.from_numpy(cover), spec, recipe.shape_target).to(act.device)  # (T, 24, 24, N_SLOTS)
         anchor = _slot_loss(act, target, recipe)
         loss = lm + recipe.anchor_weight * anchor
@@ -677,11 +694,14 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         if params:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        spent += lm_cost(layout.n_tokens, recipe, threads) + recipe.sec_per_frame * layout.n_frames / (
-            recipe.thread_speedup ** math.log2(max(1, threads)))
+        spent += lm_cost(layout.n_tokens + branches.branch_tokens(texts), recipe, threads) + (
+            recipe.sec_per_frame * layout.n_frames / (recipe.thread_speedup ** math.log2(max(1, threads))))
         step += 1
-        log.append({"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
-                    "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5)})
+        row = {"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
+               "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5)}
+        if recipe.branches > 1:
+            row["questions"] = len(texts)
+        log.append(row)
     if recipe.lr_codebook_finetune:
         with torch.no_grad():
             lin.weight[:, :N_SLOTS] = book

@@ -1,0 +1,89 @@
+"""Several questions about one clip for the price of one pass over its visual tokens.
+
+A training step's cost is the frozen LM's forward and backward over ``prefix + visual +
+question + answer``; on a long layout (2,000-4,000 visual tokens) nearly all of it is the
+shared ``prefix + visual`` part. :func:`branched_answer_loss` runs that part once, keeps its
+keys and values, and runs every question + answer as a *branch* that attends to the shared
+part and to itself only, at the positions it would have had alone. It is exactly the mean of
+:func:`mlb_core.train.vision.answer_loss` over the questions, each asked in its own sequence
+(tested against that loop in ``tests/test_train.py``), at about the cost of one question on a
+long layout: four questions in 23 s against 110 s for four separate passes at 3,000 tokens
+on two cores (README, "Branched questions").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import scenes
+
+if TYPE_CHECKING:
+    from .vision import LMText
+
+
+def pick_questions(rng: np.random.Generator, spec: scenes.ClipSpec, p_mc: float, k: int) -> list[scenes.Question]:
+    """``k`` different questions about the clip (fewer if it has fewer), drawn without
+    replacement; each form gets the weight :func:`~mlb_core.train.vision.pick_question` gives
+    it (multiple choice ``p_mc``, open ``1 - p_mc``), shared equally among its questions."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    qs = scenes.make_questions(spec, int(rng.integers(1 << 31)), forms=("open", "mc"))
+    n_mc = sum(q.form == "mc" for q in qs)
+    n_open = len(qs) - n_mc
+    w = np.array([(p_mc / n_mc if q.form == "mc" else (1 - p_mc) / n_open) for q in qs])
+    keep = w > 0
+    idx = np.flatnonzero(keep)
+    take = min(k, len(idx))
+    chosen = rng.choice(idx, size=take, replace=False, p=w[idx] / w[idx].sum())
+    return [qs[i] for i in chosen]
+
+
+def branched_answer_loss(model: Any, texts: list[LMText], visual: torch.Tensor,
+                         key_weight: float = 0.0) -> torch.Tensor:
+    """Mean over ``texts`` of the answer loss of ``prefix + visual (N, D) + suffix + answer``.
+
+    The shared ``prefix + visual`` runs once (its keys and values cached, with their graph);
+    the ``B`` branches ``suffix + answer`` run as one right-padded batch at positions
+    ``P .. P + len - 1`` (``P`` = shared length), so a branch never sees another branch and a
+    padded slot comes after every real token of its row (causal), which makes padding
+    invisible. Every text must have the same prefix (the chat template's system turn)."""
+    from transformers import DynamicCache
+
+    assert texts, "at least one question"
+    prefix = texts[0].prefix
+    for t in texts[1:]:
+        assert torch.equal(t.prefix, prefix), "branches share one prefix"
+    lm = model.model.language_model
+    embed = model.get_input_embeddings()
+    shared = torch.cat([prefix, visual])[None]  # (1, P, D)
+    p = shared.shape[1]
+    cache = DynamicCache()
+    lm(inputs_embeds=shared, past_key_values=cache, use_cache=True)
+    with torch.no_grad():
+        rows = [torch.cat([t.suffix, embed(t.answer)]) for t in texts]  # (S_b + A_b, D) each
+    b, width = len(rows), max(len(r) for r in rows)
+    x = shared.new_zeros(b, width, shared.shape[-1])  # (B, W, D), right-padded
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = r
+    cache.batch_repeat_interleave(b)  # (1, H, P, d) -> (B, H, P, d), differentiable
+    pos = (p + torch.arange(width, device=x.device))[None].expand(b, width)  # (B, W)
+    hidden = lm(inputs_embeds=x, past_key_values=cache, position_ids=pos, use_cache=True).last_hidden_state
+    losses = []
+    for i, t in enumerate(texts):
+        s, a = len(t.suffix), len(t.answer)
+        logits = model.lm_head(hidden[i, s - 1:s + a - 1]).float()  # (A, V): each predicts the next token
+        loss = F.cross_entropy(logits, t.answer)
+        if key_weight and t.key is not None:
+            loss = loss + key_weight * F.cross_entropy(logits[t.key:t.key + 1], t.answer[t.key:t.key + 1])
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def branch_tokens(texts: list[LMText]) -> int:
+    """Tokens the branches add to the shared pass (every branch's question and answer after
+    the first's): what the training's cost model charges for them."""
+    return sum(len(t.suffix) + len(t.answer) for t in texts[1:])
