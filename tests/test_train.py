@@ -351,3 +351,15 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
         Recipe(branches=0)
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
+
+
+@pytest.mark.slow
+def test_branch_bench_refuses_nonsense_and_times_both_ways(capsys, embedded):
+    from mlb_core.train import branches
+
+    with pytest.raises(SystemExit):
+        branches.main(["--tokens", "0"])
+    assert "at least 1" in capsys.readouterr().err
+    r = branches.bench(tokens=16, questions=3, threads=1)
+    assert r["questions"] == 3 and r["branched_s"] > 0 and r["separate_s"] > 0
+    assert r["grad_rel_diff"] < 1e-4

@@ -80,3 +80,20 @@ def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):
     assert _codebook_in_projector(out), "structured builds on the first recipe: the codebook stays fixed"
     assert "the codebook stays fixed" in card
     assert '"vision_feature_layer": -1' in (out / "vision.json").read_text()  # the export carries the layer
+
+
+def test_branched_training_repeats_itself_and_learns_otherwise(tmp_path):
+    """A recipe with branched questions (long-branch, short layouts only to stay quick) repeats
+    its weights from the same seed, and learns something else than one question a step."""
+    from dataclasses import replace
+
+    from mlb_core.backbones.embedded import ensure_embedded
+    from mlb_core.train.vision import RECIPES, train_vision
+
+    recipe = replace(RECIPES["long-branch"], p_long=0.0, outline_fit_frames=24)
+    runs = [train_vision(tmp_path / name, seed=0, minutes_budget=0.1, threads=1,
+                         source=ensure_embedded(trained=False), recipe=r)
+            for name, r in (("a", recipe), ("b", recipe), ("one", replace(recipe, branches=1)))]
+    assert runs[0]["recipe"]["branches"] == 4 and runs[0]["steps"]["finetune"] > 0
+    assert runs[0]["vision_sha256"] == runs[1]["vision_sha256"]
+    assert runs[0]["vision_sha256"] != runs[2]["vision_sha256"]

@@ -6,9 +6,10 @@ shared ``prefix + visual`` part. :func:`branched_answer_loss` runs that part onc
 keys and values, and runs every question + answer as a *branch* that attends to the shared
 part and to itself only, at the positions it would have had alone. It is exactly the mean of
 :func:`mlb_core.train.vision.answer_loss` over the questions, each asked in its own sequence
-(tested against that loop in ``tests/test_train.py``), at about the cost of one question on a
-long layout: four questions in 23 s against 110 s for four separate passes at 3,000 tokens
-on two cores (README, "Branched questions").
+(tested against that loop in ``tests/test_train.py``), for much less: at 3,000 visual tokens on
+two cores, four questions take 31.6 s in branches, 118.4 s in separate sequences and 19.8 s for
+one question alone (``python -m mlb_core.train.branches``, which times them side by side; README,
+"Branched questions").
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def branched_answer_loss(model: Any, texts: list[LMText], visual: torch.Tensor,
     shared = torch.cat([prefix, visual])[None]  # (1, P, D)
     p = shared.shape[1]
     cache = DynamicCache()
-    lm(inputs_embeds=shared, past_key_values=cache, use_cache=True)
+    lm(inputs_embeds=shared, cache=cache, use_cache=True)
     with torch.no_grad():
         rows = [torch.cat([t.suffix, embed(t.answer)]) for t in texts]  # (S_b + A_b, D) each
     b, width = len(rows), max(len(r) for r in rows)
@@ -71,7 +72,7 @@ def branched_answer_loss(model: Any, texts: list[LMText], visual: torch.Tensor,
         x[i, :len(r)] = r
     cache.batch_repeat_interleave(b)  # (1, H, P, d) -> (B, H, P, d), differentiable
     pos = (p + torch.arange(width, device=x.device))[None].expand(b, width)  # (B, W)
-    hidden = lm(inputs_embeds=x, past_key_values=cache, position_ids=pos, use_cache=True).last_hidden_state
+    hidden = lm(inputs_embeds=x, cache=cache, position_ids=pos, use_cache=True).last_hidden_state
     losses = []
     for i, t in enumerate(texts):
         s, a = len(t.suffix), len(t.answer)
@@ -87,3 +88,78 @@ def branch_tokens(texts: list[LMText]) -> int:
     """Tokens the branches add to the shared pass (every branch's question and answer after
     the first's): what the training's cost model charges for them."""
     return sum(len(t.suffix) + len(t.answer) for t in texts[1:])
+
+
+def bench(tokens: int = 3000, questions: int = 4, threads: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Time one training step's LM forward and backward over ``tokens`` visual tokens with
+    ``questions`` questions, asked in branches and as separate sequences, side by side in one
+    run (the embedded LM, fp32, random visual tokens; the vision side plays no part), and how
+    far apart the two gradients are."""
+    import time
+
+    from .vision import answer_loss, default_source, lm_text, load_checkpoint
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, tokenizer, _ = load_checkpoint(default_source())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        rng = np.random.default_rng(seed)
+        spec = scenes.sample_clip(seed, 1, "train", 1)
+        texts = [lm_text(model, tokenizer, q) for q in pick_questions(rng, spec, 0.25, questions)]
+        torch.manual_seed(seed)
+        base = 0.02 * torch.randn(tokens, model.config.text_config.hidden_size)
+
+        def step(fn: Any) -> tuple[float, torch.Tensor]:
+            vis = base.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            fn(vis).backward()
+            return time.perf_counter() - t0, vis.grad
+
+        def branched(v: torch.Tensor) -> torch.Tensor:
+            return branched_answer_loss(model, texts, v, 1.0)
+
+        def separate(v: torch.Tensor) -> torch.Tensor:
+            return torch.stack([answer_loss(model, t, v, 1.0) for t in texts]).mean()
+
+        def single(v: torch.Tensor) -> torch.Tensor:
+            return answer_loss(model, texts[0], v, 1.0)
+
+        step(single)  # warm-up
+        t_single, _ = step(single)
+        t_branched, g_branched = step(branched)
+        t_separate, g_separate = step(separate)
+        return {"tokens": tokens, "questions": len(texts), "threads": threads,
+                "one_question_s": round(t_single, 2), "branched_s": round(t_branched, 2),
+                "separate_s": round(t_separate, 2), "speedup": round(t_separate / t_branched, 2),
+                "branched_over_one": round(t_branched / t_single, 2),
+                "grad_rel_diff": float((g_branched - g_separate).norm() / g_separate.norm())}
+    finally:
+        torch.set_num_threads(old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlb_core.train.branches [--tokens N] [--questions K] [--threads T]``: print
+    :func:`bench`'s side-by-side times."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m mlb_core.train.branches",
+                                 description="Time a training step's questions in branches against separate "
+                                             "sequences, side by side (the embedded LM, fp32)")
+    ap.add_argument("--tokens", type=int, default=3000, help="visual tokens (default 3000)")
+    ap.add_argument("--questions", type=int, default=4, help="questions about the clip (default 4)")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    if a.tokens < 1 or a.questions < 1 or a.threads < 1:
+        ap.error("--tokens, --questions and --threads must be at least 1")
+    r = bench(a.tokens, a.questions, a.threads)
+    print(f"{r['tokens']:,} visual tokens, {r['questions']} questions, {r['threads']} threads: "
+          f"one question {r['one_question_s']} s; all of them in branches {r['branched_s']} s, in separate "
+          f"sequences {r['separate_s']} s: {r['speedup']}x faster in branches, {r['branched_over_one']}x one "
+          f"question's time; gradients differ by {r['grad_rel_diff']:.1e} (relative)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
