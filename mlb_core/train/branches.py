@@ -7,9 +7,9 @@ keys and values, and runs every question + answer as a *branch* that attends to 
 part and to itself only, at the positions it would have had alone. It is exactly the mean of
 :func:`mlb_core.train.vision.answer_loss` over the questions, each asked in its own sequence
 (tested against that loop in ``tests/test_train.py``), for much less: at 3,000 visual tokens on
-two cores, four questions take 31.6 s in branches, 118.4 s in separate sequences and 19.8 s for
-one question alone (``python -m mlb_core.train.branches``, which times them side by side; README,
-"Branched questions").
+two cores, four questions took 31.6 and 30.9 s in branches, 118.4 and 89.1 s in separate
+sequences, and one question alone 19.8 and 21.8 s, in two runs of ``python -m
+mlb_core.train.branches``, which times them side by side (README, "Branched questions").
 """
 
 from __future__ import annotations
