@@ -223,13 +223,13 @@ RECIPES: dict[str, Recipe] = {
 # the same with stage 1 as long as the committed recipe's (about 290 steps), run on a 30-minute
 # plan: "long" cost one-frame colour (README, "A recipe with long layouts")
 RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share=0.7)
-# the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
-# alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
-# answers against 48; README, "Saturated slots"; results/train/saturated-all/)
 # long-30 with four questions a stage-3 clip, asked in branches that share one pass over its
 # visual tokens: about four times the questions on long layouts for the same plan, and more on
 # short ones (README, "Branched questions"; results/train/long-branch/)
 RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
+# the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
+# alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
+# answers against 48; README, "Saturated slots"; results/train/saturated-all/)
 RECIPES["saturated"] = replace(_OUTLINE, saturate="colour")
 RECIPES["saturated-all"] = replace(_OUTLINE, saturate="all")
 
@@ -346,6 +346,13 @@ def lm_cost(n_tokens: int, recipe: Recipe, threads: int) -> float:
     """Modelled seconds of one LM forward+backward over ``n_tokens`` tokens."""
     one = recipe.sec_per_token * n_tokens + recipe.sec_per_token2 * n_tokens**2
     return one / recipe.thread_speedup ** math.log2(max(1, threads))
+
+
+def finetune_step_cost(layout: layouts.Layout, texts: list[LMText], recipe: Recipe, threads: int) -> float:
+    """Modelled seconds of one stage-3 step: the LM over the layout and the branches' extra
+    text, plus the tower over the layout's frames."""
+    return lm_cost(layout.n_tokens + branches.branch_tokens(texts), recipe, threads) + (
+        recipe.sec_per_frame * layout.n_frames / (recipe.thread_speedup ** math.log2(max(1, threads))))
 
 
 def _curriculum(spent: float, budget: float, lo: int, hi: int) -> int:
@@ -682,7 +689,7 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         act = slots(model, pixel_values(frames, processor).to(model.device))  # (T, 24, 24, N_SLOTS)
         tokens = F.linear(act, book, lin.bias)  # (T, 24, 24, D): the other units' weights are 0
         visual = layouts.arrange(tokens, layout)  # (N, D)
-        if len(texts) > 1:
+        if len(texts) > 1:  # one question keeps answer_loss: the committed weights' arithmetic, bit for bit
             lm = branches.branched_answer_loss(model, texts, visual, recipe.key_weight)
         else:
             lm = answer_loss(model, texts[0], visual, recipe.key_weight)
@@ -694,8 +701,7 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         if params:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        spent += lm_cost(layout.n_tokens + branches.branch_tokens(texts), recipe, threads) + (
-            recipe.sec_per_frame * layout.n_frames / (recipe.thread_speedup ** math.log2(max(1, threads))))
+        spent += finetune_step_cost(layout, texts, recipe, threads)
         step += 1
         row = {"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
                "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5)}

@@ -4,7 +4,6 @@
 """Replay long-branch's stage-3 draws to count its long steps and questions. The draws (layouts,
 scenes, questions) and the cost model's clock do not depend on any LM pass, so this repeats the
 training's stream without training; the step and token counts match its training_log.json."""
-import math
 import sys
 
 import numpy as np
@@ -25,8 +24,7 @@ while spent < budget:
         lay = layouts.sample_layout(rng, cap)
     spec = vision._sample_spec(rng, lay.n_frames, r)
     texts = [vision.lm_text(model, tok, q) for q in branches.pick_questions(rng, spec, r.p_mc, r.branches)]
-    spent += vision.lm_cost(lay.n_tokens + branches.branch_tokens(texts), r, threads) + (
-        r.sec_per_frame * lay.n_frames / (r.thread_speedup ** math.log2(threads)))
+    spent += vision.finetune_step_cost(lay, texts, r, threads)
     rows.append((lay.n_tokens, len(texts)))
 long = [x for x in rows if x[0] >= r.long_min_tokens]
 print(f"steps {len(rows)}, tokens {sum(x[0] for x in rows)}, long steps {len(long)}, "
