@@ -63,7 +63,8 @@ def test_sample_long_layout_against_every_layout(lo, hi):
 def test_long_recipe_fields_are_checked():
     from mlb_core.train.vision import RECIPES, Recipe
 
-    assert RECIPES["committed"].p_long == 0.0 and RECIPES["long"].p_long > 0
+    assert RECIPES["outline"].p_long == 0.0 and RECIPES["long"].p_long > 0
+    assert RECIPES["committed"] == RECIPES["long-branch"]  # the committed weights' recipe since 2026-12-04
     with pytest.raises(ValueError, match="p_long"):
         Recipe(p_long=1.0)
     with pytest.raises(ValueError, match="long_min_tokens"):

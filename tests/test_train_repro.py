@@ -15,8 +15,9 @@ def _train(tmp_path, name, seed, threads=1):
     from mlb_core.backbones.embedded import ensure_embedded
     from mlb_core.train.vision import RECIPES, train_vision
 
-    # the committed recipe, a smaller read-out fit and (if it saturates slots) a smaller stage-4 fit
-    recipe = replace(RECIPES["committed"], outline_fit_frames=24, saturate_frames=16)
+    # the outline recipe (committed 2026-12-03 to 12-04), a smaller read-out fit and (if it saturates
+    # slots) a smaller stage-4 fit
+    recipe = replace(RECIPES["outline"], outline_fit_frames=24, saturate_frames=16)
     return train_vision(tmp_path / name, seed=seed, minutes_budget=0.1, threads=threads,
                         source=ensure_embedded(trained=False), recipe=recipe)
 

@@ -260,7 +260,7 @@ def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: floa
         book.load_state_dict(load_file(str(codebook)))
     except (OSError, RuntimeError) as exc:
         raise MLBError(f"cannot read the codebook {codebook}: {str(exc).splitlines()[0]}") from None
-    recipe = replace(RECIPES["committed"], p_two_objects=p_two_objects, lr_codebook=3e-3,
+    recipe = replace(RECIPES["outline"], p_two_objects=p_two_objects, lr_codebook=3e-3,
                      codebook_min_tokens=300, codebook_max_tokens=600)
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()

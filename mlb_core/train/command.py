@@ -17,7 +17,7 @@ from mlb_core.backbones import vision_weights
 from mlb_core.errors import MLBError
 
 
-def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float = 27.0,
+def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float = 30.0,
                      threads: int = 2, recipe: Any = None, device: str = "cpu") -> dict[str, Any]:
     """Train from the seeded random vision side (the frozen LM is the real SmolLM2) and write
     the trained tower + projector, the model card and the training log to ``out``
@@ -223,27 +223,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "SmolLM2-135M on scenes the project draws; writes the committed weights folder.")
     t.add_argument("--out", default=str(vision_weights.WEIGHTS_DIR), help="weights folder (default: the committed one)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--minutes", type=float, default=27.0,
-                   help="planned time of the training (its cost model; 18-23 min of wall time on 2 cores)")
+    t.add_argument("--minutes", type=float, default=30.0,
+                   help="planned time of the training (its cost model; the committed recipe took 26 min of wall "
+                        "time on 2 cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--device", default="cpu",
                    help="cpu (default: what reproduces the committed weights) or cuda, cuda:1: the same plan "
                         "(its cost model is in CPU seconds at --threads), run faster; numbers differ in the "
                         "last bits from a CPU run's")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
-                   help="committed: the recipe of the committed weights, the same as outline: an edge-energy "
-                        "first layer, a closed-form slot read-out and the shape on the outline, the tower "
-                        "frozen after the fit (README, 'Shape from the outline'); coverage: the weights "
-                        "committed until 2026-12-03 (a random tower trained by slot regression); first: the "
-                        "ones before (codebook fixed in stage 3); structured: the first with a structured "
-                        "tower init, feature layer -1 and an image-level shape loss (README, 'The frames "
-                        "teach shape'); colour-units: outline with colour units in the tower, not adopted; "
-                        "long: outline with 30%% of stage 3's steps on 2,000-4,000-token layouts, stage 1 "
-                        "cut; long-30: the same with stage 1 kept, on a 30-minute plan (neither adopted: "
+                   help="committed: the recipe of the committed weights, the same as long-branch (below); outline: "
+                        "the weights committed 2026-12-03 to 12-04: an edge-energy first layer, a closed-form slot "
+                        "read-out and the shape on the outline, the tower frozen after the fit (README, 'Shape from"
+                        " the outline'); coverage: the weights committed until 2026-12-03 (a random tower trained "
+                        "by slot regression); first: the ones before (codebook fixed in stage 3); structured: the "
+                        "first with a structured tower init, feature layer -1 and an image-level shape loss "
+                        "(README, 'The frames teach shape'); colour-units: outline with colour units in the tower, "
+                        "not adopted; long: outline with 30%% of stage 3's steps on 2,000-4,000-token layouts, "
+                        "stage 1 cut; long-30: the same with stage 1 kept, on a 30-minute plan (neither adopted: "
                         "README, 'A recipe with long layouts'); long-branch: long-30 asking four questions a "
-                        "stage-3 clip in branches over one pass of its visual tokens (README, 'Branched "
-                        "questions'); saturated, saturated-all: outline with the colour (all) slot units "
-                        "made clamps after stage 3, not adopted (README, 'Saturated slots')")
+                        "stage-3 clip in branches over one pass of its visual tokens, committed since 2026-12-04 "
+                        "(README, 'Branched questions'); saturated, saturated-all: outline with the colour (all) "
+                        "slot units made clamps after stage 3, not adopted (README, 'Saturated slots')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

@@ -194,8 +194,7 @@ _FIRST = Recipe(codebook_share=0.35, regress_share=0.45, finetune_share=0.20, lr
 _OUTLINE = Recipe(tower_init="edges", shape_target="outline", train_tower=False,
                   codebook_share=0.4, regress_share=0.0, finetune_share=0.6)
 RECIPES: dict[str, Recipe] = {
-    # the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-03
-    "committed": _OUTLINE,
+    # the weights committed 2026-12-03 to 2026-12-04 (results/train/outline-committed/)
     "outline": _OUTLINE,
     # the weights committed until 2026-12-03: a random tower trained by slot regression on
     # coverage targets, the codebook trained in stage 3 (results/train/coverage/)
@@ -227,6 +226,9 @@ RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share
 # visual tokens: about four times the questions on long layouts for the same plan, and more on
 # short ones (README, "Branched questions"; results/train/long-branch/)
 RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
+# the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-04: long-branch,
+# adopted by a rule written before its held-out run (README, "Branched questions")
+RECIPES["committed"] = RECIPES["long-branch"]
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
 # answers against 48; README, "Saturated slots"; results/train/saturated-all/)
@@ -720,7 +722,7 @@ def _vision_params(model: Any) -> list[torch.nn.Parameter]:
 
 
 # ---- entry point -----------------------------------------------------------------------
-def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.0, threads: int = 2,
+def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 30.0, threads: int = 2,
                  source: str | Path | None = None, recipe: Recipe | None = None,
                  device: str = "cpu") -> dict[str, Any]:
     """Train the vision tower and projector of the untrained embedded checkpoint.
@@ -733,7 +735,7 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 27.
             come from a cost model, so the wall time is close to, not bounded by, this).
         threads: ``torch.set_num_threads`` during training.
         source: the untrained checkpoint folder; default: the embedded default's.
-        recipe: hyper-parameters; default ``RECIPES["committed"]``.
+        recipe: hyper-parameters; default ``RECIPES["committed"]`` (the committed weights' recipe).
         device: where stages 1 to 3 run (``"cpu"``, ``"cuda"``). The plan does not depend on
             it (the cost model is in CPU seconds at ``threads``), so on a GPU the same plan runs
             faster, not longer; the numbers differ from a CPU run's in the last bits, so only a
