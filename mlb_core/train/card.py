@@ -95,8 +95,9 @@ bit-identical weights on the same torch build and CPU kernels (`tests/test_train
 checks it on a 6-second budget: two runs from one seed, same SHA-256; another seed, another).
 A different thread count or CPU changes float reductions, and training amplifies the
 difference: the `outline` recipe (committed 2026-12-03 to 12-04) rerun from seed 0 in a later
-session (2026-12-04, same code, same short-run SHA-256) gave a tower within 3e-6 on the slot path but a codebook up to 0.42
-away, and 43 instead of 48 right held-out answers of 90 (`results/train/saturated-all/`).
+session (2026-12-04, same code, same short-run SHA-256) gave a tower within 3e-6 on the slot
+path but a codebook up to 0.42 away, and 43 instead of 48 right held-out answers of 90
+(`results/train/saturated-all/`).
 {repro_line(summary, repro)}
 
 """

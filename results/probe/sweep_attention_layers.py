@@ -5,8 +5,12 @@ mlb_core.study.mechanism.mlb_visual, as clip_metrics uses it) runs once through 
 attention; per layer, the last query's attention (heads averaged, normalised over the visual
 tokens) on the target frame's body tokens and on frame 1's body tokens. Layer 2 reproduces
 the stage's body_attention[mlb]. Run from the repository root (about 13 min on two cores):
-    python results/probe/sweep_attention_layers.py
+    python results/probe/sweep_attention_layers.py [MODEL]
+The committed .csv was made on 2026-12-04 with the weights committed then, before the adoption of
+long-branch: MODEL = embedded:results/train/outline-committed repeats it (the sweep's clips come
+from its seed); the default, embedded, is today's committed weights.
 """
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +26,7 @@ from mlb_core.study.mechanism import mlb_visual
 
 torch.set_num_threads(2)
 data = "data/probe_sweep"
-vlm = load_model("embedded")
+vlm = load_model(sys.argv[1] if len(sys.argv) > 1 else "embedded")
 params = get_preset("cpu", n_frames=10, segment_frames=5)
 lm = vlm.language_model
 lm.config._attn_implementation = "eager"
