@@ -358,6 +358,17 @@ def test_launcher_is_checked(params):
     assert study.paper_params(ROOT)["launcher"] == "accelerate launch -m mlb_core"  # paper mode shards
 
 
+def test_train_recipe_is_a_known_recipe(params):
+    """train.recipe names the recipe that stage train_embedded trains: a recipe of the training wing
+    (which `mlb train-vision` checks before it loads anything)."""
+    from mlb_core.train.vision import RECIPES
+
+    assert params["train"]["recipe"] in RECIPES and RECIPES[params["train"]["recipe"]] == RECIPES["committed"]
+    study.check_sections(dict(params, train=dict(params["train"], recipe="outline")))
+    with pytest.raises(MLBError, match="unknown key 'recipes'"):
+        study.check_sections(dict(params, train={"recipes": "outline"}))
+
+
 def test_notebook_threads_is_a_positive_count(params):
     """OMP_NUM_THREADS of the notebook stages: 0 would be no valid OpenMP setting."""
     study.check_sections(dict(params, notebook_threads=1))
