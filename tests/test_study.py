@@ -4,6 +4,7 @@ glue behind the figure and table stages (attention maps, evaluation runs) on tin
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -361,9 +362,12 @@ def test_launcher_is_checked(params):
 def test_train_recipe_is_a_known_recipe(params):
     """train.recipe names the recipe that stage train_embedded trains: a recipe of the training wing
     (which `mlb train-vision` checks before it loads anything)."""
-    from mlb_core.train.vision import RECIPES
+    from mlb_core.train.vision import COMMITTED_MINUTES, RECIPES
 
     assert params["train"]["recipe"] in RECIPES and RECIPES[params["train"]["recipe"]] == RECIPES["committed"]
+    # the stage's plan is the entry points' default plan, and the committed weights' own
+    log = json.loads((ROOT / "mlb_core/weights/embedded-vision/training_log.json").read_text())
+    assert params["train"]["minutes"] == COMMITTED_MINUTES == log["minutes_budget"]
     study.check_sections(dict(params, train=dict(params["train"], recipe="outline")))
     with pytest.raises(MLBError, match="unknown key 'recipes'"):
         study.check_sections(dict(params, train={"recipes": "outline"}))

@@ -17,13 +17,16 @@ from mlb_core.backbones import vision_weights
 from mlb_core.errors import MLBError
 
 
-def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float = 30.0,
+def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0, minutes: float | None = None,
                      threads: int = 2, recipe: Any = None, device: str = "cpu") -> dict[str, Any]:
     """Train from the seeded random vision side (the frozen LM is the real SmolLM2) and write
     the trained tower + projector, the model card and the training log to ``out``
     (``recipe``: a :class:`~mlb_core.train.vision.Recipe`, default the committed one;
+    ``minutes``: default the committed plan, ``vision.COMMITTED_MINUTES``;
     ``device``: where the LM stages run, :func:`~mlb_core.train.vision.train_vision`)."""
-    from mlb_core.train.vision import default_source, load_checkpoint, train_vision
+    from mlb_core.train.vision import COMMITTED_MINUTES, default_source, load_checkpoint, train_vision
+
+    minutes = COMMITTED_MINUTES if minutes is None else minutes
 
     source = default_source()
     work = Path(tempfile.mkdtemp(prefix="mlb-train-"))
@@ -113,7 +116,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
     from mlb_core.parsing import parse_device
 
-    if args.minutes <= 0 or args.threads < 1:
+    if (args.minutes is not None and args.minutes <= 0) or args.threads < 1:
         raise MLBError("--minutes must be > 0 and --threads >= 1")
     if args.verify:
         result = verify_training(args.out, args.verify_against)
@@ -223,9 +226,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "SmolLM2-135M on scenes the project draws; writes the committed weights folder.")
     t.add_argument("--out", default=str(vision_weights.WEIGHTS_DIR), help="weights folder (default: the committed one)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--minutes", type=float, default=30.0,
-                   help="planned time of the training (its cost model; the committed recipe took 26 min of wall "
-                        "time on 2 cores)")
+    t.add_argument("--minutes", type=float, default=None,
+                   help="planned time of the training (its cost model; default: the committed plan, "
+                        "vision.COMMITTED_MINUTES, 30, which took 26 min of wall time on 2 cores)")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--device", default="cpu",
                    help="cpu (default: what reproduces the committed weights) or cuda, cuda:1: the same plan "

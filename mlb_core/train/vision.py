@@ -229,6 +229,7 @@ RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
 # the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-04: long-branch,
 # adopted by a rule written before its held-out run (README, "Branched questions")
 RECIPES["committed"] = RECIPES["long-branch"]
+COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
 # answers against 48; README, "Saturated slots"; results/train/saturated-all/)
@@ -722,7 +723,7 @@ def _vision_params(model: Any) -> list[torch.nn.Parameter]:
 
 
 # ---- entry point -----------------------------------------------------------------------
-def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = 30.0, threads: int = 2,
+def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = COMMITTED_MINUTES, threads: int = 2,
                  source: str | Path | None = None, recipe: Recipe | None = None,
                  device: str = "cpu") -> dict[str, Any]:
     """Train the vision tower and projector of the untrained embedded checkpoint.

@@ -7,8 +7,8 @@ tokens) on the target frame's body tokens and on frame 1's body tokens. Layer 2 
 the stage's body_attention[mlb]. Run from the repository root (about 13 min on two cores):
     python results/probe/sweep_attention_layers.py [MODEL]
 The committed .csv was made on 2026-12-04 with the weights committed then, before the adoption of
-long-branch: MODEL = embedded:results/train/outline-committed repeats it (the sweep's clips come
-from its seed); the default, embedded, is today's committed weights.
+long-branch: MODEL = embedded:results/train/outline-committed repeats it, once those weights are restored
+(results/train/outline-committed/README.md; the sweep's clips come from its seed); the default, embedded, is today's committed weights.
 """
 import sys
 from pathlib import Path
