@@ -146,12 +146,13 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         measure_sight,
         plot_length_curve,
         redrawn_conditions,
+        sparse_conditions,
         write_sight,
     )
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
-    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn", "binding") if getattr(args, flag)]
+    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn", "binding", "sparse") if getattr(args, flag)]
     if len(chosen) > 1:
         raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
@@ -193,7 +194,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
             write_sight(result, args.out)
         return 0
     conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
-                  else binding_conditions(args.scale) if args.binding else default_conditions(args.scale))
+                  else binding_conditions(args.scale) if args.binding else sparse_conditions(args.scale) if args.sparse
+                  else default_conditions(args.scale))
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
@@ -303,10 +305,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--binding", action="store_true",
                    help="two objects a clip instead, each asked its colour and shape: is the other object's "
                         "colour (shape) named? full on one frame and mlb at 20 (sight.binding_conditions)")
+    h.add_argument("--sparse", action="store_true",
+                   help="an object in one frame of ten instead: clip k shows it in frame k mod 10 only, through "
+                        "full and mlb on the same clips (sight.sparse_conditions)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
                                         "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
                                         "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20; with "
-                                        "--binding, binding_full1 and binding_mlb20")
+                                        "--binding, binding_full1 and binding_mlb20; with --sparse, sparse10_full "
+                                        "and sparse10_mlb")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

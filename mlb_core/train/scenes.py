@@ -60,6 +60,7 @@ HELDOUT_CLIPS: tuple[str, ...] = ("carphone_pristine.mp4", "carphone_distorted.m
 HELDOUT_SEED_BASE = 1_000_000
 MIN_BG_DISTANCE = 90.0
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "video")
+SPANS: tuple[str, ...] = ("uniform", "loguniform")  # how a partially visible object's span length is drawn
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def sample_clip(
     n_objects: int | None = None,
     p_partial: float = 0.3,
     background: str | None = None,
+    span: str = "uniform",
 ) -> ClipSpec:
     """A random clip, deterministic in ``seed``.
 
@@ -175,9 +177,15 @@ def sample_clip(
         p_partial: probability (when ``n_frames > 1``) that an object is on screen in a
             random contiguous span only, instead of in every frame.
         background: force ``plain``, ``gradient`` or ``video``; default: uniform.
+        span: how a partial span's length is drawn: ``uniform`` on ``1..n_frames`` (every recipe
+            before ``long-sparse``) or ``loguniform`` (``floor(exp(U(0, log(n_frames + 1))))``:
+            as many spans of 1 frame as of 2-3, of 4-7, ...; an object on screen in a few frames
+            of a long clip is common rather than rare).
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be train or heldout, got {split!r}")
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {', '.join(SPANS)}, got {span!r}")
     rng = np.random.default_rng(seed)
     k = n_objects if n_objects is not None else (1 if rng.random() < 0.8 else 2)
     colours = [str(c) for c in rng.choice(COLOURS, size=k, replace=False)]
@@ -198,7 +206,10 @@ def sample_clip(
             drift = ((end[0] - centre[0]) / span * 0.5, (end[1] - centre[1]) / span * 0.5)
         first, last = 0, n_frames
         if n_frames > 1 and rng.random() < p_partial:
-            length = int(rng.integers(1, n_frames + 1))
+            if span == "uniform":
+                length = int(rng.integers(1, n_frames + 1))
+            else:
+                length = min(n_frames, max(1, int(np.exp(rng.uniform(0.0, np.log(n_frames + 1))))))
             first = int(rng.integers(0, n_frames - length + 1))
             last = first + length
         objects.append(ObjectSpec(colour, shape, radius, centre, drift, first, last))

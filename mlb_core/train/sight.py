@@ -26,6 +26,10 @@ objects of different colours and shapes, each asked about (``What colour is the 
 that an answer can name the *other* object's colour or shape: does the model bind a colour to
 its shape, or name a colour it sees?
 
+An object in one frame (:func:`sparse_conditions`, ``mlb heldout --sparse``): 10-frame clips
+whose object shows in one frame only, through ``full`` and ``mlb``: probe v2's task without its
+distractors or its design, for any method alike.
+
 Drawn another way (:func:`redrawn_conditions`, ``mlb heldout --redrawn``): the same words on
 clips that share no drawing code with the training (:mod:`mlb_core.train.redrawn`: PIL,
 anti-aliased, 640 x 480, other colour conventions, libx264 at CRF 23), through ``full`` on one
@@ -40,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +97,7 @@ class SightCondition:
     clip_key: int | None = None  # the clips' seed key; None: the condition's index (other clips per condition)
     convention: str | None = None  # None: scenes' clips; a redrawn.CONVENTIONS name: clips drawn another way
     n_objects: int = 1  # objects per clip (scenes' clips: 1 or 2), each asked its colour and its shape
+    one_frame: bool = False  # the object on screen in one frame only: clip k's frame k mod n_frames
 
 
 def default_conditions(scale: float = 1.0) -> list[SightCondition]:
@@ -136,6 +141,20 @@ def binding_conditions(scale: float = 1.0) -> list[SightCondition]:
             SightCondition("binding_mlb20", 20, "mlb", "cpu", n(8), BINDING_KEY, n_objects=2)]
 
 
+SPARSE_KEY = 400  # one seed key for the one-frame conditions: the same clips for both methods
+
+
+def sparse_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """An object in one frame of ten (``mlb heldout --sparse``): 10-frame clips whose one object
+    is on screen in frame ``k mod 10`` of clip ``k`` only (every frame the same number of times),
+    the other nine frames showing the background alone; ``full`` (5760 raw tokens) and ``mlb``
+    (``cpu`` preset) on the same clips. Method-neutral: no distractors and every frame alike, the
+    sight that probe v2 needs before its methods can differ (README, "An object in one frame")."""
+    n = max(2, int(round(20 * scale)))
+    return [SightCondition(f"sparse10_{method}", 10, method, "cpu", n, SPARSE_KEY, one_frame=True)
+            for method in ("full", "mlb")]
+
+
 REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
 
 
@@ -148,6 +167,13 @@ def redrawn_conditions(scale: float = 1.0) -> list[SightCondition]:
     n = max(2, int(round(12 * scale)))
     return [SightCondition(f"redrawn_{conv}_{tag}", frames, method, "cpu", n, REDRAWN_KEY, conv)
             for conv in CONVENTIONS for tag, frames, method in (("full1", 1, "full"), ("mlb20", 20, "mlb"))]
+
+
+def one_frame_only(spec: scenes.ClipSpec, frame: int) -> scenes.ClipSpec:
+    """``spec`` with every object on screen in ``frame`` only (0-based); the rest unchanged."""
+    if not 0 <= frame < spec.n_frames:
+        raise MLBError(f"frame {frame} is outside the clip's {spec.n_frames} frames")
+    return replace(spec, objects=tuple(replace(o, first=frame, last=frame + 1) for o in spec.objects))
 
 
 def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
@@ -194,6 +220,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     for c in conditions:
         if c.convention is not None:
             redrawn.check_convention(c.convention)
+        if c.one_frame and (c.convention is not None or c.n_frames < 2):
+            raise MLBError(f"{c.name}: one_frame needs scenes' clips of at least 2 frames")
         if c.n_objects not in (1, 2) or (c.convention is not None and c.n_objects != 1):
             raise MLBError(f"{c.name}: n_objects must be 1 or 2 (1 for redrawn clips), got {c.n_objects}")
     presets = [get_preset(c.preset, n_frames=c.n_frames, segment_frames=segment_frames_for(c.n_frames),
@@ -224,6 +252,8 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             if cond.convention is None:
                 spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout",
                                           n_objects=cond.n_objects, p_partial=0.0)
+                if cond.one_frame:
+                    spec = one_frame_only(spec, k % cond.n_frames)
                 path = folder / f"{cond.name}_{k}.mp4"
                 write_clip(spec, path, bank)
             else:

@@ -106,7 +106,11 @@ class Recipe:
     fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain`` (README, "Saturated slots");
     ``branches``: how many different questions a stage-3 step asks about its clip, all sharing one
     pass over the prefix and the visual tokens (:mod:`mlb_core.train.branches`; 1: one question, as
-    every recipe before ``long-branch``; README, "Branched questions").
+    every recipe before ``long-branch``; README, "Branched questions");
+    ``p_partial``: the probability that an object of a training clip of several frames is on
+    screen in a contiguous span only, ``span`` how that span's length is drawn
+    (:data:`mlb_core.train.scenes.SPANS`: ``"uniform"`` as every recipe before ``long-sparse``,
+    ``"loguniform"``: short spans as common as long ones; README, "An object in one frame").
     """
 
     codebook_share: float = 0.30
@@ -144,6 +148,7 @@ class Recipe:
     saturate_frames: int = 320
     saturate_gain: float = 4.0
     branches: int = 1
+    span: str = "uniform"
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -173,6 +178,10 @@ class Recipe:
             raise ValueError("saturate needs saturate_frames > 0 and saturate_gain > 0")
         if self.branches < 1:
             raise ValueError(f"branches must be at least 1 (questions a stage-3 step asks), not {self.branches}")
+        if self.span not in scenes.SPANS:
+            raise ValueError(f"span must be one of {', '.join(scenes.SPANS)}, not {self.span!r}")
+        if not 0.0 <= self.p_partial <= 1.0:
+            raise ValueError(f"p_partial must be in [0, 1], not {self.p_partial}")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -229,6 +238,11 @@ RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
 # the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-04: long-branch,
 # adopted by a rule written before its held-out run (README, "Branched questions")
 RECIPES["committed"] = RECIPES["long-branch"]
+# long-branch with objects on screen in part of the clip half the time (not 30%) and the span's
+# length log-uniform (not uniform), so that an object in one frame of many, the case of probe v2
+# that long-branch answers "yellow" to, is common in training; every layout alike (README,
+# "An object in one frame"; results/train/long-sparse/)
+RECIPES["long-sparse"] = replace(RECIPES["long-branch"], p_partial=0.5, span="loguniform")
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -391,7 +405,8 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
 
 def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
     n_objects = 2 if rng.random() < recipe.p_two_objects else 1
-    return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial)
+    return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial,
+                              span=recipe.span)
 
 
 N_SLOTS = _N_COLOURS + _N_SHAPES + 1  # projector hidden units that carry the codebook
