@@ -23,10 +23,12 @@ from mlb_core.train.sight import (
     length_conditions,
     length_curve_rows,
     measure_sight,
+    one_frame_only,
     plot_length_curve,
     redrawn_conditions,
     segment_frames_for,
     sight_questions,
+    sparse_conditions,
     write_sight,
 )
 
@@ -478,3 +480,28 @@ def test_heldout_conditions_keep_their_clips_when_others_are_left_out(monkeypatc
     assert [c.clip_key for c in seen[0]] == [c.clip_key if c.clip_key is not None else i
                                              for i, c in enumerate(sight.binding_conditions() if flag
                                                                    else sight.default_conditions())]
+
+
+def test_sparse_conditions_show_the_object_in_one_frame_of_ten(tmp_path):
+    """``mlb heldout --sparse``: the same 10-frame clips through full and mlb, clip k's object
+    drawn in frame k mod 10 only (its coverage is zero in every other frame), every frame alike;
+    nonsense is refused before the model loads."""
+    conds = sparse_conditions()
+    assert [(c.name, c.method, c.n_frames, c.n_clips, c.one_frame) for c in conds] == [
+        ("sparse10_full", "full", 10, 20, True), ("sparse10_mlb", "mlb", 10, 20, True)]
+    assert len({c.clip_key for c in conds}) == 1 and {c.n_clips for c in sparse_conditions(0.01)} == {2}
+    spec = scenes.sample_clip((scenes.HELDOUT_SEED_BASE + SEED_OFFSET, 400, 3), n_frames=10, split="heldout",
+                              n_objects=1, p_partial=0.0)
+    shown = scenes.clip_coverage(one_frame_only(spec, 3)).reshape(10, -1).sum(axis=1)  # (T,)
+    assert shown[3] > 0 and np.count_nonzero(shown) == 1
+    assert one_frame_only(spec, 3).objects[0].colour == spec.objects[0].colour
+    with pytest.raises(MLBError, match="outside"):
+        one_frame_only(spec, 10)
+    cond = SightCondition("s", 2, "full", "tiny", 2, 400, one_frame=True)
+    r = measure_sight("tiny:llava_next", [cond], workdir=tmp_path, progress=False)["conditions"]["s"]
+    assert r["one_frame"] and r["n"] == 4 and len(r["answers"]) == 4
+    for bad in (SightCondition("x", 1, "full", "tiny", 1, one_frame=True),
+                SightCondition("y", 2, "full", "tiny", 1, None, "css", one_frame=True)):
+        with pytest.raises(MLBError, match="one_frame"):  # before the model loads
+            measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

