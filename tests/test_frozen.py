@@ -26,6 +26,8 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
     assert "mlb heldout --redrawn --scale 1.0" in cmd and outs == [ROOT / "results/heldout/redrawn.json"]
     cmd, outs = frozen_stage(ROOT, "heldout_binding")
     assert "mlb heldout --binding --scale 1.0" in cmd and outs == [ROOT / "results/heldout/binding.json"]
+    cmd, outs = frozen_stage(ROOT, "heldout_sparse")
+    assert "mlb heldout --sparse --scale 1.0" in cmd and outs == [ROOT / "results/heldout/sparse.json"]
     cmd, outs = frozen_stage(ROOT, "probe_control")
     assert "mlb probe --out data/probe_control --no-distractors" in cmd and "--repeats 3" in cmd and "${" not in cmd
     assert ROOT / "data/probe_control" in outs and ROOT / "results/tables/probe_control.md" in outs

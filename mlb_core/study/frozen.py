@@ -1,11 +1,11 @@
 """Rerun a frozen stage of the study (``mlb study rerun STAGE``).
 
-Eight stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
+Nine stages of ``dvc.yaml`` are ``frozen: true`` with committed outputs, so that ``dvc repro``
 on a fresh clone neither retrains the embedded vision side (``train_embedded``, about 45
 minutes with its held-out check), nor remeasures its held-out curve by length
 (``heldout_curve``, about 35 minutes), its sight on clips drawn another way
-(``heldout_redrawn``, about 25 minutes) or on two objects at once (``heldout_binding``, about
-5 minutes), nor reruns the cost sweep (``eval_cost``), probe v2's no-distractor control
+(``heldout_redrawn``, about 25 minutes), on two objects at once (``heldout_binding``, about
+5 minutes) or on an object in one frame of ten (``heldout_sparse``, about 25 minutes), nor reruns the cost sweep (``eval_cost``), probe v2's no-distractor control
 (``probe_control``, about 10 minutes), its replication (``probe_replication``, about 20
 minutes) or the same clips at every frame (``probe_sweep``, about 25 minutes). DVC cannot
 unfreeze a stage whose command uses ``${...}`` parameters (``dvc unfreeze`` fails with

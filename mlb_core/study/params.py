@@ -125,7 +125,7 @@ _STAGE_KEYS: dict[str, set[str]] = {  # each section's own keys; sections with a
     # train.recipe: a name of mlb_core.train.vision.RECIPES, checked by `mlb train-vision` before it
     # loads anything (the study wing does not import the training wing)
     "train": {"recipe", "seed", "minutes", "threads", "heldout_scale", "curve_scale", "redrawn_scale",
-              "binding_scale"},
+              "binding_scale", "sparse_scale"},
     "cost": {"grids", "sf_slow_frames", "fastv_r", "data"},
 }
 _COUNTS = {  # (section, key) -> the least value

@@ -249,7 +249,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "README, 'A recipe with long layouts'); long-branch: long-30 asking four questions a "
                         "stage-3 clip in branches over one pass of its visual tokens, committed since 2026-12-04 "
                         "(README, 'Branched questions'); saturated, saturated-all: outline with the colour (all) "
-                        "slot units made clamps after stage 3, not adopted (README, 'Saturated slots')")
+                        "slot units made clamps after stage 3, not adopted (README, 'Saturated slots'); long-sparse: "
+                        "long-branch with objects on screen in part of a clip half the time, the span's length "
+                        "log-uniform (README, 'An object in one frame')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
