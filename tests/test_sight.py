@@ -20,6 +20,7 @@ from mlb_core.train.sight import (
     default_conditions,
     first_word,
     format_sight,
+    grey_conditions,
     length_conditions,
     length_curve_rows,
     measure_sight,
@@ -503,5 +504,25 @@ def test_sparse_conditions_show_the_object_in_one_frame_of_ten(tmp_path):
     for bad in (SightCondition("x", 1, "full", "tiny", 1, one_frame=True),
                 SightCondition("y", 2, "full", "tiny", 1, None, "css", one_frame=True)):
         with pytest.raises(MLBError, match="one_frame"):  # before the model loads
+            measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_grey_conditions_draw_achromatic_backgrounds(tmp_path):
+    """``mlb heldout --grey``: one frame through full and one frame of ten through mlb, every clip
+    on a grey background; a background kind that does not exist is refused before the model loads."""
+    conds = grey_conditions()
+    assert [(c.name, c.method, c.n_frames, c.n_clips, c.one_frame, c.background) for c in conds] == [
+        ("grey1_full", "full", 1, 24, False, "grey"), ("grey10_mlb", "mlb", 10, 20, True, "grey")]
+    cond = SightCondition("g", 2, "full", "tiny", 2, 500, one_frame=True, background="grey")
+    r = measure_sight("tiny:llava_next", [cond], workdir=tmp_path, progress=False)["conditions"]["g"]
+    assert r["background"] == "grey" and r["n"] == 4
+    for k in range(2):  # the clips written are the grey ones
+        spec = scenes.sample_clip((scenes.HELDOUT_SEED_BASE + SEED_OFFSET, 500, k), n_frames=2, split="heldout",
+                                  n_objects=1, p_partial=0.0, background="grey")
+        assert all(len(set(c)) == 1 for c in spec.bg_colours)
+    for bad in (SightCondition("x", 1, "full", "tiny", 1, background="stripes"),
+                SightCondition("y", 1, "full", "tiny", 1, None, "css", background="grey")):
+        with pytest.raises(MLBError, match="background"):
             measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()

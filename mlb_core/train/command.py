@@ -142,6 +142,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         binding_conditions,
         default_conditions,
         format_sight,
+        grey_conditions,
         length_conditions,
         measure_sight,
         plot_length_curve,
@@ -152,7 +153,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
-    chosen = [flag for flag in ("slots", "ideal", "curve", "redrawn", "binding", "sparse") if getattr(args, flag)]
+    checks = ("slots", "ideal", "curve", "redrawn", "binding", "sparse", "grey")
+    chosen = [flag for flag in checks if getattr(args, flag)]
     if len(chosen) > 1:
         raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
@@ -195,7 +197,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         return 0
     conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
                   else binding_conditions(args.scale) if args.binding else sparse_conditions(args.scale) if args.sparse
-                  else default_conditions(args.scale))
+                  else grey_conditions(args.scale) if args.grey else default_conditions(args.scale))
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
@@ -251,7 +253,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(README, 'Branched questions'); saturated, saturated-all: outline with the colour (all) "
                         "slot units made clamps after stage 3, not adopted (README, 'Saturated slots'); long-sparse: "
                         "long-branch with objects on screen in part of a clip half the time, the span's length "
-                        "log-uniform (README, 'An object in one frame')")
+                        "log-uniform; long-grey: long-branch with a fourth, achromatic background kind (both README, "
+                        "'An object in one frame')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
@@ -310,11 +313,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--sparse", action="store_true",
                    help="an object in one frame of ten instead: clip k shows it in frame k mod 10 only, through "
                         "full and mlb on the same clips (sight.sparse_conditions)")
+    h.add_argument("--grey", action="store_true",
+                   help="achromatic backgrounds instead (a plain grey or a grey gradient): full on one frame and "
+                        "mlb with the object in one frame of ten (sight.grey_conditions)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
                                         "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
                                         "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20; with "
                                         "--binding, binding_full1 and binding_mlb20; with --sparse, sparse10_full "
-                                        "and sparse10_mlb")
+                                        "and sparse10_mlb; with --grey, grey1_full and grey10_mlb")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

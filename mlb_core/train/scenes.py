@@ -60,6 +60,9 @@ HELDOUT_CLIPS: tuple[str, ...] = ("carphone_pristine.mp4", "carphone_distorted.m
 HELDOUT_SEED_BASE = 1_000_000
 MIN_BG_DISTANCE = 90.0
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "video")
+# "grey": an achromatic plain or gradient background, levels 0-255 (drawn as "plain" or "gradient");
+# a recipe's choice (vision.Recipe.greys), not in the default draw
+BACKGROUND_KINDS: tuple[str, ...] = (*BACKGROUNDS, "grey")
 SPANS: tuple[str, ...] = ("uniform", "loguniform")  # how a partially visible object's span length is drawn
 
 
@@ -166,6 +169,7 @@ def sample_clip(
     p_partial: float = 0.3,
     background: str | None = None,
     span: str = "uniform",
+    backgrounds: tuple[str, ...] = BACKGROUNDS,
 ) -> ClipSpec:
     """A random clip, deterministic in ``seed``.
 
@@ -176,16 +180,24 @@ def sample_clip(
         n_objects: 1 or 2; default 1 with probability 0.8, else 2.
         p_partial: probability (when ``n_frames > 1``) that an object is on screen in a
             random contiguous span only, instead of in every frame.
-        background: force ``plain``, ``gradient`` or ``video``; default: uniform.
+        background: force ``plain``, ``gradient``, ``video`` or ``grey``; default: uniform over
+            ``backgrounds``.
         span: how a partial span's length is drawn: ``uniform`` on ``1..n_frames`` (every recipe
             before ``long-sparse``) or ``loguniform`` (``floor(exp(U(0, log(n_frames + 1))))``:
             as many spans of 1 frame as of 2-3, of 4-7, ...; an object on screen in a few frames
             of a long clip is common rather than rare).
+        backgrounds: the kinds drawn from (:data:`BACKGROUND_KINDS`): the default three, or with
+            ``grey`` (a plain grey or a grey gradient, levels uniform in 0-255; the tower's
+            read-out saw few greys near the processor's mean, README "An object in one frame").
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be train or heldout, got {split!r}")
     if span not in SPANS:
         raise ValueError(f"span must be one of {', '.join(SPANS)}, got {span!r}")
+    unknown = sorted(set(backgrounds) | ({background} if background else set())) if backgrounds else ["(none)"]
+    unknown = [b for b in unknown if b not in BACKGROUND_KINDS]
+    if unknown:
+        raise ValueError(f"backgrounds must be among {', '.join(BACKGROUND_KINDS)}, got {', '.join(unknown)}")
     rng = np.random.default_rng(seed)
     k = n_objects if n_objects is not None else (1 if rng.random() < 0.8 else 2)
     colours = [str(c) for c in rng.choice(COLOURS, size=k, replace=False)]
@@ -213,8 +225,14 @@ def sample_clip(
             first = int(rng.integers(0, n_frames - length + 1))
             last = first + length
         objects.append(ObjectSpec(colour, shape, radius, centre, drift, first, last))
-    kind = background or str(rng.choice(BACKGROUNDS))
+    kind = background or str(rng.choice(backgrounds))
     avoid = [PALETTE[c] for c in colours]
+    if kind == "grey":  # every grey is >= 107 RGB units from every colour of PALETTE (> MIN_BG_DISTANCE)
+        levels = [int(v) for v in rng.integers(0, 256, size=2)]
+        if rng.random() < 0.5:
+            return ClipSpec(n_frames, tuple(objects), "plain", ((levels[0],) * 3,))
+        return ClipSpec(n_frames, tuple(objects), "gradient", ((levels[0],) * 3, (levels[1],) * 3),
+                        angle=float(rng.uniform(0, 2 * np.pi)))
     if kind == "plain":
         return ClipSpec(n_frames, tuple(objects), kind, (_far_colour(rng, avoid),))
     if kind == "gradient":

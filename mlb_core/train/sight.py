@@ -30,6 +30,9 @@ An object in one frame (:func:`sparse_conditions`, ``mlb heldout --sparse``): 10
 whose object shows in one frame only, through ``full`` and ``mlb``: probe v2's task without its
 distractors or its design, for any method alike.
 
+On grey (:func:`grey_conditions`, ``mlb heldout --grey``): achromatic backgrounds, one frame
+through ``full`` and the object in one frame of ten through ``mlb``.
+
 Drawn another way (:func:`redrawn_conditions`, ``mlb heldout --redrawn``): the same words on
 clips that share no drawing code with the training (:mod:`mlb_core.train.redrawn`: PIL,
 anti-aliased, 640 x 480, other colour conventions, libx264 at CRF 23), through ``full`` on one
@@ -98,6 +101,7 @@ class SightCondition:
     convention: str | None = None  # None: scenes' clips; a redrawn.CONVENTIONS name: clips drawn another way
     n_objects: int = 1  # objects per clip (scenes' clips: 1 or 2), each asked its colour and its shape
     one_frame: bool = False  # the object on screen in one frame only: clip k's frame k mod n_frames
+    background: str | None = None  # scenes' clips: force this background kind (scenes.BACKGROUND_KINDS)
 
 
 def default_conditions(scale: float = 1.0) -> list[SightCondition]:
@@ -153,6 +157,22 @@ def sparse_conditions(scale: float = 1.0) -> list[SightCondition]:
     n = max(2, int(round(20 * scale)))
     return [SightCondition(f"sparse10_{method}", 10, method, "cpu", n, SPARSE_KEY, one_frame=True)
             for method in ("full", "mlb")]
+
+
+GREY_KEY = 500  # one seed key for the grey-background conditions
+
+
+def grey_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """Achromatic backgrounds (``mlb heldout --grey``): a plain grey or a grey gradient, levels
+    0-255 (:data:`mlb_core.train.scenes.BACKGROUND_KINDS`' ``grey``), behind the object: one frame
+    through ``full`` (24 clips) and the object in one frame of ten through ``mlb`` (20 clips).
+    Greys near the image processor's mean are where the tower's read-out is weakest (README, "An
+    object in one frame"); probe v2 draws its clips on a grey gradient."""
+    def n(k: int) -> int:
+        return max(2, int(round(k * scale)))
+
+    return [SightCondition("grey1_full", 1, "full", "cpu", n(24), GREY_KEY, background="grey"),
+            SightCondition("grey10_mlb", 10, "mlb", "cpu", n(20), GREY_KEY + 1, one_frame=True, background="grey")]
 
 
 REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
@@ -220,6 +240,9 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     for c in conditions:
         if c.convention is not None:
             redrawn.check_convention(c.convention)
+        if c.background is not None and (c.convention is not None or c.background not in scenes.BACKGROUND_KINDS):
+            raise MLBError(f"{c.name}: background must be one of {', '.join(scenes.BACKGROUND_KINDS)} "
+                           f"(scenes' clips only), got {c.background!r}")
         if c.one_frame and (c.convention is not None or c.n_frames < 2):
             raise MLBError(f"{c.name}: one_frame needs scenes' clips of at least 2 frames")
         if c.n_objects not in (1, 2) or (c.convention is not None and c.n_objects != 1):
@@ -251,7 +274,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
             clip_seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + seed, key, k)
             if cond.convention is None:
                 spec = scenes.sample_clip(clip_seed, n_frames=cond.n_frames, split="heldout",
-                                          n_objects=cond.n_objects, p_partial=0.0)
+                                          n_objects=cond.n_objects, p_partial=0.0, background=cond.background)
                 if cond.one_frame:
                     spec = one_frame_only(spec, k % cond.n_frames)
                 path = folder / f"{cond.name}_{k}.mp4"

@@ -110,7 +110,10 @@ class Recipe:
     ``p_partial``: the probability that an object of a training clip of several frames is on
     screen in a contiguous span only, ``span`` how that span's length is drawn
     (:data:`mlb_core.train.scenes.SPANS`: ``"uniform"`` as every recipe before ``long-sparse``,
-    ``"loguniform"``: short spans as common as long ones; README, "An object in one frame").
+    ``"loguniform"``: short spans as common as long ones; README, "An object in one frame");
+    ``greys``: a fourth background kind, achromatic (a plain grey or a grey gradient, levels 0-255),
+    drawn as often as each of the other three, in every stage (False: the three kinds of every
+    recipe before ``long-grey``; README, "An object in one frame").
     """
 
     codebook_share: float = 0.30
@@ -149,6 +152,7 @@ class Recipe:
     saturate_gain: float = 4.0
     branches: int = 1
     span: str = "uniform"
+    greys: bool = False
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -243,6 +247,11 @@ RECIPES["committed"] = RECIPES["long-branch"]
 # that long-branch answers "yellow" to, is common in training; every layout alike (README,
 # "An object in one frame"; results/train/long-sparse/)
 RECIPES["long-sparse"] = replace(RECIPES["long-branch"], p_partial=0.5, span="loguniform")
+# long-branch with a fourth background kind, achromatic: greys near the image processor's mean
+# make the tower's first layer see little but its position embedding, and the closed-form read-out,
+# fitted on few such patches, reads a band of probe v2's grey gradient as weak yellow (README,
+# "An object in one frame"; results/train/long-grey/)
+RECIPES["long-grey"] = replace(RECIPES["long-branch"], greys=True)
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -405,8 +414,9 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
 
 def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
     n_objects = 2 if rng.random() < recipe.p_two_objects else 1
+    kinds = scenes.BACKGROUND_KINDS if recipe.greys else scenes.BACKGROUNDS
     return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial,
-                              span=recipe.span)
+                              span=recipe.span, backgrounds=kinds)
 
 
 N_SLOTS = _N_COLOURS + _N_SHAPES + 1  # projector hidden units that carry the codebook
