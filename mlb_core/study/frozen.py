@@ -5,7 +5,7 @@ on a fresh clone neither retrains the embedded vision side (``train_embedded``, 
 minutes with its held-out check), nor remeasures its held-out curve by length
 (``heldout_curve``, about 35 minutes), its sight on clips drawn another way
 (``heldout_redrawn``, about 25 minutes), on two objects at once (``heldout_binding``, about
-5 minutes) or on an object in one frame of ten (``heldout_sparse``, about 25 minutes), nor
+5 minutes) or on an object in one frame of ten (``heldout_sparse``, about 11 minutes), nor
 reruns the cost sweep (``eval_cost``), probe v2's no-distractor control (``probe_control``,
 about 10 minutes), its replication (``probe_replication``, about 20
 minutes) or the same clips at every frame (``probe_sweep``, about 25 minutes). DVC cannot
