@@ -20,6 +20,7 @@ from mlb_core.train.sight import (
     default_conditions,
     first_word,
     format_sight,
+    grey_band_conditions,
     grey_conditions,
     length_conditions,
     length_curve_rows,
@@ -526,3 +527,23 @@ def test_grey_conditions_draw_achromatic_backgrounds(tmp_path):
         with pytest.raises(MLBError, match="background"):
             measure_sight("tiny:llava_next", [bad], workdir=tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_grey_band_conditions_cross_the_processors_mean(tmp_path, capsys):
+    """``mlb heldout --grey-band``: one frame of ten on a grey gradient from 80-110 to 190-220
+    (never drawn in training: no recipe's background kinds hold it), full and mlb on the same clips;
+    two checks at once are refused by name."""
+    conds = grey_band_conditions()
+    assert [(c.name, c.method, c.n_clips, c.one_frame, c.background) for c in conds] == [
+        ("greyband10_full", "full", 20, True, "grey-band"), ("greyband10_mlb", "mlb", 20, True, "grey-band")]
+    assert "grey-band" not in scenes.BACKGROUND_KINDS and "grey-band" in scenes.HELDOUT_KINDS
+    for k in range(30):
+        spec = scenes.sample_clip((k, 600), n_frames=10, split="heldout", n_objects=1, p_partial=0.0,
+                                  background="grey-band")
+        (dark,) = set(spec.bg_colours[0])
+        (light,) = set(spec.bg_colours[1])
+        assert spec.background == "gradient" and 80 <= dark <= 110 and 190 <= light <= 220
+    with pytest.raises(ValueError, match="backgrounds"):  # a held-out kind is never a training draw
+        scenes.sample_clip(0, 1, backgrounds=("plain", "grey-band"))
+    assert main(["heldout", "--grey", "--grey-band"]) == 2
+    assert "--grey and --grey-band are different checks" in capsys.readouterr().err

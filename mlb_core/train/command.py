@@ -142,6 +142,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         binding_conditions,
         default_conditions,
         format_sight,
+        grey_band_conditions,
         grey_conditions,
         length_conditions,
         measure_sight,
@@ -153,8 +154,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     if args.scale <= 0:
         raise MLBError("--scale must be > 0")
-    checks = ("slots", "ideal", "curve", "redrawn", "binding", "sparse", "grey")
-    chosen = [flag for flag in checks if getattr(args, flag)]
+    checks = ("slots", "ideal", "curve", "redrawn", "binding", "sparse", "grey", "grey_band")
+    chosen = [flag.replace("_", "-") for flag in checks if getattr(args, flag)]
     if len(chosen) > 1:
         raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
@@ -197,7 +198,8 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         return 0
     conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
                   else binding_conditions(args.scale) if args.binding else sparse_conditions(args.scale) if args.sparse
-                  else grey_conditions(args.scale) if args.grey else default_conditions(args.scale))
+                  else grey_conditions(args.scale) if args.grey
+                  else grey_band_conditions(args.scale) if args.grey_band else default_conditions(args.scale))
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
@@ -316,11 +318,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--grey", action="store_true",
                    help="achromatic backgrounds instead (a plain grey or a grey gradient): full on one frame and "
                         "mlb with the object in one frame of ten (sight.grey_conditions)")
+    h.add_argument("--grey-band", action="store_true",
+                   help="an object in one frame of ten on a grey gradient crossing the image processor's mean "
+                        "instead, through full and mlb on the same clips (sight.grey_band_conditions)")
     h.add_argument("--conditions", help="comma list of conditions to run (default: all): single_full, clip20_mlb, "
                                         "clip20_full, clip50_mlb, clip50_full; with --curve, curve_full_F and "
                                         "curve_mlb_F; with --redrawn, redrawn_CONVENTION_full1 and _mlb20; with "
                                         "--binding, binding_full1 and binding_mlb20; with --sparse, sparse10_full "
-                                        "and sparse10_mlb; with --grey, grey1_full and grey10_mlb")
+                                        "and sparse10_mlb; with --grey, grey1_full and grey10_mlb; with --grey-band, "
+                                        "greyband10_full and greyband10_mlb")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("-q", "--quiet", action="store_true")

@@ -63,6 +63,9 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "video")
 # "grey": an achromatic plain or gradient background, levels 0-255 (drawn as "plain" or "gradient");
 # a recipe's choice (vision.Recipe.greys), not in the default draw
 BACKGROUND_KINDS: tuple[str, ...] = (*BACKGROUNDS, "grey")
+# "grey-band": a grey gradient from a dark grey (80-110) to a light one (190-220), so that it crosses
+# the image processor's mean (about 120): held-out checks only (``background=``), never drawn
+HELDOUT_KINDS: tuple[str, ...] = ("grey-band",)
 SPANS: tuple[str, ...] = ("uniform", "loguniform")  # how a partially visible object's span length is drawn
 
 
@@ -180,8 +183,8 @@ def sample_clip(
         n_objects: 1 or 2; default 1 with probability 0.8, else 2.
         p_partial: probability (when ``n_frames > 1``) that an object is on screen in a
             random contiguous span only, instead of in every frame.
-        background: force ``plain``, ``gradient``, ``video`` or ``grey``; default: uniform over
-            ``backgrounds``.
+        background: force ``plain``, ``gradient``, ``video``, ``grey`` or ``grey-band``
+            (:data:`HELDOUT_KINDS`); default: uniform over ``backgrounds``.
         span: how a partial span's length is drawn: ``uniform`` on ``1..n_frames`` (every recipe
             before ``long-sparse``) or ``loguniform`` (``floor(exp(U(0, log(n_frames + 1))))``:
             as many spans of 1 frame as of 2-3, of 4-7, ...; an object on screen in a few frames
@@ -195,7 +198,7 @@ def sample_clip(
     if span not in SPANS:
         raise ValueError(f"span must be one of {', '.join(SPANS)}, got {span!r}")
     unknown = sorted(set(backgrounds) | ({background} if background else set())) if backgrounds else ["(none)"]
-    unknown = [b for b in unknown if b not in BACKGROUND_KINDS]
+    unknown = [b for b in unknown if b not in BACKGROUND_KINDS and not (b == background and b in HELDOUT_KINDS)]
     if unknown:
         raise ValueError(f"backgrounds must be among {', '.join(BACKGROUND_KINDS)}, got {', '.join(unknown)}")
     rng = np.random.default_rng(seed)
@@ -227,6 +230,10 @@ def sample_clip(
         objects.append(ObjectSpec(colour, shape, radius, centre, drift, first, last))
     kind = background or str(rng.choice(backgrounds))
     avoid = [PALETTE[c] for c in colours]
+    if kind == "grey-band":
+        dark, light = int(rng.integers(80, 111)), int(rng.integers(190, 221))
+        return ClipSpec(n_frames, tuple(objects), "gradient", ((dark,) * 3, (light,) * 3),
+                        angle=float(rng.uniform(0, 2 * np.pi)))
     if kind == "grey":  # every grey is >= 107 RGB units from every colour of PALETTE (> MIN_BG_DISTANCE)
         levels = [int(v) for v in rng.integers(0, 256, size=2)]
         if rng.random() < 0.5:

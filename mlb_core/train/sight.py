@@ -31,7 +31,9 @@ whose object shows in one frame only, through ``full`` and ``mlb``: probe v2's t
 distractors or its design, for any method alike.
 
 On grey (:func:`grey_conditions`, ``mlb heldout --grey``): achromatic backgrounds, one frame
-through ``full`` and the object in one frame of ten through ``mlb``.
+through ``full`` and the object in one frame of ten through ``mlb``; on a grey band
+(:func:`grey_band_conditions`, ``--grey-band``): one frame of ten on a grey gradient that crosses
+the image processor's mean, through ``full`` and ``mlb``.
 
 Drawn another way (:func:`redrawn_conditions`, ``mlb heldout --redrawn``): the same words on
 clips that share no drawing code with the training (:mod:`mlb_core.train.redrawn`: PIL,
@@ -175,6 +177,20 @@ def grey_conditions(scale: float = 1.0) -> list[SightCondition]:
             SightCondition("grey10_mlb", 10, "mlb", "cpu", n(20), GREY_KEY + 1, one_frame=True, background="grey")]
 
 
+GREY_BAND_KEY = 600  # one seed key for the grey-band conditions: the same clips for both methods
+
+
+def grey_band_conditions(scale: float = 1.0) -> list[SightCondition]:
+    """An object in one frame of ten on a grey gradient that crosses the image processor's mean
+    (``mlb heldout --grey-band``: dark end 80-110, light end 190-220, a random angle;
+    :data:`mlb_core.train.scenes.HELDOUT_KINDS`), through ``full`` and ``mlb`` on the same 20
+    clips (clip k: frame k mod 10). The case where the committed weights' tower reads weak yellow
+    in every frame (README, "An object in one frame"), for any method alike."""
+    n = max(2, int(round(20 * scale)))
+    return [SightCondition(f"greyband10_{method}", 10, method, "cpu", n, GREY_BAND_KEY, one_frame=True,
+                           background="grey-band") for method in ("full", "mlb")]
+
+
 REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
 
 
@@ -240,8 +256,9 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
     for c in conditions:
         if c.convention is not None:
             redrawn.check_convention(c.convention)
-        if c.background is not None and (c.convention is not None or c.background not in scenes.BACKGROUND_KINDS):
-            raise MLBError(f"{c.name}: background must be one of {', '.join(scenes.BACKGROUND_KINDS)} "
+        kinds = (*scenes.BACKGROUND_KINDS, *scenes.HELDOUT_KINDS)
+        if c.background is not None and (c.convention is not None or c.background not in kinds):
+            raise MLBError(f"{c.name}: background must be one of {', '.join(kinds)} "
                            f"(scenes' clips only), got {c.background!r}")
         if c.one_frame and (c.convention is not None or c.n_frames < 2):
             raise MLBError(f"{c.name}: one_frame needs scenes' clips of at least 2 frames")
