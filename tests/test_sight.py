@@ -459,10 +459,12 @@ def test_constant_share_is_the_commonest_truth():
     assert constant_share(answers, "objects") is None
 
 
-@pytest.mark.parametrize("flag", [[], ["--binding"]])
+@pytest.mark.parametrize("flag", [[], ["--binding"], ["--curve"], ["--redrawn"], ["--sparse"], ["--grey"],
+                                  ["--grey-band"]])
 def test_heldout_conditions_keep_their_clips_when_others_are_left_out(monkeypatch, capsys, flag):
     """``mlb heldout --conditions B`` asks B's clips as the whole run does: the clip seed key is the
-    condition's place in the whole list, not in the subset (it was, and a subset got other clips)."""
+    condition's place in the whole list, not in the subset (it was, and a subset got other clips);
+    each check's flag runs its own set of conditions."""
     from mlb_core.train import sight
 
     seen: list[list[SightCondition]] = []
@@ -479,9 +481,12 @@ def test_heldout_conditions_keep_their_clips_when_others_are_left_out(monkeypatc
     (kept,) = seen[-1]
     assert kept == whole[last] and kept.clip_key == (whole[last].clip_key if whole[last].clip_key is not None
                                                      else len(whole) - 1)
-    assert [c.clip_key for c in seen[0]] == [c.clip_key if c.clip_key is not None else i
-                                             for i, c in enumerate(sight.binding_conditions() if flag
-                                                                   else sight.default_conditions())]
+    sets = {"--binding": sight.binding_conditions, "--curve": sight.length_conditions,
+            "--redrawn": sight.redrawn_conditions, "--sparse": sight.sparse_conditions,
+            "--grey": sight.grey_conditions, "--grey-band": sight.grey_band_conditions}
+    want = sets[flag[0]]() if flag else sight.default_conditions()
+    assert [c.name for c in seen[0]] == [c.name for c in want]
+    assert [c.clip_key for c in seen[0]] == [c.clip_key if c.clip_key is not None else i for i, c in enumerate(want)]
 
 
 def test_sparse_conditions_show_the_object_in_one_frame_of_ten(tmp_path):

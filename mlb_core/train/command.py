@@ -196,10 +196,9 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
             write_sight(result, args.out)
         return 0
-    conditions = (length_conditions(args.scale) if args.curve else redrawn_conditions(args.scale) if args.redrawn
-                  else binding_conditions(args.scale) if args.binding else sparse_conditions(args.scale) if args.sparse
-                  else grey_conditions(args.scale) if args.grey
-                  else grey_band_conditions(args.scale) if args.grey_band else default_conditions(args.scale))
+    sets = {"curve": length_conditions, "redrawn": redrawn_conditions, "binding": binding_conditions,
+            "sparse": sparse_conditions, "grey": grey_conditions, "grey-band": grey_band_conditions}
+    conditions = sets.get(chosen[0] if chosen else "", default_conditions)(args.scale)  # the one check chosen
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
