@@ -238,6 +238,16 @@ def outline_fit_line(summary: dict[str, Any]) -> str:
     if not fit:
         return ""
     inverse = " through the inverse GELU" if summary["recipe"].get("inverse_gelu") else ""
+    if fit.get("readout") == "learnt":
+        r = summary["recipe"]
+        return (f"\n   A learnt slot read-out (`fit_slot_readout`, `readout=\"learnt\"`, "
+                f"`mlb_core/train/readout.py`): the first layer's free MLP units made random features of the "
+                f"patch, a ridge start ({r['outline_ridge']}) to the inverse GELU of the ten slot targets, then "
+                f"{r['readout_steps']} Adam steps (lr {r['readout_lr']:g}, cosine) of the units and the read-out "
+                f"on the slots after the projector's GELU, over {fit['frames']} frames ({fit['patches']:,} "
+                f"patches; weighted loss {fit['loss_ridge_start']} at the ridge start, {fit['loss_last100']} "
+                f"over the last 100 steps): R^2 {fit['r2']}, per-object colour {fit['colour_accuracy']:.0%} and "
+                f"shape {fit['shape_accuracy']:.0%} on its own frames.")
     return (f"\n   A closed-form slot read-out (`fit_slot_readout`): ridge {summary['recipe']['outline_ridge']} "
             f"from the first layer's MLP units to the ten slot targets over {fit['frames']} frames "
             f"({fit['patches']:,} patches){inverse}, "

@@ -162,7 +162,7 @@ def n_colour_rows(channels: int) -> int:
     return channels + 4 * channels
 
 
-def _edge_rows(conv: Any, n_reserved: int) -> list[int]:
+def edge_rows(conv: Any, n_reserved: int) -> list[int]:
     """The rows of a patch embedding ``conv`` that :func:`structured_init` gives signed step
     edges: after the colour rows, up to the fixed filters' end or the reserved dimensions."""
     dim, channels, patch, _ = conv.weight.shape
@@ -182,7 +182,7 @@ def colour_units(tower: Any, colour_rows: torch.Tensor, gain: float = 3.0, seed:
     emb, _, encoder = clip_parts(tower)
     n_colour = n_colour_rows(emb.patch_embedding.weight.shape[1])
     assert colour_rows.ndim == 2 and colour_rows.shape[1] == n_colour, (colour_rows.shape, n_colour)
-    n_edges = len(_edge_rows(emb.patch_embedding, n_reserved))
+    n_edges = len(edge_rows(emb.patch_embedding, n_reserved))
     fc1 = encoder.layers[0].mlp.fc1
     units = list(range(n_edges, fc1.out_features))
     gen = torch.Generator().manual_seed(seed)
@@ -205,25 +205,25 @@ def edge_energy_init(tower: Any, n_reserved: int = N_RESERVED, gain: float = 2.0
     emb, pre, encoder = clip_parts(tower)
     conv = emb.patch_embedding
     dim = conv.weight.shape[0]
-    edge_rows = _edge_rows(conv, n_reserved)  # (+, -) signed edges
+    rows = edge_rows(conv, n_reserved)  # (+, -) signed edges
     reserved = list(range(dim - n_reserved, dim))
     layer = encoder.layers[0]
     fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
-    assert fc1.out_features >= len(edge_rows), f"{fc1.out_features} hidden units < {len(edge_rows)} edge rows"
+    assert fc1.out_features >= len(rows), f"{fc1.out_features} hidden units < {len(rows)} edge rows"
     with torch.no_grad():
         conv.weight[reserved] = 0
         if conv.bias is not None:
             conv.bias[reserved] = 0
         emb.position_embedding.weight[:, reserved] = 0
-        emb.position_embedding.weight[:, edge_rows] = 0  # the rectified responses carry no position
+        emb.position_embedding.weight[:, rows] = 0  # the rectified responses carry no position
         emb.class_embedding[reserved] = 0
         pre.weight[reserved] = 0
         pre.bias[reserved] = 0
         layer.self_attn.out_proj.weight.zero_()  # no mixing: the edge responses stay the patch's own
         layer.self_attn.out_proj.bias.zero_()
-        fc1.weight[:len(edge_rows)] = 0
-        fc1.bias[:len(edge_rows)] = 0
-        for unit, row in enumerate(edge_rows):
+        fc1.weight[:len(rows)] = 0
+        fc1.bias[:len(rows)] = 0
+        for unit, row in enumerate(rows):
             fc1.weight[unit, row] = gain  # quick_gelu(gain * r): about relu(r), its sign twin relu(-r)
         fc2.weight[reserved] = 0
         fc2.bias[reserved] = 0

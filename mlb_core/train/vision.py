@@ -55,8 +55,9 @@ import torch.nn.functional as F
 
 from . import branches, layouts, scenes
 from .card import model_card
+from .readout import gelu_inverse, learn_readout, slots_of
 from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
-from .tower_init import clip_parts, colour_units, edge_energy_init, n_colour_rows, structured_init
+from .tower_init import clip_parts, colour_units, edge_energy_init, edge_rows, n_colour_rows, structured_init
 
 # the projector's slot units by group (slot order: colours, shapes, background): what a recipe's
 # ``saturate`` clamps and ``mlb heldout --ideal-swap`` sets to its targets
@@ -113,7 +114,12 @@ class Recipe:
     ``"loguniform"``: short spans as common as long ones; README, "An object in one frame");
     ``greys``: a fourth background kind, achromatic (a plain grey or a grey gradient, levels 0-255),
     drawn as often as each of the other three, in every stage (False: the three kinds of every
-    recipe before ``long-grey``; README, "An object in one frame").
+    recipe before ``long-grey``; README, "An object in one frame");
+    ``readout``: with ``tower_init="edges"``, how the slot read-out is fitted: ``"ridge"`` (closed
+    form, linear in the first layer's MLP units, as every recipe before ``learnt``) or
+    ``"learnt"`` (the first layer's free MLP units and the read-out trained with Adam on the slots
+    after the projector's GELU, :mod:`mlb_core.train.readout`; ``readout_steps`` steps from
+    ``readout_lr``, on ``outline_fit_frames`` frames; README, "A learnt read-out").
     """
 
     codebook_share: float = 0.30
@@ -153,6 +159,9 @@ class Recipe:
     branches: int = 1
     span: str = "uniform"
     greys: bool = False
+    readout: str = "ridge"
+    readout_steps: int = 3000
+    readout_lr: float = 1e-3
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -186,6 +195,13 @@ class Recipe:
             raise ValueError(f"span must be one of {', '.join(scenes.SPANS)}, not {self.span!r}")
         if not 0.0 <= self.p_partial <= 1.0:
             raise ValueError(f"p_partial must be in [0, 1], not {self.p_partial}")
+        if self.readout not in ("ridge", "learnt"):
+            raise ValueError(f"readout must be 'ridge' or 'learnt', not {self.readout!r}")
+        if self.readout == "learnt" and (self.tower_init != "edges" or self.colour_units or self.inverse_gelu):
+            raise ValueError("readout='learnt' fits the edge tower's free MLP units itself: it needs "
+                             "tower_init='edges', and neither colour_units nor inverse_gelu")
+        if self.readout == "learnt" and not (self.readout_steps > 0 and self.readout_lr > 0):
+            raise ValueError("readout='learnt' needs readout_steps > 0 and readout_lr > 0")
         if self.regress_schedule not in ("constant", "cosine"):
             raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
 
@@ -252,6 +268,11 @@ RECIPES["long-sparse"] = replace(RECIPES["long-branch"], p_partial=0.5, span="lo
 # fitted on few such patches, reads a band of probe v2's grey gradient as weak yellow (README,
 # "An object in one frame"; results/train/long-grey/)
 RECIPES["long-grey"] = replace(RECIPES["long-branch"], greys=True)
+# long-branch with the slot read-out learnt rather than fitted in closed form: the first layer's
+# free MLP units and the read-out trained with Adam on the slots after the projector's GELU, on
+# 1,200 single training frames (mlb_core/train/readout.py); no LM, no method's selection (README,
+# "A learnt read-out"; results/train/learnt/)
+RECIPES["learnt"] = replace(RECIPES["long-branch"], readout="learnt", outline_fit_frames=1200, readout_steps=3000)
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -485,18 +506,6 @@ def _slot_loss(act: torch.Tensor, target: torch.Tensor, recipe: Recipe) -> torch
     return (err * weight).sum() / weight.sum()
 
 
-def gelu_inverse(y: torch.Tensor) -> torch.Tensor:
-    """The ``x >= 0`` branch of the inverse of the (exact) GELU, for ``y`` in [0, 3] (clamped): ``gelu(x) = y``.
-    Bisection, 60 steps, in ``y``'s dtype."""
-    y = y.clamp(0.0, 3.0)
-    lo, hi = torch.zeros_like(y), torch.full_like(y, 3.5)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        below = F.gelu(mid) < y
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return (lo + hi) / 2
-
-
 def colour_rows(model: Any, processor: Any, bank: scenes.VideoBank, seed: int, recipe: Recipe,
                 n_frames: int = 8) -> torch.Tensor:
     """(n_frames * 576, C + 4C): the first layer's second layer-norm output on the patch
@@ -525,6 +534,8 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     (:func:`slot_targets` with ``recipe.shape_target``) over ``recipe.outline_fit_frames``
     rendered frames, written into ten reserved residual dimensions (the MLP's second layer);
     the projector's ten slot units then read those dimensions alone (weight 1, bias 0).
+    ``recipe.readout="learnt"``: the first layer's free MLP units and the read-out are fitted
+    together with Adam on the slots after the projector's GELU (:func:`mlb_core.train.readout.learn_readout`).
 
     Returns a log row: frames, patches, the fit's R^2, and its per-object colour and shape
     accuracy on the fitted frames (the slot whose summed prediction over the patches the
@@ -535,7 +546,12 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     tower = model.model.vision_tower
     mlp = clip_parts(tower)[2].layers[0].mlp
     caught: dict[str, torch.Tensor] = {}
-    handle = mlp.fc1.register_forward_hook(lambda m, i, o: caught.__setitem__("h", mlp.activation_fn(o)))
+    learnt = recipe.readout == "learnt"
+    if learnt:  # the MLP's input (the second layer norm's output): the free units are refitted
+        layer = clip_parts(tower)[2].layers[0]
+        handle = layer.layer_norm2.register_forward_hook(lambda m, i, o: caught.__setitem__("h", o))
+    else:
+        handle = mlp.fc1.register_forward_hook(lambda m, i, o: caught.__setitem__("h", mlp.activation_fn(o)))
     hs, ys, ws, objects = [], [], [], []
     try:
         for start in range(0, recipe.outline_fit_frames, recipe.regress_batch):
@@ -555,16 +571,29 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
                                     scenes.SHAPES.index(o.shape)))
     finally:
         handle.remove()
-    h = torch.cat(hs).double()  # (N, I)
-    x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, I + 1)
-    y, w = torch.cat(ys).double(), torch.cat(ws).double()  # (N, N_SLOTS), (N,)
-    if recipe.inverse_gelu:  # fit what the projector's GELU turns into the targets
-        y = gelu_inverse(y)
-    reg = recipe.outline_ridge * torch.eye(x.shape[1], dtype=x.dtype)
-    reg[-1, -1] = 0  # the intercept is not shrunk
-    beta = torch.linalg.solve((x * w[:, None]).T @ x + reg, (x * w[:, None]).T @ y)  # (I + 1, N_SLOTS)
-    pred = x @ beta
-    r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    extra: dict[str, Any] = {}
+    if learnt:
+        x_patch = torch.cat(hs).float()  # (N, D): the MLP's input
+        y, w = torch.cat(ys).float(), torch.cat(ws).float()  # (N, N_SLOTS), (N,)
+        n_fixed = len(edge_rows(clip_parts(tower)[0].patch_embedding, len(reserved)))
+        params, extra = learn_readout(x_patch, y, w, mlp.fc1, mlp.activation_fn, n_fixed, seed,
+                                      recipe.readout_steps, recipe.readout_lr, ridge=recipe.outline_ridge)
+        with torch.no_grad():
+            pred = slots_of(x_patch, params["w1"], params["b1"], params["w2"], params["b2"], mlp.activation_fn)
+        beta = torch.cat([params["w2"].T, params["b2"][None]]).double()  # (I + 1, N_SLOTS)
+        y = y.double()
+        pred = pred.double()
+    else:
+        h = torch.cat(hs).double()  # (N, I)
+        x = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)  # (N, I + 1)
+        y, w = torch.cat(ys).double(), torch.cat(ws).double()  # (N, N_SLOTS), (N,)
+        if recipe.inverse_gelu:  # fit what the projector's GELU turns into the targets
+            y = gelu_inverse(y)
+        reg = recipe.outline_ridge * torch.eye(x.shape[1], dtype=x.dtype)
+        reg[-1, -1] = 0  # the intercept is not shrunk
+        beta = torch.linalg.solve((x * w[:, None]).T @ x + reg, (x * w[:, None]).T @ y)  # (I + 1, N_SLOTS)
+        pred = x @ beta
+    r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()  # learnt: of the slots after the GELU
     per_frame = pred.reshape(len(hs), -1, N_SLOTS)
     n_col = len(scenes.COLOURS)
     colour_hits = shape_hits = 0
@@ -576,6 +605,9 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     lin1 = model.model.multi_modal_projector.linear_1
     dev = mlp.fc2.weight.device
     with torch.no_grad():
+        if learnt:
+            mlp.fc1.weight.copy_(params["w1"].to(dev))
+            mlp.fc1.bias.copy_(params["b1"].to(dev))
         mlp.fc2.weight[dims] = beta[:-1].T.float().to(dev)
         mlp.fc2.bias[dims] = beta[-1].float().to(dev)
         for j, d in enumerate(dims):  # the projector's slot unit j reads reserved dimension j
@@ -583,9 +615,9 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
             lin1.weight[j, d] = 1.0
             lin1.bias[j] = 0
     n_obj = max(1, len(objects))
-    return {"stage": "outline", "frames": len(hs), "patches": len(h), "r2": round(float(r2), 4),
+    return {"stage": "outline", "frames": len(hs), "patches": len(y), "r2": round(float(r2), 4),
             "colour_accuracy": round(colour_hits / n_obj, 4), "shape_accuracy": round(shape_hits / n_obj, 4),
-            "objects": len(objects)}
+            "objects": len(objects), **({"readout": "learnt", **extra} if learnt else {})}
 
 
 def stage_saturate(model: Any, processor: Any, bank: scenes.VideoBank, seed: int,
