@@ -115,3 +115,19 @@ def test_learnt_readout_needs_the_edge_tower_and_its_own_units():
     with pytest.raises(ValueError, match="readout_steps"):
         Recipe(readout="learnt", tower_init="edges", readout_steps=0)
     assert RECIPES["committed"].readout == "ridge"
+
+
+def test_card_says_which_readout_the_weights_have():
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    assert "A closed-form slot read-out" in model_card(log)
+    fit = {**log["outline_fit"], "readout": "learnt", "loss_ridge_start": 0.15, "loss_last100": 0.07}
+    card = model_card({**log, "recipe": asdict(RECIPES["learnt"]), "outline_fit": fit})
+    assert "A learnt slot read-out" in card and "3000 Adam steps" in card and "0.15 at the ridge start" in card
+    assert "A closed-form slot read-out" not in card

@@ -351,7 +351,8 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
     # long-branch, and committed, its name as the committed weights' recipe since 2026-12-04
-    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse", "long-grey"]
+    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse", "long-grey",
+                                                                 "learnt"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 

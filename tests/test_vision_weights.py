@@ -31,6 +31,22 @@ def test_export_and_load_round_trip(tmp_path):
     assert vision_weights.digest(tmp_path / "w") == digest
 
 
+def test_export_keeps_what_else_the_folder_holds(tmp_path):
+    """Exporting into a folder that holds other files (a README, another run's sub-folder) replaces
+    the weights and keeps those files: the atomic swap never drops them with the old folder."""
+    model = build_tiny_model("llava_next", seed=1).model
+    (tmp_path / "w" / "seed1").mkdir(parents=True)
+    (tmp_path / "w" / "README.md").write_text("the decision rule\n")
+    (tmp_path / "w" / "seed1" / "training_log.json").write_text("{}\n")
+    (tmp_path / "w" / "MODEL_CARD.md").write_text("old card\n")
+    vision_weights.export_vision(model, tmp_path / "w", {"MODEL_CARD.md": "new card\n"})
+    assert vision_weights.available(tmp_path / "w")
+    assert (tmp_path / "w" / "README.md").read_text() == "the decision rule\n"
+    assert (tmp_path / "w" / "seed1" / "training_log.json").read_text() == "{}\n"
+    assert (tmp_path / "w" / "MODEL_CARD.md").read_text() == "new card\n"  # what the export writes wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no temporary or backup folder left
+
+
 def test_mismatched_or_corrupt_files_are_one_line_errors(tmp_path):
     big = build_tiny_model("llava_next", seed=1).model
     vision_weights.export_vision(big, tmp_path / "w")

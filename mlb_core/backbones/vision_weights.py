@@ -53,7 +53,8 @@ def vision_state(model: Any) -> dict[str, torch.Tensor]:
 def export_vision(model: Any, out: str | Path, extra_files: dict[str, str | bytes] | None = None) -> Path:
     """Write the vision side of ``model`` to ``out`` (atomically: a temporary sibling folder
     renamed into place). ``extra_files`` maps file names to text or bytes (model card, logs,
-    the training's codebook)."""
+    the training's codebook). What ``out`` already holds beyond what is written (a README, a
+    sub-folder of another run) is copied into the new folder, never dropped with the old one."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -71,11 +72,17 @@ def export_vision(model: Any, out: str | Path, extra_files: dict[str, str | byte
         else:
             (tmp / name).write_text(content)
     if out.exists():
+        import shutil
+
+        for entry in out.iterdir():  # the caller's other files stay
+            if not (tmp / entry.name).exists():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.copytree(entry, tmp / entry.name, symlinks=True)
+                else:
+                    shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
         backup = out.with_name(f".{out.name}-old-{os.getpid()}")
         out.rename(backup)
         tmp.rename(out)
-        import shutil
-
         shutil.rmtree(backup)
     else:
         tmp.rename(out)
