@@ -114,7 +114,7 @@ def test_learnt_readout_needs_the_edge_tower_and_its_own_units():
         Recipe(readout="learnt", tower_init="edges", colour_units=True)
     with pytest.raises(ValueError, match="readout_steps"):
         Recipe(readout="learnt", tower_init="edges", readout_steps=0)
-    assert RECIPES["committed"].readout == "ridge"
+    assert RECIPES["long-branch"].readout == "ridge" and RECIPES["committed"].readout == "learnt"
 
 
 def test_card_says_which_readout_the_weights_have():
@@ -125,9 +125,11 @@ def test_card_says_which_readout_the_weights_have():
     from mlb_core.train.card import model_card
     from mlb_core.train.vision import RECIPES
 
-    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
-    assert "A closed-form slot read-out" in model_card(log)
-    fit = {**log["outline_fit"], "readout": "learnt", "loss_ridge_start": 0.15, "loss_last100": 0.07}
-    card = model_card({**log, "recipe": asdict(RECIPES["learnt"]), "outline_fit": fit})
-    assert "A learnt slot read-out" in card and "3000 Adam steps" in card and "0.15 at the ridge start" in card
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # the committed: learnt
+    card = model_card(log)
+    assert "A learnt slot read-out" in card and "3000 Adam steps" in card and "at the ridge start" in card
     assert "A closed-form slot read-out" not in card
+    learnt_keys = ("readout", "loss_ridge_start", "loss_last100")
+    ridge_fit = {k: v for k, v in log["outline_fit"].items() if k not in learnt_keys}
+    card = model_card({**log, "recipe": asdict(RECIPES["long-branch"]), "outline_fit": ridge_fit})
+    assert "A closed-form slot read-out" in card and "A learnt slot read-out" not in card

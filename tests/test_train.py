@@ -64,7 +64,7 @@ def test_long_recipe_fields_are_checked():
     from mlb_core.train.vision import RECIPES, Recipe
 
     assert RECIPES["outline"].p_long == 0.0 and RECIPES["long"].p_long > 0
-    assert RECIPES["committed"] == RECIPES["long-branch"]  # the committed weights' recipe since 2026-12-04
+    assert RECIPES["committed"] == RECIPES["learnt"]  # the committed weights' recipe since 2026-12-05
     with pytest.raises(ValueError, match="p_long"):
         Recipe(p_long=1.0)
     with pytest.raises(ValueError, match="long_min_tokens"):
@@ -350,9 +350,9 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
 
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
-    # long-branch, and committed, its name as the committed weights' recipe since 2026-12-04
-    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "committed", "long-sparse", "long-grey",
-                                                                 "learnt"]
+    # long-branch and the recipes built on it; committed, the name of learnt's since 2026-12-05
+    assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
+                                                                 "committed"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 

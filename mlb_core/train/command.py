@@ -240,7 +240,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(its cost model is in CPU seconds at --threads), run faster; numbers differ in the "
                         "last bits from a CPU run's")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
-                   help="committed: the recipe of the committed weights, the same as long-branch (below); outline: "
+                   help="committed: the recipe of the committed weights, the same as learnt (below); outline: "
                         "the weights committed 2026-12-03 to 12-04: an edge-energy first layer, a closed-form slot "
                         "read-out and the shape on the outline, the tower frozen after the fit (README, 'Shape from"
                         " the outline'); coverage: the weights committed until 2026-12-03 (a random tower trained "
@@ -250,12 +250,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "not adopted; long: outline with 30%% of stage 3's steps on 2,000-4,000-token layouts, "
                         "stage 1 cut; long-30: the same with stage 1 kept, on a 30-minute plan (neither adopted: "
                         "README, 'A recipe with long layouts'); long-branch: long-30 asking four questions a "
-                        "stage-3 clip in branches over one pass of its visual tokens, committed since 2026-12-04 "
+                        "stage-3 clip in branches over one pass of its visual tokens, committed 2026-12-04 to 12-05 "
                         "(README, 'Branched questions'); saturated, saturated-all: outline with the colour (all) "
                         "slot units made clamps after stage 3, not adopted (README, 'Saturated slots'); long-sparse: "
                         "long-branch with objects on screen in part of a clip half the time, the span's length "
                         "log-uniform; long-grey: long-branch with a fourth, achromatic background kind (both README, "
-                        "'An object in one frame')")
+                        "'An object in one frame'); learnt: long-branch with the slot read-out learnt by Adam, "
+                        "not fitted in closed form, committed since 2026-12-05 (README, 'A learnt read-out')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

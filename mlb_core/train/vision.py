@@ -255,9 +255,6 @@ RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share
 # visual tokens: about four times the questions on long layouts for the same plan, and more on
 # short ones (README, "Branched questions"; results/train/long-branch/)
 RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
-# the committed weights' recipe (mlb_core/weights/embedded-vision), since 2026-12-04: long-branch,
-# adopted by a rule written before its held-out run (README, "Branched questions")
-RECIPES["committed"] = RECIPES["long-branch"]
 # long-branch with objects on screen in part of the clip half the time (not 30%) and the span's
 # length log-uniform (not uniform), so that an object in one frame of many, the case of probe v2
 # that long-branch answers "yellow" to, is common in training; every layout alike (README,
@@ -273,6 +270,10 @@ RECIPES["long-grey"] = replace(RECIPES["long-branch"], greys=True)
 # 1,200 single training frames (mlb_core/train/readout.py); no LM, no method's selection (README,
 # "A learnt read-out"; results/train/learnt/)
 RECIPES["learnt"] = replace(RECIPES["long-branch"], readout="learnt", outline_fit_frames=1200, readout_steps=3000)
+# the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
+# 12-05, learnt since 2026-12-05, each adopted by a rule written before its held-out runs (README,
+# "Branched questions", "A learnt read-out")
+RECIPES["committed"] = RECIPES["learnt"]
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
