@@ -37,3 +37,19 @@ def bunny_frames():
 
     frames, _ = load_video("bigbuckbunny.mp4", 4)
     return frames
+
+
+@pytest.fixture
+def edge_tower():
+    """A tiny LLaVA-NeXT whose 336 px CLIP tower has the structured, edge-energy init the
+    ``outline`` recipes start from: (model, image processor, tower, reserved dimensions)."""
+    from mlb_core.backbones.tiny import build_tiny_model
+    from mlb_core.train.tower_init import edge_energy_init, structured_init
+
+    tiny = build_tiny_model("llava_next", prompt_family="smollm2",
+                            vision_overrides=dict(image_size=336, patch_size=14, hidden_size=64, intermediate_size=128))
+    model = tiny.model
+    model.config.vision_feature_layer = -2
+    tower = model.model.vision_tower
+    structured_init(tower, seed=0)
+    return model, tiny.image_processor, tower, edge_energy_init(tower)

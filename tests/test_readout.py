@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlb_core.backbones.tiny import build_tiny_model
 from mlb_core.train import scenes
 from mlb_core.train.readout import learn_readout, slots_of, weighted_ridge
 
@@ -66,21 +65,15 @@ def test_learnt_readout_beats_its_ridge_start_keeps_the_fixed_units_and_is_seede
     torch.testing.assert_close(fc1.weight[:8], fixed[0], rtol=0, atol=0)  # fc1 itself is only read
 
 
-def test_learnt_readout_in_the_tower_is_what_the_slot_units_read():
+def test_learnt_readout_in_the_tower_is_what_the_slot_units_read(edge_tower):
     """``fit_slot_readout`` with ``readout="learnt"`` on a tiny LLaVA-NeXT with a 336 px CLIP
     tower: afterwards the projector's slot units are exactly the fitted MLP of the first
     layer's second layer-norm output, through the GELU (a hand computation from the hooked
     input), and the rectified edge units are as ``edge_energy_init`` built them."""
-    from mlb_core.train.tower_init import clip_parts, edge_energy_init, edge_rows, structured_init
+    from mlb_core.train.tower_init import clip_parts, edge_rows
     from mlb_core.train.vision import N_SLOTS, Recipe, fit_slot_readout, pixel_values, slots
 
-    tiny = build_tiny_model("llava_next", prompt_family="smollm2",
-                            vision_overrides=dict(image_size=336, patch_size=14, hidden_size=64, intermediate_size=128))
-    model, processor = tiny.model, tiny.image_processor
-    model.config.vision_feature_layer = -2
-    tower = model.model.vision_tower
-    structured_init(tower, seed=0)
-    reserved = edge_energy_init(tower)
+    model, processor, tower, reserved = edge_tower
     emb, _, encoder = clip_parts(tower)
     layer = encoder.layers[0]
     n_edges = len(edge_rows(emb.patch_embedding, len(reserved)))

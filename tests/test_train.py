@@ -245,22 +245,15 @@ def test_outline_weight_and_outline_targets():
 
 
 @pytest.mark.parametrize("inverse", [False, True])
-def test_slot_readout_is_what_the_slot_units_read(inverse: bool):
+def test_slot_readout_is_what_the_slot_units_read(inverse: bool, edge_tower):
     """:func:`fit_slot_readout` on a tiny LLaVA-NeXT with a 336 px CLIP tower: after the fit,
     the projector's ten slot units are exactly GELU of the ridge read-out of the first layer's
     MLP units (a hand computation from the hooked activations): nothing else writes there. With
     ``inverse_gelu`` the read-out is the weighted ridge fit to ``GELU^-1`` of the targets (its
     background unit then sits near ``GELU^-1(1)`` on a plain background, not near 1)."""
-    from mlb_core.train.tower_init import edge_energy_init, structured_init
     from mlb_core.train.vision import N_SLOTS, Recipe, fit_slot_readout, pixel_values, slots
 
-    tiny = build_tiny_model("llava_next", prompt_family="smollm2",
-                            vision_overrides=dict(image_size=336, patch_size=14, hidden_size=64, intermediate_size=128))
-    model, processor = tiny.model, tiny.image_processor
-    model.config.vision_feature_layer = -2
-    tower = model.model.vision_tower
-    structured_init(tower, seed=0)
-    reserved = edge_energy_init(tower)
+    model, processor, tower, reserved = edge_tower
     assert len(reserved) >= N_SLOTS
     row = fit_slot_readout(model, processor, scenes.VideoBank(max_frames=8), reserved, 0,
                            Recipe(outline_fit_frames=12, shape_target="outline", tower_init="edges",
