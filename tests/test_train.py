@@ -73,6 +73,24 @@ def test_long_recipe_fields_are_checked():
         Recipe(p_long=0.3, long_min_tokens=576 * 51, long_max_tokens=576 * 60)
 
 
+def test_lead_weight_recipe_is_checked_and_carded():
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES, Recipe
+
+    assert RECIPES["learnt"].lead_weight == 0.0 and RECIPES["learnt-lead"].lead_weight == 1.0
+    assert asdict(RECIPES["learnt-lead"]) == {**asdict(RECIPES["learnt"]), "lead_weight": 1.0}
+    with pytest.raises(ValueError, match="lead_weight"):
+        Recipe(lead_weight=-1.0)
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    assert "word before it" not in model_card(log)  # the committed weights: no lead weight
+    assert "+ 1.0 x the loss at the answer's word before it" in model_card(
+        {**log, "recipe": asdict(RECIPES["learnt-lead"])})
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return build_tiny_model("llava_next", prompt_family="smollm2")
@@ -105,6 +123,11 @@ def test_answer_loss_key_weight_against_a_loop(tiny):
     losses = torch.stack(losses)
     torch.testing.assert_close(base, losses.mean(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(keyed, losses.mean() + 2.0 * losses[text.key], rtol=1e-4, atol=1e-5)
+    # lead_weight: the answer's token before the key (" a" before the shape word) weighted too
+    assert text.key >= 1 and tiny.tokenizer.decode(text.answer[text.key - 1:text.key]).strip() in ("a", "is")
+    led = answer_loss(model, text, visual, key_weight=2.0, lead_weight=0.5)
+    torch.testing.assert_close(led, losses.mean() + 2.0 * losses[text.key] + 0.5 * losses[text.key - 1],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_installed_codebook_turns_slot_targets_into_ideal_tokens(tiny):
@@ -312,9 +335,9 @@ def test_branched_answer_loss_is_the_mean_of_separate_sequences(tiny):
     assert len({len(t.suffix) + len(t.answer) for t in texts}) > 1  # the padding is exercised
     base = torch.randn(9, model.config.text_config.hidden_size)
     vis_a, vis_b = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
-    got = branched_answer_loss(model, texts, vis_a, key_weight=1.5)
+    got = branched_answer_loss(model, texts, vis_a, key_weight=1.5, lead_weight=0.7)
     got.backward()
-    want = torch.stack([answer_loss(model, t, vis_b, key_weight=1.5) for t in texts]).mean()
+    want = torch.stack([answer_loss(model, t, vis_b, key_weight=1.5, lead_weight=0.7) for t in texts]).mean()
     want.backward()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(vis_a.grad, vis_b.grad, rtol=1e-4, atol=1e-6)
@@ -345,7 +368,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
         Recipe(branches=0)
     # long-branch and the recipes built on it; committed, the name of learnt's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
-                                                                 "committed"]
+                                                                 "committed", "learnt-lead"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 

@@ -43,8 +43,27 @@ def pick_questions(rng: np.random.Generator, spec: scenes.ClipSpec, p_mc: float,
     return [qs[i] for i in chosen]
 
 
+def key_terms(logits: torch.Tensor, text: LMText, key_weight: float, lead_weight: float) -> torch.Tensor | float:
+    """The extra terms of an answer's loss, from its logits (A, V) (each predicting the answer's
+    next token): ``key_weight`` times the cross-entropy at the key token (the colour or shape word,
+    or the option letter: what the picture says) and ``lead_weight`` times that at the token just
+    before it, the answer's own word that leads to the key (" a" in " the red object is a circle.",
+    " is" in " the circle is red."; none when the key opens the answer). In long layouts the frozen
+    LM's free answers leave the template there ("the red object is the red object"), naming no
+    shape (README, "The shape is read, then not said")."""
+    extra: torch.Tensor | float = 0.0
+    k = text.key
+    if k is None:
+        return extra
+    if key_weight:
+        extra = extra + key_weight * F.cross_entropy(logits[k:k + 1], text.answer[k:k + 1])
+    if lead_weight and k >= 1:
+        extra = extra + lead_weight * F.cross_entropy(logits[k - 1:k], text.answer[k - 1:k])
+    return extra
+
+
 def branched_answer_loss(model: Any, texts: list[LMText], visual: torch.Tensor,
-                         key_weight: float = 0.0) -> torch.Tensor:
+                         key_weight: float = 0.0, lead_weight: float = 0.0) -> torch.Tensor:
     """Mean over ``texts`` of the answer loss of ``prefix + visual (N, D) + suffix + answer``.
 
     The shared ``prefix + visual`` runs once (its keys and values cached, with their graph);
@@ -77,10 +96,7 @@ def branched_answer_loss(model: Any, texts: list[LMText], visual: torch.Tensor,
     for i, t in enumerate(texts):
         s, a = len(t.suffix), len(t.answer)
         logits = model.lm_head(hidden[i, s - 1:s + a - 1]).float()  # (A, V): each predicts the next token
-        loss = F.cross_entropy(logits, t.answer)
-        if key_weight and t.key is not None:
-            loss = loss + key_weight * F.cross_entropy(logits[t.key:t.key + 1], t.answer[t.key:t.key + 1])
-        losses.append(loss)
+        losses.append(F.cross_entropy(logits, t.answer) + key_terms(logits, t, key_weight, lead_weight))
     return torch.stack(losses).mean()
 
 

@@ -83,7 +83,7 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
    {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
    LM's word embeddings; ideal patch token = {ideal_token(r)} plus the
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
-   (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter).
+   (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter{lead_words(r)}).
 {stage_two(summary)}
 {stage_three(summary)}{stage_four(summary)}
 Final losses: {json.dumps(summary["final_loss"])}.
@@ -198,6 +198,15 @@ def shape_aux(r: dict[str, Any]) -> str:
     w = r.get("shape_weight", 0)
     return (f", + {w} x the cross-entropy of a linear shape head on the tower's pooled CLS output "
             "(single-object frames; the head is discarded)") if w else ""
+
+
+def lead_words(r: dict[str, Any]) -> str:
+    """The card's words for a recipe's ``lead_weight`` (none when it is 0, as in every recipe
+    before ``learnt-lead``)."""
+    w = r.get("lead_weight", 0.0)
+    if not w:
+        return ""
+    return f', + {w} x the loss at the answer\'s word before it, e.g. " a" in " the red object is a circle."'
 
 
 def ideal_token(r: dict[str, Any]) -> str:

@@ -75,7 +75,10 @@ class Recipe:
     ``*_share``: fractions of the budget per stage; ``key_weight``: extra weight of the
     cross-entropy at the answer's key token (the colour or shape word, or the option letter),
     which carries what the picture says (the rest of the answer is predictable from the
-    question); ``sec_per_token``/``sec_per_token2``:
+    question); ``lead_weight``: extra weight of the cross-entropy at the answer's token just before
+    the key (" a" in " the red object is a circle."), where free answers in long layouts leave the
+    template (:func:`mlb_core.train.branches.key_terms`; 0 in every recipe before ``learnt-lead``);
+    ``sec_per_token``/``sec_per_token2``:
     the cost model of one LM forward+backward (seconds per token and per token squared,
     one thread), ``thread_speedup``: speed-up per doubling of threads; ``sec_per_frame``:
     one tower+projector forward+backward per frame (one thread, measured); ``tower_init``:
@@ -133,6 +136,7 @@ class Recipe:
     codebook_max_tokens: int = 600
     finetune_max_tokens: int = 460
     key_weight: float = 1.0
+    lead_weight: float = 0.0
     regress_batch: int = 8
     object_weight: float = 4.0
     anchor_weight: float = 0.5
@@ -195,6 +199,8 @@ class Recipe:
             raise ValueError(f"span must be one of {', '.join(scenes.SPANS)}, not {self.span!r}")
         if not 0.0 <= self.p_partial <= 1.0:
             raise ValueError(f"p_partial must be in [0, 1], not {self.p_partial}")
+        if self.key_weight < 0 or self.lead_weight < 0:
+            raise ValueError(f"key_weight and lead_weight must be >= 0, not {self.key_weight} and {self.lead_weight}")
         if self.readout not in ("ridge", "learnt"):
             raise ValueError(f"readout must be 'ridge' or 'learnt', not {self.readout!r}")
         if self.readout == "learnt" and (self.tower_init != "edges" or self.colour_units or self.inverse_gelu):
@@ -274,6 +280,11 @@ RECIPES["learnt"] = replace(RECIPES["long-branch"], readout="learnt", outline_fi
 # 12-05, learnt since 2026-12-05, each adopted by a rule written before its held-out runs (README,
 # "Branched questions", "A learnt read-out")
 RECIPES["committed"] = RECIPES["learnt"]
+# learnt with the answer's word before the key weighted like the key (lead_weight): in long
+# layouts the committed weights' free answers say "the red object is the red object", naming no
+# shape, though teacher-forced at the shape word they read it (README, "The shape is read, then
+# not said"); a candidate, results/train/learnt-lead/
+RECIPES["learnt-lead"] = replace(RECIPES["learnt"], lead_weight=1.0)
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -367,20 +378,18 @@ def lm_text(model: Any, tokenizer: Any, q: scenes.Question) -> LMText:
         return LMText(embed(pre.to(dev)), embed(suf.to(dev)), ans.to(dev), key)
 
 
-def answer_loss(model: Any, text: LMText, visual: torch.Tensor, key_weight: float = 0.0) -> torch.Tensor:
+def answer_loss(model: Any, text: LMText, visual: torch.Tensor, key_weight: float = 0.0,
+                lead_weight: float = 0.0) -> torch.Tensor:
     """Mean next-token cross-entropy of the answer given ``prefix + visual (N, D) + suffix``,
-    plus ``key_weight`` times the cross-entropy at the answer's key token."""
+    plus ``key_weight`` times the cross-entropy at the answer's key token and ``lead_weight``
+    times that at the token before it (:func:`mlb_core.train.branches.key_terms`)."""
     with torch.no_grad():
         ans_emb = model.get_input_embeddings()(text.answer)  # (A, D)
     x = torch.cat([text.prefix, visual, text.suffix, ans_emb])[None]  # (1, L, D)
     hidden = model.model.language_model(inputs_embeds=x).last_hidden_state[0]  # (L, D)
     a = len(text.answer)
     logits = model.lm_head(hidden[-a - 1:-1]).float()  # (A, V)
-    loss = F.cross_entropy(logits, text.answer)
-    if key_weight and text.key is not None:
-        k = text.key
-        loss = loss + key_weight * F.cross_entropy(logits[k:k + 1], text.answer[k:k + 1])
-    return loss
+    return F.cross_entropy(logits, text.answer) + branches.key_terms(logits, text, key_weight, lead_weight)
 
 
 def pick_question(rng: np.random.Generator, spec: scenes.ClipSpec, p_mc: float) -> scenes.Question:
@@ -424,7 +433,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         text = lm_text(model, tokenizer, q)
         coverage = torch.from_numpy(scenes.clip_coverage(spec)).to(next(codebook.parameters()).device)  # (T, K, 24, 24)
         ideal = codebook(coverage, spec, recipe.shape_target)  # (T, 24, 24, D)
-        loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight)
+        loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight, recipe.lead_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -751,9 +760,9 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         tokens = F.linear(act, book, lin.bias)  # (T, 24, 24, D): the other units' weights are 0
         visual = layouts.arrange(tokens, layout)  # (N, D)
         if len(texts) > 1:  # one question keeps answer_loss: the committed weights' arithmetic, bit for bit
-            lm = branches.branched_answer_loss(model, texts, visual, recipe.key_weight)
+            lm = branches.branched_answer_loss(model, texts, visual, recipe.key_weight, recipe.lead_weight)
         else:
-            lm = answer_loss(model, texts[0], visual, recipe.key_weight)
+            lm = answer_loss(model, texts[0], visual, recipe.key_weight, recipe.lead_weight)
         target = slot_targets(torch.from_numpy(cover), spec, recipe.shape_target).to(act.device)  # (T, 24, 24, N_SLOTS)
         anchor = _slot_loss(act, target, recipe)
         loss = lm + recipe.anchor_weight * anchor
