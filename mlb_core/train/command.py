@@ -256,7 +256,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "long-branch with objects on screen in part of a clip half the time, the span's length "
                         "log-uniform; long-grey: long-branch with a fourth, achromatic background kind (both README, "
                         "'An object in one frame'); learnt: long-branch with the slot read-out learnt by Adam, "
-                        "not fitted in closed form, committed since 2026-12-05 (README, 'A learnt read-out')")
+                        "not fitted in closed form, committed since 2026-12-05 (README, 'A learnt read-out'); "
+                        "learnt-lead: learnt with the answer's word before the key weighted like the key, not "
+                        "adopted (README, 'Leading to the word')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
