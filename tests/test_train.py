@@ -368,7 +368,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
         Recipe(branches=0)
     # long-branch and the recipes built on it; committed, the name of learnt's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
-                                                                 "committed", "learnt-lead"]
+                                                                 "committed", "learnt-lead", "lead-cosine"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -484,3 +484,68 @@ def collections_counter(specs) -> dict:
 
     return collections.Counter((s.background, bool(s.bg_colours) and all(len(set(c)) == 1 for c in s.bg_colours))
                                for s in specs)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_codebook_schedule_against_its_formula(tiny, schedule):
+    """Stage 1's codebook learning rate: constant (every recipe before ``lead-cosine``) or 20
+    warm-up steps then a cosine decay to 0 over the stage's planned budget, step by step against
+    :func:`lr_factor` and the cost model; the loss curve averages runs of 25 steps."""
+    import math
+
+    from mlb_core.train.vision import RECIPES, Codebook, lm_cost, lr_factor, stage_codebook, window_means
+
+    recipe = replace(RECIPES["lead-cosine"], codebook_schedule=schedule)
+    book = Codebook(tiny.model.get_input_embeddings(), tiny.tokenizer)
+    log: list[dict] = []
+    budget = 60.0
+    stage_codebook(tiny.model, tiny.tokenizer, book, budget, 0, recipe, 2, log)
+    assert len(log) > 30
+    spent = 0.0
+    for step, row in enumerate(log):
+        want = recipe.lr_codebook * (lr_factor(step, spent / budget, "cosine") if schedule == "cosine" else 1.0)
+        assert math.isclose(row["lr"], want, rel_tol=1e-12), (step, row["lr"], want)
+        spent += lm_cost(row["tokens"], recipe, 2)
+    if schedule == "cosine":
+        assert log[0]["lr"] == recipe.lr_codebook / 20 and log[-1]["lr"] < 0.05 * recipe.lr_codebook
+    curve = window_means(log, "codebook", "loss")
+    assert len(curve) == math.ceil(len(log) / 25)
+    assert curve[0] == pytest.approx(np.mean([r["loss"] for r in log[:25]]), abs=1e-4)
+
+
+def test_lr_factor_and_the_schedule_fields():
+    from mlb_core.train.vision import RECIPES, Recipe, lr_factor
+
+    assert [lr_factor(s, 0.0, "constant") for s in (0, 9, 19, 500)] == [0.05, 0.5, 1.0, 1.0]
+    assert lr_factor(30, 0.5, "cosine") == pytest.approx(0.5) and lr_factor(30, 1.0, "cosine") == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="codebook_schedule"):
+        Recipe(codebook_schedule="linear")
+    with pytest.raises(ValueError, match="regress_schedule"):
+        Recipe(regress_schedule="step")
+    assert all(r.codebook_schedule == "constant" for name, r in RECIPES.items() if name != "lead-cosine")
+    assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
+
+
+def asdict_of(name: str) -> dict:
+    from dataclasses import asdict
+
+    from mlb_core.train.vision import RECIPES
+
+    return asdict(RECIPES[name])
+
+
+def test_card_names_the_codebook_schedule_and_the_loss_curves_only_when_there_are_some():
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    plain = model_card(log)
+    assert "cosine decay to 0 over the stage's planned budget" not in plain and "Loss curves" not in plain
+    card = model_card({**log, "recipe": asdict(RECIPES["lead-cosine"]),
+                       "loss_curve": {"codebook": [6.5, 2.0], "finetune_lm": [3.1, 2.4]}})
+    assert card.count("20 warm-up steps, then a cosine decay to 0 over the stage's planned budget") == 2
+    assert "Loss curves (means of 25 consecutive steps): stage 1 6.5, 2.0; stage 3 3.1, 2.4." in card

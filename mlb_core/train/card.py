@@ -12,6 +12,7 @@ from .tower_init import N_RESERVED
 
 REPRO = "reproducibility.json"  # written by ``mlb train-vision --verify``
 METRICS = "heldout_metrics.json"  # written by ``mlb heldout --out``
+CURVE_WINDOW = 25  # steps a point of a training summary's loss curve averages (vision.window_means)
 LOG_NAMES = ("training_log.json", "train_log.json")  # an exported weights folder's, train_vision's own
 
 
@@ -80,13 +81,13 @@ Examples per stage and family: {json.dumps(summary["layout_counts"])}.
 
 ## Recipe
 1. codebook ({summary["steps"]["codebook"]} LM steps, {summary["lm_tokens"]["codebook"]:,} tokens, Adam lr
-   {r["lr_codebook"]}): ten vectors (per colour, per shape, background) initialised from the
+   {r["lr_codebook"]}{codebook_schedule(r)}): ten vectors (per colour, per shape, background) initialised from the
    LM's word embeddings; ideal patch token = {ideal_token(r)} plus the
    uncovered fraction times the background vector; trained with the frozen LM's answer loss
    (+ {r.get("key_weight", 0)} x the loss at the answer's colour/shape word or option letter{lead_words(r)}).
 {stage_two(summary)}
 {stage_three(summary)}{stage_four(summary)}
-Final losses: {json.dumps(summary["final_loss"])}.
+Final losses: {json.dumps(summary["final_loss"])}.{loss_curve(summary)}
 
 ## Reproducibility
 The stages are sized by a cost model, not by the clock, and every data stream is seeded: a
@@ -158,7 +159,8 @@ def stage_three(summary: dict[str, Any]) -> str:
     r = summary["recipe"]
     head = (f"""3. finetune ({summary["steps"]["finetune"]} LM steps, {summary["lm_tokens"]["finetune"]:,} tokens""")
     if not r.get("train_tower", True):
-        return (head + f"""): the codebook alone (Adam, lr {r["lr_codebook_finetune"]}) through the frozen LM
+        lr = f'{r["lr_codebook_finetune"]}{codebook_schedule(r)}'
+        return (head + f"""): the codebook alone (Adam, lr {lr}) through the frozen LM
    on the tower's real slots (same key-token weight; tower and projector's first layer frozen).""")
     return head + f""", AdamW lr
    {r["lr_finetune"]}): end to end through the frozen LM (same key-token weight), + {r["anchor_weight"]} x
@@ -191,6 +193,23 @@ def finetune_codebook(r: dict[str, Any]) -> str:
 def schedule(r: dict[str, Any]) -> str:
     """Stage 2's learning-rate schedule, in words (recipes before the field existed: cosine)."""
     return "cosine" if r.get("regress_schedule", "cosine") == "cosine" else "20 warm-up steps, then constant"
+
+
+def codebook_schedule(r: dict[str, Any]) -> str:
+    """The codebook's schedule in the LM stages, in words (none for a constant rate, as in every
+    recipe before ``lead-cosine``)."""
+    if r.get("codebook_schedule", "constant") == "constant":
+        return ""
+    return ", 20 warm-up steps, then a cosine decay to 0 over the stage's planned budget"
+
+
+def loss_curve(summary: dict[str, Any]) -> str:
+    """The LM stages' loss curves, in words (logs before the field existed: none)."""
+    curve = summary.get("loss_curve")
+    if not curve:
+        return ""
+    return (f"\nLoss curves (means of {CURVE_WINDOW} consecutive steps): stage 1 "
+            + ", ".join(map(str, curve["codebook"])) + "; stage 3 " + ", ".join(map(str, curve["finetune_lm"])) + ".")
 
 
 def shape_aux(r: dict[str, Any]) -> str:

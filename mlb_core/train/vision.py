@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from . import branches, layouts, scenes
-from .card import model_card
+from .card import CURVE_WINDOW, model_card
 from .readout import gelu_inverse, learn_readout, slots_of
 from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
 from .tower_init import clip_parts, colour_units, edge_energy_init, edge_rows, n_colour_rows, structured_init
@@ -66,6 +66,17 @@ SLOT_GROUPS: dict[str, slice] = {"colour": slice(0, _N_COLOURS),
                                  "shape": slice(_N_COLOURS, _N_COLOURS + _N_SHAPES),
                                  "background": slice(_N_COLOURS + _N_SHAPES, None),
                                  "all": slice(None)}
+
+
+SCHEDULES = ("constant", "cosine")  # the learning-rate schedules a stage may follow (:func:`lr_factor`)
+
+
+def lr_factor(step: int, frac: float, schedule: str) -> float:
+    """A stage's learning rate as a fraction of its base rate at 0-based ``step``, ``frac`` of the
+    way through the stage (steps done over planned steps, or budget spent over budget): 20 linear
+    warm-up steps, then ``"constant"`` or a ``"cosine"`` decay to 0 at ``frac`` = 1."""
+    decay = 0.5 * (1 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0
+    return min(1.0, (step + 1) / 20) * decay
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,10 @@ class Recipe:
     one tower+projector forward+backward per frame (one thread, measured); ``tower_init``:
     ``"structured"`` (:mod:`mlb_core.train.tower_init`) or ``"random"`` (the checkpoint's own);
     ``regress_schedule``: stage 2's learning rate after 20 warm-up steps, ``"constant"`` or
-    ``"cosine"`` (decaying to 0);
+    ``"cosine"`` (decaying to 0); ``codebook_schedule``: the codebook's learning rate in the LM
+    stages (stage 1's ``lr_codebook``, stage 3's ``lr_codebook_finetune``), ``"constant"`` as every
+    recipe before ``lead-cosine``, or ``"cosine"``: 20 warm-up steps, then a cosine decay to 0 over
+    the stage's planned budget (:func:`lr_factor`; README, "A settled codebook");
     ``shape_weight``: weight of stage 2's image-level shape loss (a linear head on the tower's
     pooled CLS output, single-object frames; the head is discarded after training);
     ``lr_codebook_finetune``: stage 3's learning rate of the codebook columns of the
@@ -146,6 +160,7 @@ class Recipe:
     feature_layer: int = -2
     tower_init: str = "random"
     regress_schedule: str = "cosine"
+    codebook_schedule: str = "constant"
     shape_weight: float = 0.0
     shape_target: str = "coverage"
     outline_fit_frames: int = 300
@@ -208,8 +223,9 @@ class Recipe:
                              "tower_init='edges', and neither colour_units nor inverse_gelu")
         if self.readout == "learnt" and not (self.readout_steps > 0 and self.readout_lr > 0):
             raise ValueError("readout='learnt' needs readout_steps > 0 and readout_lr > 0")
-        if self.regress_schedule not in ("constant", "cosine"):
-            raise ValueError(f"regress_schedule must be 'constant' or 'cosine', not {self.regress_schedule!r}")
+        for name in ("regress_schedule", "codebook_schedule"):
+            if getattr(self, name) not in SCHEDULES:
+                raise ValueError(f"{name} must be 'constant' or 'cosine', not {getattr(self, name)!r}")
 
 
 # What a field's absence in an older training log means: the value that reproduces the code
@@ -286,6 +302,12 @@ RECIPES["committed"] = RECIPES["learnt"]
 # not said"); not adopted by its rule (seed 0: 76 of 90 held-out answers, seed 1: 51), README
 # "Leading to the word", results/train/learnt-lead/
 RECIPES["learnt-lead"] = replace(RECIPES["learnt"], lead_weight=1.0)
+# learnt-lead with the codebook's learning rate settling in both LM stages (20 warm-up steps, then a
+# cosine decay to 0 over the stage's budget): learnt-lead's seed 1 spent most of stage 1 on a noisy
+# plateau (means of 25 steps 4.2-5.4, single steps up to 21) where seed 0 kept descending, and its
+# long layouts fell apart; batch-one Adam at a constant 1e-2 has a noise floor that a decaying rate
+# lowers (README, "A settled codebook"; results/train/lead-cosine/)
+RECIPES["lead-cosine"] = replace(RECIPES["learnt-lead"], codebook_schedule="cosine")
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -437,11 +459,13 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight, recipe.lead_weight)
         opt.zero_grad()
         loss.backward()
+        if recipe.codebook_schedule != "constant":  # constant: no scheduler, older recipes' arithmetic
+            opt.param_groups[0]["lr"] = recipe.lr_codebook * lr_factor(step, spent / budget_s, recipe.codebook_schedule)
         opt.step()
         spent += lm_cost(layout.n_tokens, recipe, threads)
         step += 1
         log.append({"stage": "codebook", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
-                    "loss": round(loss.item(), 4)})
+                    "loss": round(loss.item(), 4), "lr": opt.param_groups[0]["lr"]})
 
 
 def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
@@ -697,11 +721,7 @@ def stage_regress(model: Any, processor: Any, bank: scenes.VideoBank, n_steps: i
         params = [*params, *head.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr_regress, weight_decay=0.0)
 
-    def lr_factor(s: int) -> float:  # 20 warm-up steps, then constant or a cosine decay to 0
-        decay = 0.5 * (1 + math.cos(math.pi * s / max(1, n_steps))) if recipe.regress_schedule == "cosine" else 1.0
-        return min(1.0, (s + 1) / 20) * decay
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, s / max(1, n_steps), recipe.regress_schedule))
     cfg = model.config
     for step in range(n_steps):
         frames, targets, labels = [], [], []
@@ -771,11 +791,14 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         loss.backward()
         if params:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if recipe.lr_codebook_finetune and recipe.codebook_schedule != "constant":  # the codebook's group is the last
+            opt.param_groups[-1]["lr"] = recipe.lr_codebook_finetune * lr_factor(step, spent / budget_s,
+                                                                                 recipe.codebook_schedule)
         opt.step()
         spent += finetune_step_cost(layout, texts, recipe, threads)
         step += 1
         row = {"stage": "finetune", "step": step, "layout": layout.name, "tokens": layout.n_tokens,
-               "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5)}
+               "lm": round(lm.item(), 4), "anchor": round(anchor.item(), 5), "lr": opt.param_groups[-1]["lr"]}
         if recipe.branches > 1:
             row["questions"] = len(texts)
         log.append(row)
@@ -917,6 +940,8 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
         "lm_tokens": {s: sum(r.get("tokens", 0) for r in log if r["stage"] == s) for s in ("codebook", "finetune")},
         "final_loss": {"codebook": tail_mean("codebook", "loss"), "regress": tail_mean("regress", "loss"),
                        "finetune_lm": tail_mean("finetune", "lm"), "finetune_anchor": tail_mean("finetune", "anchor")},
+        "loss_curve": {"codebook": window_means(log, "codebook", "loss"),
+                       "finetune_lm": window_means(log, "finetune", "lm")},
         "layout_counts": counts,
         "trained_params": n_trained, "trained_mb_fp32": round(n_trained * 4 / 2**20, 2),
         "vision_safetensors_bytes": (out / "vision.safetensors").stat().st_size,
@@ -934,6 +959,13 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     (out / "train_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=0))
     (out / "MODEL_CARD.md").write_text(model_card(summary))
     return summary
+
+
+def window_means(log: list[dict[str, Any]], stage: str, key: str, window: int = CURVE_WINDOW) -> list[float]:
+    """A stage's loss curve: the mean of ``key`` over each run of ``window`` consecutive steps
+    (the last run may be shorter), so that a summary shows how a stage went, not only how it ended."""
+    vals = [r[key] for r in log if r["stage"] == stage]
+    return [round(sum(vals[i:i + window]) / len(vals[i:i + window]), 4) for i in range(0, len(vals), window)]
 
 
 def sha256_file(path: Path) -> str:
