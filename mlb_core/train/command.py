@@ -258,7 +258,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "'An object in one frame'); learnt: long-branch with the slot read-out learnt by Adam, "
                         "not fitted in closed form, committed since 2026-12-05 (README, 'A learnt read-out'); "
                         "learnt-lead: learnt with the answer's word before the key weighted like the key, not "
-                        "adopted (README, 'Leading to the word')")
+                        "adopted (README, 'Leading to the word'); lead-cosine: learnt-lead with the codebook's "
+                        "learning rate warmed up and decayed along a cosine in both LM stages (README, 'A settled "
+                        "codebook')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
