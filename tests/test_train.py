@@ -548,4 +548,4 @@ def test_card_names_the_codebook_schedule_and_the_loss_curves_only_when_there_ar
     card = model_card({**log, "recipe": asdict(RECIPES["lead-cosine"]),
                        "loss_curve": {"codebook": [6.5, 2.0], "finetune_lm": [3.1, 2.4]}})
     assert card.count("20 warm-up steps, then a cosine decay to 0 over the stage's planned budget") == 2
-    assert "Loss curves (means of 25 consecutive steps): stage 1 6.5, 2.0; stage 3 3.1, 2.4." in card
+    assert "Loss curves (means of 25 consecutive steps): stage 1 6.50, 2.00; stage 3 3.10, 2.40." in card

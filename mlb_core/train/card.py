@@ -209,7 +209,8 @@ def loss_curve(summary: dict[str, Any]) -> str:
     if not curve:
         return ""
     return (f"\nLoss curves (means of {CURVE_WINDOW} consecutive steps): stage 1 "
-            + ", ".join(map(str, curve["codebook"])) + "; stage 3 " + ", ".join(map(str, curve["finetune_lm"])) + ".")
+            + ", ".join(f"{v:.2f}" for v in curve["codebook"]) + "; stage 3 "
+            + ", ".join(f"{v:.2f}" for v in curve["finetune_lm"]) + ".")
 
 
 def shape_aux(r: dict[str, Any]) -> str:
