@@ -64,7 +64,7 @@ def test_long_recipe_fields_are_checked():
     from mlb_core.train.vision import RECIPES, Recipe
 
     assert RECIPES["outline"].p_long == 0.0 and RECIPES["long"].p_long > 0
-    assert RECIPES["committed"] == RECIPES["learnt"]  # the committed weights' recipe since 2026-12-05
+    assert RECIPES["committed"] == RECIPES["lead-cosine"]  # the committed weights' recipe since 2026-12-05
     with pytest.raises(ValueError, match="p_long"):
         Recipe(p_long=1.0)
     with pytest.raises(ValueError, match="long_min_tokens"):
@@ -86,9 +86,8 @@ def test_lead_weight_recipe_is_checked_and_carded():
     with pytest.raises(ValueError, match="lead_weight"):
         Recipe(lead_weight=-1.0)
     log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
-    assert "word before it" not in model_card(log)  # the committed weights: no lead weight
-    assert "+ 1.0 x the loss at the answer's word before it" in model_card(
-        {**log, "recipe": asdict(RECIPES["learnt-lead"])})
+    assert "+ 1.0 x the loss at the answer's word before it" in model_card(log)  # the committed: lead-cosine
+    assert "word before it" not in model_card({**log, "recipe": asdict(RECIPES["learnt"])})
 
 
 @pytest.fixture(scope="module")
@@ -366,9 +365,9 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
 
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
-    # long-branch and the recipes built on it; committed, the name of learnt's since 2026-12-05
+    # long-branch and the recipes built on it; committed, the name of lead-cosine's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
-                                                                 "committed", "learnt-lead", "lead-cosine"]
+                                                                 "learnt-lead", "lead-cosine", "committed"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -522,7 +521,8 @@ def test_lr_factor_and_the_schedule_fields():
         Recipe(codebook_schedule="linear")
     with pytest.raises(ValueError, match="regress_schedule"):
         Recipe(regress_schedule="step")
-    assert all(r.codebook_schedule == "constant" for name, r in RECIPES.items() if name != "lead-cosine")
+    scheduled = [name for name, r in RECIPES.items() if r.codebook_schedule != "constant"]
+    assert scheduled == ["lead-cosine", "committed"]  # committed: lead-cosine's name since 2026-12-05
     assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
 
 
@@ -542,10 +542,10 @@ def test_card_names_the_codebook_schedule_and_the_loss_curves_only_when_there_ar
     from mlb_core.train.card import model_card
     from mlb_core.train.vision import RECIPES
 
-    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
-    plain = model_card(log)
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # the committed: lead-cosine
+    plain = model_card({k: v for k, v in log.items() if k != "loss_curve"} | {"recipe": asdict(RECIPES["learnt"])})
     assert "cosine decay to 0 over the stage's planned budget" not in plain and "Loss curves" not in plain
-    card = model_card({**log, "recipe": asdict(RECIPES["lead-cosine"]),
-                       "loss_curve": {"codebook": [6.5, 2.0], "finetune_lm": [3.1, 2.4]}})
+    assert "Loss curves" in model_card(log)
+    card = model_card({**log, "loss_curve": {"codebook": [6.5, 2.0], "finetune_lm": [3.1, 2.4]}})
     assert card.count("20 warm-up steps, then a cosine decay to 0 over the stage's planned budget") == 2
     assert "Loss curves (means of 25 consecutive steps): stage 1 6.50, 2.00; stage 3 3.10, 2.40." in card

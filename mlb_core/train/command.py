@@ -240,7 +240,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "(its cost model is in CPU seconds at --threads), run faster; numbers differ in the "
                         "last bits from a CPU run's")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
-                   help="committed: the recipe of the committed weights, the same as learnt (below); outline: "
+                   help="committed: the recipe of the committed weights, the same as lead-cosine (below); outline: "
                         "the weights committed 2026-12-03 to 12-04: an edge-energy first layer, a closed-form slot "
                         "read-out and the shape on the outline, the tower frozen after the fit (README, 'Shape from"
                         " the outline'); coverage: the weights committed until 2026-12-03 (a random tower trained "
@@ -256,11 +256,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "long-branch with objects on screen in part of a clip half the time, the span's length "
                         "log-uniform; long-grey: long-branch with a fourth, achromatic background kind (both README, "
                         "'An object in one frame'); learnt: long-branch with the slot read-out learnt by Adam, "
-                        "not fitted in closed form, committed since 2026-12-05 (README, 'A learnt read-out'); "
+                        "not fitted in closed form, committed on 2026-12-05 (README, 'A learnt read-out'); "
                         "learnt-lead: learnt with the answer's word before the key weighted like the key, not "
                         "adopted (README, 'Leading to the word'); lead-cosine: learnt-lead with the codebook's "
-                        "learning rate warmed up and decayed along a cosine in both LM stages (README, 'A settled "
-                        "codebook')")
+                        "learning rate warmed up and decayed along a cosine in both LM stages, committed since "
+                        "2026-12-05 (README, 'A settled codebook')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

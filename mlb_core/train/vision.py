@@ -292,10 +292,6 @@ RECIPES["long-grey"] = replace(RECIPES["long-branch"], greys=True)
 # 1,200 single training frames (mlb_core/train/readout.py); no LM, no method's selection (README,
 # "A learnt read-out"; results/train/learnt/)
 RECIPES["learnt"] = replace(RECIPES["long-branch"], readout="learnt", outline_fit_frames=1200, readout_steps=3000)
-# the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
-# 12-05, learnt since 2026-12-05, each adopted by a rule written before its held-out runs (README,
-# "Branched questions", "A learnt read-out")
-RECIPES["committed"] = RECIPES["learnt"]
 # learnt with the answer's word before the key weighted like the key (lead_weight): in long
 # layouts the committed weights' free answers say "the red object is the red object", naming no
 # shape, though teacher-forced at the shape word they read it (README, "The shape is read, then
@@ -308,6 +304,10 @@ RECIPES["learnt-lead"] = replace(RECIPES["learnt"], lead_weight=1.0)
 # long layouts fell apart; batch-one Adam at a constant 1e-2 has a noise floor that a decaying rate
 # lowers (README, "A settled codebook"; results/train/lead-cosine/)
 RECIPES["lead-cosine"] = replace(RECIPES["learnt-lead"], codebook_schedule="cosine")
+# the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
+# 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
+# its held-out runs (README, "Branched questions", "A learnt read-out", "A settled codebook")
+RECIPES["committed"] = RECIPES["lead-cosine"]
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
