@@ -79,6 +79,14 @@ def lr_factor(step: int, frac: float, schedule: str) -> float:
     return min(1.0, (step + 1) / 20) * decay
 
 
+def schedule_codebook(group: dict[str, Any], base: float, step: int, frac: float, schedule: str) -> None:
+    """Set an optimiser group's learning rate for the codebook's ``schedule`` in an LM stage
+    (``Recipe.codebook_schedule``): ``base * lr_factor(step, frac, schedule)``; ``"constant"``
+    leaves the group as built, the arithmetic of every recipe before ``lead-cosine``."""
+    if schedule != "constant":
+        group["lr"] = base * lr_factor(step, frac, schedule)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Hyper-parameters of :func:`train_vision` (all recorded in the model card).
@@ -459,8 +467,7 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
         loss = answer_loss(model, text, layouts.arrange(ideal, layout), recipe.key_weight, recipe.lead_weight)
         opt.zero_grad()
         loss.backward()
-        if recipe.codebook_schedule != "constant":  # constant: no scheduler, older recipes' arithmetic
-            opt.param_groups[0]["lr"] = recipe.lr_codebook * lr_factor(step, spent / budget_s, recipe.codebook_schedule)
+        schedule_codebook(opt.param_groups[0], recipe.lr_codebook, step, spent / budget_s, recipe.codebook_schedule)
         opt.step()
         spent += lm_cost(layout.n_tokens, recipe, threads)
         step += 1
@@ -791,9 +798,9 @@ def stage_finetune(model: Any, tokenizer: Any, processor: Any, bank: scenes.Vide
         loss.backward()
         if params:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
-        if recipe.lr_codebook_finetune and recipe.codebook_schedule != "constant":  # the codebook's group is the last
-            opt.param_groups[-1]["lr"] = recipe.lr_codebook_finetune * lr_factor(step, spent / budget_s,
-                                                                                 recipe.codebook_schedule)
+        if recipe.lr_codebook_finetune:  # the codebook's group is the last
+            schedule_codebook(opt.param_groups[-1], recipe.lr_codebook_finetune, step, spent / budget_s,
+                              recipe.codebook_schedule)
         opt.step()
         spent += finetune_step_cost(layout, texts, recipe, threads)
         step += 1
