@@ -1,4 +1,4 @@
-"""The learnt slot read-out (mlb_core/train/readout.py; README, "A learnt read-out")."""
+"""The learnt slot read-out (mlb_core/train/readout.py; docs/training-record.md, "A learnt read-out")."""
 
 from __future__ import annotations
 

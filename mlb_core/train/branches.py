@@ -9,7 +9,7 @@ part and to itself only, at the positions it would have had alone. It is exactly
 (tested against that loop in ``tests/test_train.py``), for much less: at 3,000 visual tokens on
 two cores, four questions took 31.6 and 30.9 s in branches, 118.4 and 89.1 s in separate
 sequences, and one question alone 19.8 and 21.8 s, in two runs of ``python -m
-mlb_core.train.branches``, which times them side by side (README, "Branched questions").
+mlb_core.train.branches``, which times them side by side (docs/training-record.md, "Branched questions").
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def key_terms(logits: torch.Tensor, text: LMText, key_weight: float, lead_weight
     before it, the answer's own word that leads to the key (" a" in " the red object is a circle.",
     " is" in " the circle is red."; none when the key opens the answer). In long layouts the frozen
     LM's free answers leave the template there ("the red object is the red object"), naming no
-    shape (README, "The shape is read, then not said")."""
+    shape (docs/training-record.md, "The shape is read, then not said")."""
     extra: torch.Tensor | float = 0.0
     k = text.key
     if k is None:

@@ -315,9 +315,11 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
             "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n"
             "The same words drawn another way (PIL, anti-aliased, 640 x 480, four colour conventions, libx264 "
             "CRF 23; no drawing code shared with the training): "
-            "`mlb heldout --redrawn --out results/heldout/redrawn.json` (README, \"Drawn another way\").\n"
+            "`mlb heldout --redrawn --out results/heldout/redrawn.json` (docs/training-record.md, "
+            "\"Drawn another way\").\n"
             "Two objects a clip, each asked its colour and its shape (how often the other object's is named): "
-            "`mlb heldout --binding --out results/heldout/binding.json` (README, \"Two objects at once\").\n")
+            "`mlb heldout --binding --out results/heldout/binding.json` (docs/training-record.md, "
+            "\"Two objects at once\").\n")
 
 
 def refresh_card(folder: str | Path) -> Path:

@@ -13,13 +13,13 @@ shapes): accuracy per layout and question kind. It needs no vision tower; ``scal
 object vectors (``sum_x2``: twice the word embeddings), ``background`` the background vector.
 With two objects a clip (``--ideal-objects 2``) it asks whether the LM ties a colour to the shape
 the question names, and :func:`continue_codebook` (optionally with :class:`JointCodebook`'s
-vectors per colour-shape pair) whether more two-object training teaches it to (README, "Not the
+vectors per colour-shape pair) whether more two-object training teaches it to (docs/training-record.md, "Not the
 tower: the LM does not bind even ideal tokens"). ``--ideal-tower`` reads the same clips through
 the model's own tokens (:func:`tower_tokens`), teacher-forced alike: the difference to the ideal
 tokens is the tower's share of a miss; ``--ideal-swap colour|shape|background|all`` replaces one
 group of the tower's slot activations by the training's targets for them before the projector's
-last layer, so that a miss is traced to the slots that cause it (README, "Where the one-frame
-misses sit").
+last layer, so that a miss is traced to the slots that cause it (docs/training-record.md, "Where the
+one-frame misses sit").
 
 The other half of the diagnosis is the tower: :func:`slot_accuracy` (``mlb heldout --slots``)
 reads the trained projector's slot activations (the ten hidden units that carry the codebook,

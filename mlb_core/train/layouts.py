@@ -14,7 +14,7 @@ frame-major then row-major over cells, as :func:`mlb_core.gapool.gapool` with ``
 :func:`sample_layout` draws a layout uniformly over families, then uniformly over cell
 sizes, then log-uniformly over frame counts that fit a token budget; no family, cell size
 or length is favoured beyond that. :func:`sample_long_layout` draws the same way among the
-layouts that reach a token range (long sequences, where the LM's reading fades: README,
+layouts that reach a token range (long sequences, where the LM's reading fades: docs/training-record.md,
 "Long layouts do move the cliff").
 """
 
@@ -106,7 +106,7 @@ def sample_layout(rng: np.random.Generator, max_tokens: int) -> Layout:
 def sample_long_layout(rng: np.random.Generator, lo: int, hi: int) -> Layout:
     """A random layout of ``lo`` to ``hi`` tokens: a family, then a cell size, among those
     that reach the range within :data:`MAX_FRAMES` frames, then a log-uniform frame count in
-    the range (README, "A recipe with long layouts")."""
+    the range (docs/training-record.md, "A recipe with long layouts")."""
     reach = {f: [c for c in CELLS[f] if frames_in(Layout(f, c, 1).per_frame, lo, hi)] for f in FAMILIES}
     families = [f for f in FAMILIES if reach[f]]
     assert families, f"no layout has {lo}..{hi} tokens"

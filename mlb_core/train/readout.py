@@ -1,10 +1,10 @@
-"""A learnt slot read-out for the edge-energy tower's first layer (README, "A learnt read-out").
+"""A learnt slot read-out for the edge-energy tower's first layer (docs/training-record.md, "A learnt read-out").
 
 The closed-form read-out (:func:`mlb_core.train.vision.fit_slot_readout`, ``readout="ridge"``)
 is linear in the first layer's MLP units, whose free units (beyond the rectified edges) keep
 the checkpoint's tiny random weights, on which ``quick_gelu`` is nearly linear; it explains
 about a fifth of the slots' variance, so a colour slot averages about 0.4 on its own patches
-where its target is about 1 (README, "Where the one-frame misses sit"). With
+where its target is about 1 (docs/training-record.md, "Where the one-frame misses sit"). With
 ``readout="learnt"`` the same first layer is fitted as what it is, a one-hidden-layer MLP of
 the patch: :func:`learn_readout`
 

@@ -1,5 +1,5 @@
 """The probe's vocabulary drawn another way: held-out clips that share no drawing code with
-:mod:`mlb_core.train.scenes` (README, "Drawn another way").
+:mod:`mlb_core.train.scenes` (docs/training-record.md, "Drawn another way").
 
 The training and the standard held-out check draw their shapes with one function
 (:func:`mlb_core.evaluation.synthetic.shape_mask`: hard-edged masks, six fixed RGB values, 336 x

@@ -1,4 +1,4 @@
-"""Saturated slots: the projector's slot units made to clip at 0 and 1 (README, "Saturated slots").
+"""Saturated slots: the projector's slot units made to clip at 0 and 1 (docs/training-record.md, "Saturated slots").
 
 A patch token of the trained embedded model is ``sum_j slot_j * v_j``: the slot activations
 (the projector's first layer, then its GELU) times the codebook columns ``v_j`` of its second

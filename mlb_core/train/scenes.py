@@ -191,7 +191,7 @@ def sample_clip(
             of a long clip is common rather than rare).
         backgrounds: the kinds drawn from (:data:`BACKGROUND_KINDS`): the default three, or with
             ``grey`` (a plain grey or a grey gradient, levels uniform in 0-255; the tower's
-            read-out saw few greys near the processor's mean, README "An object in one frame").
+            read-out saw few greys near the processor's mean, docs/training-record.md "An object in one frame").
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be train or heldout, got {split!r}")

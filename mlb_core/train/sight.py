@@ -155,7 +155,7 @@ def sparse_conditions(scale: float = 1.0) -> list[SightCondition]:
     is on screen in frame ``k mod 10`` of clip ``k`` only (every frame the same number of times),
     the other nine frames showing the background alone; ``full`` (5760 raw tokens) and ``mlb``
     (``cpu`` preset) on the same clips. Method-neutral: no distractors and every frame alike, the
-    sight that probe v2 needs before its methods can differ (README, "An object in one frame")."""
+    sight that probe v2 needs before its methods can differ (docs/training-record.md, "An object in one frame")."""
     n = max(2, int(round(20 * scale)))
     return [SightCondition(f"sparse10_{method}", 10, method, "cpu", n, SPARSE_KEY, one_frame=True)
             for method in ("full", "mlb")]
@@ -168,8 +168,8 @@ def grey_conditions(scale: float = 1.0) -> list[SightCondition]:
     """Achromatic backgrounds (``mlb heldout --grey``): a plain grey or a grey gradient, levels
     0-255 (:data:`mlb_core.train.scenes.BACKGROUND_KINDS`' ``grey``), behind the object: one frame
     through ``full`` (24 clips) and the object in one frame of ten through ``mlb`` (20 clips).
-    Greys near the image processor's mean are where the tower's read-out is weakest (README, "An
-    object in one frame"); probe v2 draws its clips on a grey gradient."""
+    Greys near the image processor's mean are where the tower's read-out is weakest (docs/training-record.md,
+    "An object in one frame"); probe v2 draws its clips on a grey gradient."""
     def n(k: int) -> int:
         return max(2, int(round(k * scale)))
 
@@ -185,7 +185,7 @@ def grey_band_conditions(scale: float = 1.0) -> list[SightCondition]:
     (``mlb heldout --grey-band``: dark end 80-110, light end 190-220, a random angle;
     :data:`mlb_core.train.scenes.HELDOUT_KINDS`), through ``full`` and ``mlb`` on the same 20
     clips (clip k: frame k mod 10). The case where the committed weights' tower reads weak yellow
-    in every frame (README, "An object in one frame"), for any method alike."""
+    in every frame (docs/training-record.md, "An object in one frame"), for any method alike."""
     n = max(2, int(round(20 * scale)))
     return [SightCondition(f"greyband10_{method}", 10, method, "cpu", n, GREY_BAND_KEY, one_frame=True,
                            background="grey-band") for method in ("full", "mlb")]
@@ -347,7 +347,7 @@ def measure_sight(model: str = "embedded", conditions: list[SightCondition] | No
 def constant_share(answers: list[dict[str, Any]], kind: str) -> float | None:
     """The accuracy of the best constant answer on a condition's ``kind`` questions: the share of
     its commonest truth (a few clips can share a colour, and a model that always names it scores
-    that much without seeing; README, "A recipe with long layouts")."""
+    that much without seeing; docs/training-record.md, "A recipe with long layouts")."""
     truths = [a["truth"] for a in answers if a["kind"] == kind]
     return max(truths.count(t) for t in set(truths)) / len(truths) if truths else None
 

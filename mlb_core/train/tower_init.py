@@ -3,8 +3,8 @@
 Trained from a random initialisation, the small CLIP ViT of the embedded default learns a
 patch's colour within a hundred steps but not an object's shape, which needs the outline
 across patches: a four-layer CNN learns shape from the same frames in about two minutes,
-the randomly initialised ViT stays at chance for 1,500 steps (README, "The frames teach
-shape"). :func:`structured_init` rewrites three parts of a ``CLIPVisionModel`` in closed
+the randomly initialised ViT stays at chance for 1,500 steps (docs/training-record.md, "The
+frames teach shape"). :func:`structured_init` rewrites three parts of a ``CLIPVisionModel`` in closed
 form, so that its first steps start from a locality- and edge-aware tower:
 
 * **patch embedding**: the first rows become fixed linear filters: each channel's mean, each
@@ -19,7 +19,7 @@ form, so that its first steps start from a locality- and edge-aware tower:
   position) at the start of training, as trained ViTs' early layers do.
 
 :func:`edge_energy_init` then turns the first encoder layer into a per-patch edge-orientation
-detector (README, "Shape from the outline"): its attention's output is zeroed, its MLP's first
+detector (docs/training-record.md, "Shape from the outline"): its attention's output is zeroed, its MLP's first
 hidden units rectify the signed step-edge responses (``|r| = relu(r) + relu(-r)``, both signs
 being patch-embedding rows, with no position added to them), and a few residual dimensions
 are reserved (zero in every input to them) for a read-out that :mod:`mlb_core.train.vision`
@@ -27,7 +27,7 @@ fits in closed form. :func:`colour_units` optionally turns that MLP's remaining 
 (the checkpoint's random weights, so small that ``quick_gelu`` is nearly linear on them) into
 random nonlinear features of the patch's colour rows (channel and quadrant means): a linear
 read-out can then carve colour space into the six colours, which it cannot from nearly linear
-units (README, "Where the one-frame misses sit").
+units (docs/training-record.md, "Where the one-frame misses sit").
 
 The model stays a stock ``CLIPVisionModel``: only weight values change. Everything is drawn
 from a ``torch.Generator`` seeded by ``seed``, so the initialisation is reproducible.

@@ -18,8 +18,8 @@ per token, forward and backward), so the recipe has three stages:
    of the answer is predictable from the question). Since pooling is linear, a pooled cell
    of the ideal tokens is the same mixture with its mean coverage: the codebook is learnt
    for every layout at once. The LM's own word embeddings are not enough: fed " red" on the
-   object's patches the frozen LM names the colour about a third of the time (README, "A
-   model that sees"); the learnt vectors are what it reads.
+   object's patches the frozen LM names the colour about a third of the time (docs/training-record.md,
+   "What the frozen LM can read"); the learnt vectors are what it reads.
 2. **regress** (no LM): the codebook is written into the projector's last layer
    (:func:`install_codebook`: its first ten input units are the ten vectors), so a patch
    token is ``sum_k slot_k * vector_k`` with ``slot`` the ten activations after the
@@ -32,8 +32,8 @@ per token, forward and backward), so the recipe has three stages:
    in the projector's last layer is trained too (``lr_codebook_finetune``), now on the
    tower's real slots rather than ideal ones: the tower's slots are soft (a held-out
    object's patches carry about 0.6 of shape and 1.2 of colour where the ideal is 1 and 1),
-   and the vectors learnt on ideal tokens are read less well from them (README, "A model
-   that sees"). ``lr_codebook_finetune=0`` keeps it fixed, as the first recipe did.
+   and the vectors learnt on ideal tokens are read less well from them (docs/training-record.md,
+   "Reading the tower's real output"). ``lr_codebook_finetune=0`` keeps it fixed, as the first recipe did.
 
 Every stage's length is planned from ``minutes_budget`` with a fixed cost model (not by
 the clock), so a rerun with the same arguments repeats the same steps and, with the same
@@ -106,7 +106,7 @@ class Recipe:
     ``"cosine"`` (decaying to 0); ``codebook_schedule``: the codebook's learning rate in the LM
     stages (stage 1's ``lr_codebook``, stage 3's ``lr_codebook_finetune``), ``"constant"`` as every
     recipe before ``lead-cosine``, or ``"cosine"``: 20 warm-up steps, then a cosine decay to 0 over
-    the stage's planned budget (:func:`lr_factor`; README, "A settled codebook");
+    the stage's planned budget (:func:`lr_factor`; docs/training-record.md, "A settled codebook");
     ``shape_weight``: weight of stage 2's image-level shape loss (a linear head on the tower's
     pooled CLS output, single-object frames; the head is discarded after training);
     ``lr_codebook_finetune``: stage 3's learning rate of the codebook columns of the
@@ -118,33 +118,34 @@ class Recipe:
     closed-form slot read-out (:func:`fit_slot_readout`), ``outline_ridge`` its ridge;
     ``train_tower``: whether stages 2 and 3 train the tower and the projector's first layer
     (False: stage 2 is skipped and stage 3 trains the codebook alone, on the tower's real slots;
-    gradient steps undo a closed-form read-out within 100 steps, README "Shape from the outline");
+    gradient steps undo a closed-form read-out within 100 steps, docs/training-record.md "Shape from the outline");
     ``colour_units``: with ``tower_init="edges"``, the first layer's free MLP units become random
     features of the patch's colour (:func:`mlb_core.train.tower_init.colour_units`, pre-activation
     spread ``colour_unit_gain``) before the read-out is fitted; ``inverse_gelu``: the read-out is
     fitted to ``GELU^-1`` of the slot targets, so that the projector's GELU gives the targets back
-    rather than shrinking them (README, "Where the one-frame misses sit"); ``p_long``: the
+    rather than shrinking them (docs/training-record.md, "Where the one-frame misses sit"); ``p_long``: the
     probability that a stage-3 step draws a long layout, ``long_min_tokens`` to ``long_max_tokens``
     tokens (:func:`mlb_core.train.layouts.sample_long_layout`), instead of one under the
-    curriculum's cap (0: none, as every recipe before ``long``; README, "A recipe with long layouts");
+    curriculum's cap (0: none, as every recipe before ``long``; docs/training-record.md, "A recipe with long layouts");
     ``saturate``: after stage 3, which slot units become clamps (:mod:`mlb_core.train.saturate`):
     ``"none"`` or a key of :data:`SLOT_GROUPS` (``"colour"``: the six colour slots; ``"all"``),
-    fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain`` (README, "Saturated slots");
+    fitted on ``saturate_frames`` training frames, pair gain ``saturate_gain``
+    (docs/training-record.md, "Saturated slots");
     ``branches``: how many different questions a stage-3 step asks about its clip, all sharing one
     pass over the prefix and the visual tokens (:mod:`mlb_core.train.branches`; 1: one question, as
-    every recipe before ``long-branch``; README, "Branched questions");
+    every recipe before ``long-branch``; docs/training-record.md, "Branched questions");
     ``p_partial``: the probability that an object of a training clip of several frames is on
     screen in a contiguous span only, ``span`` how that span's length is drawn
     (:data:`mlb_core.train.scenes.SPANS`: ``"uniform"`` as every recipe before ``long-sparse``,
-    ``"loguniform"``: short spans as common as long ones; README, "An object in one frame");
+    ``"loguniform"``: short spans as common as long ones; docs/training-record.md, "An object in one frame");
     ``greys``: a fourth background kind, achromatic (a plain grey or a grey gradient, levels 0-255),
     drawn as often as each of the other three, in every stage (False: the three kinds of every
-    recipe before ``long-grey``; README, "An object in one frame");
+    recipe before ``long-grey``; docs/training-record.md, "An object in one frame");
     ``readout``: with ``tower_init="edges"``, how the slot read-out is fitted: ``"ridge"`` (closed
     form, linear in the first layer's MLP units, as every recipe before ``learnt``) or
     ``"learnt"`` (the first layer's free MLP units and the read-out trained with Adam on the slots
     after the projector's GELU, :mod:`mlb_core.train.readout`; ``readout_steps`` steps from
-    ``readout_lr``, on ``outline_fit_frames`` frames; README, "A learnt read-out").
+    ``readout_lr``, on ``outline_fit_frames`` frames; docs/training-record.md, "A learnt read-out").
     """
 
     codebook_share: float = 0.30
@@ -249,7 +250,7 @@ def recipe_from_log(fields: dict[str, Any]) -> Recipe:
 _FIRST = Recipe(codebook_share=0.35, regress_share=0.45, finetune_share=0.20, lr_codebook_finetune=0.0)
 # the shape on the outline: an edge-energy first layer (tower_init "edges"), every slot read out
 # in closed form, outline shape targets and codebook, no gradient step on the tower; the LM time
-# goes to the codebook, on ideal then on the tower's real tokens (README, "Shape from the outline")
+# goes to the codebook, on ideal then on the tower's real tokens (docs/training-record.md, "Shape from the outline")
 _OUTLINE = Recipe(tower_init="edges", shape_target="outline", train_tower=False,
                   codebook_share=0.4, regress_share=0.0, finetune_share=0.6)
 RECIPES: dict[str, Recipe] = {
@@ -264,62 +265,62 @@ RECIPES: dict[str, Recipe] = {
     # the first recipe with a structured tower init, feature layer -1, an image-level shape loss,
     # constant lr 5e-4 and the cost model's frame cost measured on this CPU (about 1,270
     # regression steps in 27 minutes instead of 815): the tower reads shape better, the answers
-    # do not (README, "The frames teach shape"; results/train/structured/)
+    # do not (docs/training-record.md, "The frames teach shape"; results/train/structured/)
     "structured": replace(_FIRST, lr_regress=5e-4, feature_layer=-1, tower_init="structured",
                           regress_schedule="constant", shape_weight=1.0, sec_per_frame=0.122),
     # the outline recipe with colour units in the tower's first layer and the read-out fitted
     # through the projector's GELU: tried 2026-12-03 and not adopted (through the pipeline colour
-    # as the committed weights, shape worse; README, "Where the one-frame misses sit";
+    # as the committed weights, shape worse; docs/training-record.md, "Where the one-frame misses sit";
     # results/train/colour-units/)
     "colour-units": replace(_OUTLINE, colour_units=True, inverse_gelu=True),
     # the outline recipe with long layouts in stage 3: 30% of its steps draw 2,000-4,000 tokens
     # (every family and cell that reaches them), stage 1 shorter to make room; cost model
-    # re-measured on this CPU at two threads (README, "A recipe with long layouts")
+    # re-measured on this CPU at two threads (docs/training-record.md, "A recipe with long layouts")
     "long": replace(_OUTLINE, codebook_share=0.2, finetune_share=0.8, p_long=0.3,
                     sec_per_token=1.05e-2, sec_per_token2=1.34e-6, sec_per_frame=0.17),
 }
 # the same with stage 1 as long as the committed recipe's (about 290 steps), run on a 30-minute
-# plan: "long" cost one-frame colour (README, "A recipe with long layouts")
+# plan: "long" cost one-frame colour (docs/training-record.md, "A recipe with long layouts")
 RECIPES["long-30"] = replace(RECIPES["long"], codebook_share=0.3, finetune_share=0.7)
 # long-30 with four questions a stage-3 clip, asked in branches that share one pass over its
 # visual tokens: about four times the questions on long layouts for the same plan, and more on
-# short ones (README, "Branched questions"; results/train/long-branch/)
+# short ones (docs/training-record.md, "Branched questions"; results/train/long-branch/)
 RECIPES["long-branch"] = replace(RECIPES["long-30"], branches=4)
 # long-branch with objects on screen in part of the clip half the time (not 30%) and the span's
 # length log-uniform (not uniform), so that an object in one frame of many, the case of probe v2
-# that long-branch answers "yellow" to, is common in training; every layout alike (README,
+# that long-branch answers "yellow" to, is common in training; every layout alike (docs/training-record.md,
 # "An object in one frame"; results/train/long-sparse/)
 RECIPES["long-sparse"] = replace(RECIPES["long-branch"], p_partial=0.5, span="loguniform")
 # long-branch with a fourth background kind, achromatic: greys near the image processor's mean
 # make the tower's first layer see little but its position embedding, and the closed-form read-out,
-# fitted on few such patches, reads a band of probe v2's grey gradient as weak yellow (README,
+# fitted on few such patches, reads a band of probe v2's grey gradient as weak yellow (docs/training-record.md,
 # "An object in one frame"; results/train/long-grey/)
 RECIPES["long-grey"] = replace(RECIPES["long-branch"], greys=True)
 # long-branch with the slot read-out learnt rather than fitted in closed form: the first layer's
 # free MLP units and the read-out trained with Adam on the slots after the projector's GELU, on
-# 1,200 single training frames (mlb_core/train/readout.py); no LM, no method's selection (README,
+# 1,200 single training frames (mlb_core/train/readout.py); no LM, no method's selection (docs/training-record.md,
 # "A learnt read-out"; results/train/learnt/)
 RECIPES["learnt"] = replace(RECIPES["long-branch"], readout="learnt", outline_fit_frames=1200, readout_steps=3000)
 # learnt with the answer's word before the key weighted like the key (lead_weight): in long
 # layouts the committed weights' free answers say "the red object is the red object", naming no
-# shape, though teacher-forced at the shape word they read it (README, "The shape is read, then
-# not said"); not adopted by its rule (seed 0: 76 of 90 held-out answers, seed 1: 51), README
-# "Leading to the word", results/train/learnt-lead/
+# shape, though teacher-forced at the shape word they read it (docs/training-record.md, "The shape is
+# read, then not said"); not adopted by its rule (seed 0: 76 of 90 held-out answers, seed 1: 51),
+# docs/training-record.md, "Leading to the word", results/train/learnt-lead/
 RECIPES["learnt-lead"] = replace(RECIPES["learnt"], lead_weight=1.0)
 # learnt-lead with the codebook's learning rate settling in both LM stages (20 warm-up steps, then a
 # cosine decay to 0 over the stage's budget): learnt-lead's seed 1 spent most of stage 1 on a noisy
 # plateau (means of 25 steps 4.2-5.4, single steps up to 21) where seed 0 kept descending, and its
 # long layouts fell apart; batch-one Adam at a constant 1e-2 has a noise floor that a decaying rate
-# lowers (README, "A settled codebook"; results/train/lead-cosine/)
+# lowers (docs/training-record.md, "A settled codebook"; results/train/lead-cosine/)
 RECIPES["lead-cosine"] = replace(RECIPES["learnt-lead"], codebook_schedule="cosine")
 # the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
 # 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
-# its held-out runs (README, "Branched questions", "A learnt read-out", "A settled codebook")
+# its held-out runs (docs/training-record.md, "Branched questions", "A learnt read-out", "A settled codebook")
 RECIPES["committed"] = RECIPES["lead-cosine"]
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
-# answers against 48; README, "Saturated slots"; results/train/saturated-all/)
+# answers against 48; docs/training-record.md, "Saturated slots"; results/train/saturated-all/)
 RECIPES["saturated"] = replace(_OUTLINE, saturate="colour")
 RECIPES["saturated-all"] = replace(_OUTLINE, saturate="all")
 
