@@ -19,6 +19,7 @@ from mlb_core.train.sight import (
     constant_share,
     default_conditions,
     first_word,
+    format_judges,
     format_sight,
     grey_band_conditions,
     grey_conditions,
@@ -26,11 +27,13 @@ from mlb_core.train.sight import (
     length_curve_rows,
     measure_sight,
     one_frame_only,
+    only_word,
     plot_length_curve,
     redrawn_conditions,
     segment_frames_for,
     sight_questions,
     sparse_conditions,
+    strict_counts,
     write_sight,
 )
 
@@ -40,6 +43,55 @@ def test_first_word_rule():
     assert first_word("In the video, the circle is Red, not blue.", colours) == "red"
     assert first_word("the object is bluegreen", colours) is None  # whole words only
     assert first_word("green or red", colours) == "green"  # hedges count as the first word
+
+
+def test_strict_judge_asks_for_one_word_of_the_kind():
+    shapes = scenes.SHAPES
+    assert only_word("the red object is a square.", shapes) == "square"
+    assert only_word("the red object is a square circle.", shapes) is None  # first_word says square
+    assert first_word("the red object is a square circle.", shapes) == "square"
+    assert only_word("Orange orange orange orange", scenes.COLOURS) == "orange"  # one word, repeated
+    assert only_word("the object is bluegreen", ("blue", "green")) is None and only_word("", shapes) is None
+
+
+def _saved(answers: list[tuple[str, str, str, bool]]) -> dict:
+    rows = [{"clip": i, "kind": k, "question": "?", "truth": truth, "said": None, "answer": text, "right": right}
+            for i, (k, truth, text, right) in enumerate(answers)]
+    return {"conditions": {"single_full": {"method": "full", "n_frames": 1, "answers": rows}}}
+
+
+def test_strict_counts_and_both_judges_from_saved_answers(tmp_path, capsys):
+    result = _saved([("colour", "red", "the circle is red.", True),
+                     ("colour", "blue", "blue or red", True),       # a hedge: right by the first word only
+                     ("shape", "square", "a square circle", True),  # two shapes: right by the first word only
+                     ("shape", "circle", "the red object is a circle.", True),
+                     ("shape", "triangle", "a circle", False)])
+    assert strict_counts(result["conditions"]["single_full"]["answers"]) == {"colour": (1, 2), "shape": (1, 3)}
+    table = format_judges(result).splitlines()
+    assert table[1].split()[3:] == ["2/2", "1/2", "2/3", "1/3"]
+    path = tmp_path / "r.json"
+    write_sight(result, path)
+    assert main(["heldout", "--rescore", str(path)]) == 0
+    assert "2/3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, words", [(None, "no such file"), ("{not json", "not a held-out result"),
+                                            ('{"model": "x"}', "no 'conditions'")])
+def test_rescore_refuses_what_is_not_a_result(tmp_path, capsys, content, words):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["heldout", "--rescore", str(path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_rescore_needs_saved_answers_and_no_other_check(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    write_sight({"conditions": {"single_full": {"method": "full", "n_frames": 1}}}, path)
+    assert main(["heldout", "--rescore", str(path)]) == 2
+    assert "keeps no answers" in capsys.readouterr().err
+    assert main(["heldout", "--rescore", str(path), "--curve"]) == 2
+    assert "runs no model" in capsys.readouterr().err
 
 
 def test_default_conditions_cover_the_targets():

@@ -141,12 +141,14 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     from mlb_core.train.sight import (
         binding_conditions,
         default_conditions,
+        format_judges,
         format_sight,
         grey_band_conditions,
         grey_conditions,
         length_conditions,
         measure_sight,
         plot_length_curve,
+        read_sight,
         redrawn_conditions,
         sparse_conditions,
         write_sight,
@@ -156,6 +158,12 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         raise MLBError("--scale must be > 0")
     checks = ("slots", "ideal", "curve", "redrawn", "binding", "sparse", "grey", "grey_band")
     chosen = [flag.replace("_", "-") for flag in checks if getattr(args, flag)]
+    if args.rescore:
+        if chosen:
+            raise MLBError(f"--rescore judges saved results again and runs no model: drop --{chosen[0]}")
+        for path in args.rescore:
+            print(f"{path}\n{format_judges(read_sight(path))}")
+        return 0
     if len(chosen) > 1:
         raise MLBError(f"--{' and --'.join(chosen)} are different checks: choose one")
     if args.slots:
@@ -334,5 +342,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "greyband10_full and greyband10_mlb")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
                    help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
+    h.add_argument("--rescore", nargs="+", metavar="RESULT",
+                   help="instead: judge the answers saved in these results (--out files) again, by the first "
+                        "colour/shape word and by the strict judge (that word and no other of its kind); "
+                        "no model runs")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_heldout)

@@ -5,7 +5,8 @@ training and backgrounds from clips never used in training) are written as H.264
 decoded, encoded by the checkpoint's own image processor and vision tower, compressed by a
 method of :mod:`mlb_core.methods` and answered by the frozen LM, exactly as ``mlb answer``
 does. An answer is right when its first colour (or shape) word is the truth (the offline
-keyword judge of the probe).
+keyword judge of the probe); :func:`strict_counts` re-reads the saved answers by a strict judge
+that also asks for no other colour (shape) word (``mlb heldout --rescore``).
 
 Conditions (every clip shows one object on screen throughout; the question asks its colour or
 its shape, open-ended):
@@ -218,6 +219,52 @@ def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def only_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
+    """The one vocabulary word ``text`` names (whole words, case-insensitive), or ``None`` when it
+    names none or several different ones: the strict judge. "the red object is a square circle"
+    has no shape by it, where :func:`first_word` reads "square"; a repeated word ("orange orange")
+    is still one word."""
+    found = {m.lower() for m in re.findall(r"\b(" + "|".join(sorted(vocabulary, key=len, reverse=True)) + r")\b",
+                                           text, re.I)}
+    return found.pop() if len(found) == 1 else None
+
+
+def strict_counts(answers: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Right answers of each kind (``colour``, ``shape``) by the strict judge (:func:`only_word`),
+    re-read from a result's saved ``answers``: ``{kind: (right, asked)}``. The first-word judge of
+    :func:`measure_sight` counts an answer that names the truth first; this one also asks that it
+    name no other word of the kind, so a hedge or a list of shapes is not right."""
+    out: dict[str, list[int]] = {}
+    for a in answers:
+        vocab = scenes.COLOURS if a["kind"] == "colour" else scenes.SHAPES
+        tally = out.setdefault(a["kind"], [0, 0])
+        tally[0] += int(only_word(a["answer"], vocab) == a["truth"])
+        tally[1] += 1
+    return {kind: (k, n) for kind, (k, n) in out.items()}
+
+
+def format_judges(result: dict[str, Any]) -> str:
+    """Right answers of each condition by both judges, from the saved answers (``mlb heldout
+    --rescore``): the first colour (shape) word, as every result reports, and the strict judge
+    (:func:`strict_counts`)."""
+    w = max([14, *map(len, result["conditions"])])
+    lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'colour: first word':>18s} {'strict':>7s} "
+             f"{'shape: first word':>17s} {'strict':>7s}"]
+    for name, r in result["conditions"].items():
+        answers = r.get("answers")
+        if not answers:
+            raise MLBError(f"{name}: the result keeps no answers to judge again")
+        strict = strict_counts(answers)
+        cells = []
+        for kind in ("colour", "shape"):
+            first = sum(int(a["right"]) for a in answers if a["kind"] == kind)
+            k, n = strict.get(kind, (0, 0))
+            cells += [f"{first}/{n}", f"{k}/{n}"]
+        lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {cells[0]:>18s} {cells[1]:>7s} "
+                     f"{cells[2]:>17s} {cells[3]:>7s}")
+    return "\n".join(lines)
+
+
 def write_clip(spec: scenes.ClipSpec, path: Path, bank: scenes.VideoBank) -> None:
     """Render a clip and write it as H.264 (the probe's deterministic writer)."""
     from mlb_core.evaluation.synthetic import write_mp4
@@ -392,6 +439,20 @@ def write_sight(result: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(clean(result), indent=1) + "\n")
     tmp.replace(path)
+
+
+def read_sight(path: str | Path) -> dict[str, Any]:
+    """A result written by :func:`write_sight` (``mlb heldout --out``), checked to be one."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MLBError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MLBError(f"{path}: not a held-out result ({type(e).__name__}: {e})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("conditions"), dict):
+        raise MLBError(f"{path}: not a held-out result (no 'conditions'; written by mlb heldout --out)")
+    return result
 
 
 def length_curve_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
