@@ -604,3 +604,16 @@ def test_grey_band_conditions_cross_the_processors_mean(tmp_path, capsys):
         scenes.sample_clip(0, 1, backgrounds=("plain", "grey-band"))
     assert main(["heldout", "--grey", "--grey-band"]) == 2
     assert "--grey and --grey-band are different checks" in capsys.readouterr().err
+
+
+def test_card_gives_both_judges_from_the_saved_answers():
+    from mlb_core.train.card import heldout_section
+
+    result = _saved([("colour", "red", "red", True), ("shape", "square", "a square circle", True),
+                     ("shape", "circle", "a circle", True)])
+    r = result["conditions"]["single_full"]
+    r.update(preset="cpu", n=3, colour_accuracy=1.0, shape_accuracy=1.0, accuracy=1.0)
+    section = heldout_section({**result, "heldout": "test clips", "judge": "first word"})
+    row = next(line for line in section.splitlines() if line.startswith("| single_full"))
+    assert row.split("|")[5:10] == [" 100% ", " 100% ", " 100% ", " 100% ", " 50% "]  # shape 2/2 first word, 1/2 strict
+    assert "colour, strict | shape, strict" in section and "--rescore" in section

@@ -302,24 +302,32 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
     """The card's held-out table (``mlb heldout``), or a line saying how to measure it."""
     if not sight:
         return "\n## Held-out accuracy\nNot measured yet: `mlb heldout --out <folder>/heldout_metrics.json`.\n"
-    rows = ["| condition | method | frames | questions | colour | shape | all |", "|---|---|---|---|---|---|---|"]
-    for name, r in sight["conditions"].items():
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{100 * x:.0f}%"
+    from mlb_core.train.sight import strict_counts
 
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    def share(counts: dict[str, tuple[int, int]], kind: str) -> str:
+        k, n = counts.get(kind, (0, 0))
+        return pct(k / n if n else None)
+
+    rows = ["| condition | method | frames | questions | colour | shape | all | colour, strict | shape, strict |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sight["conditions"].items():
+        strict = strict_counts(r.get("answers", []))
         rows.append(f"| {name} | {r['method']} ({r['preset']}) | {r['n_frames']} | {r['n']} | "
-                    f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} |")
+                    f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} | "
+                    f"{share(strict, 'colour')} | {share(strict, 'shape')} |")
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
-            f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}.\n\n" + "\n".join(rows) + "\n\n"
+            f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}; the strict columns also ask that "
+            "the answer name no other colour (shape) (`mlb heldout --rescore`).\n\n" + "\n".join(rows) + "\n\n"
             "Accuracy by length on the same clips (`full` on 1-14 frames, `mlb` on 5-50): "
             "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n"
             "The same words drawn another way (PIL, anti-aliased, 640 x 480, four colour conventions, libx264 "
             "CRF 23; no drawing code shared with the training): "
-            "`mlb heldout --redrawn --out results/heldout/redrawn.json` (docs/training-record.md, "
-            "\"Drawn another way\").\n"
+            "`mlb heldout --redrawn --out results/heldout/redrawn.json` (README, \"A model that sees\").\n"
             "Two objects a clip, each asked its colour and its shape (how often the other object's is named): "
-            "`mlb heldout --binding --out results/heldout/binding.json` (docs/training-record.md, "
-            "\"Two objects at once\").\n")
+            "`mlb heldout --binding --out results/heldout/binding.json` (README, \"A model that sees\").\n")
 
 
 def refresh_card(folder: str | Path) -> Path:

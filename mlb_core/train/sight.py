@@ -401,21 +401,25 @@ def constant_share(answers: list[dict[str, Any]], kind: str) -> float | None:
 
 def format_sight(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`measure_sight`'s result, with what the best constant answer
-    would score (:func:`constant_share`); with two-object conditions, also the share of colour
-    (shape) answers that name the other object's colour (shape)."""
+    would score (:func:`constant_share`) and the strict judge's accuracy (:func:`strict_counts`);
+    with two-object conditions, also the share of colour (shape) answers that name the other
+    object's colour (shape)."""
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.0f}%"
 
     w = max([14, *map(len, result["conditions"])])  # redrawn_tab10_full1 and the like are longer
     other = any("colour_other_share" in r for r in result["conditions"].values())
     lines = [f"{'condition':{w}s} {'method':6s} {'frames':>6s} {'tokens':>6s} {'n':>4s} {'colour':>7s} {'shape':>7s} "
-             f"{'all':>6s} {'constant answer: colour/shape':>29s}"
+             f"{'all':>6s} {'constant answer: colour/shape':>29s} {'strict: colour/shape':>20s}"
              + (f" {'colour: other object':>20s} {'shape: other object':>19s}" if other else "")]
     for name, r in result["conditions"].items():
         const = "/".join(pct(constant_share(r.get("answers", []), kind)) for kind in ("colour", "shape"))
+        strict_n = strict_counts(r.get("answers", []))
+        strict = "/".join(pct(k / n if n else None) for k, n in (strict_n.get(kind, (0, 0))
+                                                                  for kind in ("colour", "shape")))
         lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
-                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s} {const:>29s}"
+                     f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s} {const:>29s} {strict:>20s}"
                      + (f" {pct(r.get('colour_other_share')):>20s} {pct(r.get('shape_other_share')):>19s}"
                         if other else ""))
     return "\n".join(lines)
