@@ -213,9 +213,14 @@ def one_frame_only(spec: scenes.ClipSpec, frame: int) -> scenes.ClipSpec:
     return replace(spec, objects=tuple(replace(o, first=frame, last=frame + 1) for o in spec.objects))
 
 
+def _words(vocabulary: tuple[str, ...]) -> re.Pattern[str]:
+    """Any vocabulary word as a whole word, case-insensitive (the longest first)."""
+    return re.compile(r"\b(" + "|".join(sorted(vocabulary, key=len, reverse=True)) + r")\b", re.I)
+
+
 def first_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
     """The first vocabulary word in ``text`` (whole words, case-insensitive)."""
-    m = re.search(r"\b(" + "|".join(sorted(vocabulary, key=len, reverse=True)) + r")\b", text, re.I)
+    m = _words(vocabulary).search(text)
     return m.group(1).lower() if m else None
 
 
@@ -224,8 +229,7 @@ def only_word(text: str, vocabulary: tuple[str, ...]) -> str | None:
     names none or several different ones: the strict judge. "the red object is a square circle"
     has no shape by it, where :func:`first_word` reads "square"; a repeated word ("orange orange")
     is still one word."""
-    found = {m.lower() for m in re.findall(r"\b(" + "|".join(sorted(vocabulary, key=len, reverse=True)) + r")\b",
-                                           text, re.I)}
+    found = {m.lower() for m in _words(vocabulary).findall(text)}
     return found.pop() if len(found) == 1 else None
 
 
