@@ -302,22 +302,18 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
     """The card's held-out table (``mlb heldout``), or a line saying how to measure it."""
     if not sight:
         return "\n## Held-out accuracy\nNot measured yet: `mlb heldout --out <folder>/heldout_metrics.json`.\n"
-    from mlb_core.train.sight import strict_counts
+    from mlb_core.train.sight import strict_accuracy
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.0f}%"
 
-    def share(counts: dict[str, tuple[int, int]], kind: str) -> str:
-        k, n = counts.get(kind, (0, 0))
-        return pct(k / n if n else None)
-
     rows = ["| condition | method | frames | questions | colour | shape | all | colour, strict | shape, strict |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in sight["conditions"].items():
-        strict = strict_counts(r.get("answers", []))
+        answers = r.get("answers", [])
         rows.append(f"| {name} | {r['method']} ({r['preset']}) | {r['n_frames']} | {r['n']} | "
                     f"{pct(r['colour_accuracy'])} | {pct(r['shape_accuracy'])} | {pct(r['accuracy'])} | "
-                    f"{share(strict, 'colour')} | {share(strict, 'shape')} |")
+                    f"{pct(strict_accuracy(answers, 'colour'))} | {pct(strict_accuracy(answers, 'shape'))} |")
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
             f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}; the strict columns also ask that "
             "the answer name no other colour (shape) (`mlb heldout --rescore`).\n\n" + "\n".join(rows) + "\n\n"

@@ -247,6 +247,13 @@ def strict_counts(answers: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     return {kind: (k, n) for kind, (k, n) in out.items()}
 
 
+def strict_accuracy(answers: list[dict[str, Any]], kind: str) -> float | None:
+    """The strict judge's accuracy on ``kind`` questions (:func:`strict_counts`), ``None`` if none
+    was asked."""
+    k, n = strict_counts(answers).get(kind, (0, 0))
+    return k / n if n else None
+
+
 def format_judges(result: dict[str, Any]) -> str:
     """Right answers of each condition by both judges, from the saved answers (``mlb heldout
     --rescore``): the first colour (shape) word, as every result reports, and the strict judge
@@ -418,9 +425,7 @@ def format_sight(result: dict[str, Any]) -> str:
              + (f" {'colour: other object':>20s} {'shape: other object':>19s}" if other else "")]
     for name, r in result["conditions"].items():
         const = "/".join(pct(constant_share(r.get("answers", []), kind)) for kind in ("colour", "shape"))
-        strict_n = strict_counts(r.get("answers", []))
-        strict = "/".join(pct(k / n if n else None) for k, n in (strict_n.get(kind, (0, 0))
-                                                                  for kind in ("colour", "shape")))
+        strict = "/".join(pct(strict_accuracy(r.get("answers", []), kind)) for kind in ("colour", "shape"))
         lines.append(f"{name:{w}s} {r['method']:6s} {r['n_frames']:6d} {r.get('visual_tokens', '-'):>6} {r['n']:4d} "
                      f"{pct(r['colour_accuracy']):>7s} "
                      f"{pct(r['shape_accuracy']):>7s} {pct(r['accuracy']):>6s} {const:>29s} {strict:>20s}"
