@@ -198,6 +198,7 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
                                   ["heldout", "--binding", "--redrawn"],
                                   ["heldout", "--binding", "--conditions", "single_full"],
                                   ["heldout", "--redrawn", "--conditions", "redrawn_css_full2"],
+                                  ["heldout", "--redrawn-key", "3"], ["heldout", "--redrawn", "--redrawn-key", "-1"],
                                   ["train-vision", "--minutes", "0"], ["train-vision", "--threads", "0"]])
 def test_bad_arguments_are_one_line_errors(argv, capsys):
     assert main(argv) == 2
@@ -391,6 +392,8 @@ def test_redrawn_conditions_ask_the_same_scenes_in_every_convention_and_method()
     assert {(c.method, c.n_frames, c.preset) for c in conds} == {("full", 1, "cpu"), ("mlb", 20, "cpu")}
     assert len({c.clip_key for c in conds}) == 1 and {c.n_clips for c in conds} == {12}
     assert {c.n_clips for c in redrawn_conditions(0.1)} == {2}
+    other = redrawn_conditions(key=901)  # other scenes, the same conditions
+    assert {c.clip_key for c in other} == {901} and [c.name for c in other] == [c.name for c in conds]
 
 
 def test_measure_sight_on_redrawn_clips_writes_each_scene_once(tmp_path):

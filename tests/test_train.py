@@ -549,3 +549,96 @@ def test_card_names_the_codebook_schedule_and_the_loss_curves_only_when_there_ar
     card = model_card({**log, "loss_curve": {"codebook": [6.5, 2.0], "finetune_lm": [3.1, 2.4]}})
     assert card.count("20 warm-up steps, then a cosine decay to 0 over the stage's planned budget") == 2
     assert "Loss curves (means of 25 consecutive steps): stage 1 6.50, 2.00; stage 3 3.10, 2.40." in card
+
+
+def test_soft_mask_against_a_plain_supersampling_loop():
+    """``scenes.soft_mask``: each pixel's share is the mean of SOFT x SOFT point samples of the
+    shape (the same inequalities as ``shape_mask``), checked against a loop over sub-pixel points;
+    away from the edge it is 0 or 1, and its sum is about the shape's area."""
+    import numpy as np
+
+    from mlb_core.evaluation.synthetic import shape_mask
+
+    s = 3
+    cases = (("circle", (100, 60), 23.5), ("triangle", (40, 300), 31.0), ("square", (170, 170), 12.0))
+    for shape, centre, radius in cases:
+        soft = scenes.soft_mask(shape, centre, radius, soft=s)
+        for x, y in ((centre[0], centre[1]), (centre[0] + 5, centre[1] - 7), (int(centre[0] + radius), centre[1]),
+                     (centre[0], int(centre[1] + radius)), (centre[0] - 200, centre[1])):
+            if not (0 <= x < scenes.SIZE and 0 <= y < scenes.SIZE):
+                continue
+            hits = 0
+            for j in range(s):
+                for i in range(s):  # the point sample's offset from the shape's centre
+                    px, py = x + (i + 0.5) / s - 0.5 - centre[0], y + (j + 0.5) / s - 0.5 - centre[1]
+                    if shape == "circle":
+                        hits += px * px + py * py <= radius * radius
+                    elif shape == "square":
+                        hits += abs(px) <= radius * 0.85 and abs(py) <= radius * 0.85
+                    else:
+                        frac = (py + radius) / max(1, 2 * radius)
+                        hits += -radius <= py <= radius and abs(px) <= frac * radius
+            assert soft[y, x] == pytest.approx(hits / s / s, abs=1e-6), (shape, x, y)
+        hard = shape_mask(shape, centre, radius, (scenes.SIZE, scenes.SIZE))
+        assert abs(soft.sum() - hard.sum()) < 0.05 * hard.sum() + 4 * radius
+        assert 0 < ((soft > 0) & (soft < 1)).sum() < (hard ^ np.roll(hard, 1, 0)).sum() * 3
+
+
+def test_vary_drawing_keeps_names_and_questions_and_the_default_draw_is_unchanged():
+    """``vary_drawing``: the same objects, names and questions, anti-aliased, in a colour of the
+    name's range whose hue is nearer its own palette hue than any other's; coverage from the soft
+    shares; older recipes never call it (``p_varied`` 0) so their clips keep their bits."""
+    import colorsys
+
+    import numpy as np
+
+    from mlb_core.train.vision import RECIPES, Recipe, _sample_spec
+
+    hues = {c: colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0] for c, rgb in scenes.PALETTE.items()}
+    for seed in range(60):
+        spec = scenes.sample_clip(seed, 2, "train", None, 0.0, backgrounds=("plain", "gradient"))
+        varied = scenes.vary_drawing(spec, seed)
+        assert varied.soft and not spec.soft
+        look = [(o.colour, o.shape, o.radius, o.centre) for o in spec.objects]
+        assert [(o.colour, o.shape, o.radius, o.centre) for o in varied.objects] == look
+        assert scenes.make_questions(varied, 1) == scenes.make_questions(spec, 1)
+        for obj in varied.objects:
+            h, sat, val = colorsys.rgb_to_hsv(*(v / 255 for v in obj.drawn_rgb))
+            nearest = min(hues, key=lambda c: min(abs(h - hues[c]), 1 - abs(h - hues[c])))
+            assert nearest == obj.colour and sat >= 0.59 and val >= 0.49, (seed, obj)
+            far = [np.linalg.norm(np.subtract(obj.drawn_rgb, b)) >= scenes.MIN_BG_DISTANCE / 2 for b in spec.bg_colours]
+            assert all(far) or obj.rgb == scenes.PALETTE[obj.colour]
+        frames, cover = scenes.render_clip(varied)
+        assert np.allclose(cover, scenes.clip_coverage(varied), atol=1e-6)
+        hard_cover = scenes.clip_coverage(spec)
+        assert abs(cover.sum() - hard_cover.sum()) <= 0.05 * hard_cover.sum() + 1.0
+    assert scenes.vary_drawing(spec, 3) == scenes.vary_drawing(spec, 3) != scenes.vary_drawing(spec, 4)
+    with pytest.raises(ValueError, match="p_varied"):
+        Recipe(p_varied=1.5)
+    with pytest.raises(ValueError, match="colour"):
+        scenes.colour_range("pink")
+    assert {n for n, r in RECIPES.items() if r.p_varied} == {"lead-range"}
+    assert RECIPES["lead-range"] == replace(RECIPES["lead-cosine"], p_varied=0.5)
+    # p_varied = 0 draws nothing more: the committed recipe's clips are sample_clip's, as before
+    committed = RECIPES["committed"]
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(20):  # the body of _sample_spec before p_varied, written out
+        n_objects = 2 if b.random() < committed.p_two_objects else 1
+        before = scenes.sample_clip(int(b.integers(1 << 31)), 3, "train", n_objects, committed.p_partial,
+                                    span=committed.span, backgrounds=scenes.BACKGROUNDS)
+        assert _sample_spec(a, 3, committed) == before
+    drawn = [_sample_spec(np.random.default_rng(i), 1, RECIPES["lead-range"]) for i in range(200)]
+    assert 70 < sum(s.soft for s in drawn) < 130
+
+
+def test_card_says_how_clips_are_drawn_only_for_the_varied_recipe():
+    import json
+    from dataclasses import asdict
+
+    from mlb_core.backbones import vision_weights
+    from mlb_core.train.card import model_card
+    from mlb_core.train.vision import RECIPES
+
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
+    assert "drawn another way" not in model_card({**log, "recipe": asdict(RECIPES["lead-cosine"])})
+    assert "50% of the clips are drawn another way" in model_card({**log, "recipe": asdict(RECIPES["lead-range"])})

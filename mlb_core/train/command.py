@@ -206,7 +206,14 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         return 0
     sets = {"curve": length_conditions, "redrawn": redrawn_conditions, "binding": binding_conditions,
             "sparse": sparse_conditions, "grey": grey_conditions, "grey-band": grey_band_conditions}
-    conditions = sets.get(chosen[0] if chosen else "", default_conditions)(args.scale)  # the one check chosen
+    if args.redrawn_key is not None and chosen != ["redrawn"]:
+        raise MLBError("--redrawn-key picks the scenes of --redrawn: add --redrawn")
+    if chosen == ["redrawn"] and args.redrawn_key is not None:
+        if args.redrawn_key < 0:
+            raise MLBError(f"--redrawn-key must be >= 0, not {args.redrawn_key}")
+        conditions = redrawn_conditions(args.scale, args.redrawn_key)
+    else:
+        conditions = sets.get(chosen[0] if chosen else "", default_conditions)(args.scale)  # the one check chosen
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
@@ -269,7 +276,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "learnt-lead: learnt with the answer's word before the key weighted like the key, not "
                         "adopted ('Leading to the word'); lead-cosine: learnt-lead with the codebook's "
                         "learning rate warmed up and decayed along a cosine in both LM stages, committed since "
-                        "2026-12-05 ('A settled codebook')")
+                        "2026-12-05 ('A settled codebook'); lead-range: lead-cosine with half the clips "
+                        "anti-aliased and coloured from each colour name's range ('Colour names, not colour "
+                        "values')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")
@@ -322,6 +331,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the probe's words drawn another way instead: PIL, anti-aliased, 640 x 480, four colour "
                         "conventions, libx264 CRF 23, through full on one frame and mlb at 20 "
                         "(sight.redrawn_conditions, mlb_core/train/redrawn.py)")
+    h.add_argument("--redrawn-key", type=int, metavar="N",
+                   help="--redrawn: the scenes' seed key (default 200, the stage heldout_redrawn's); another key "
+                        "draws other scenes, never seen by the stage")
     h.add_argument("--binding", action="store_true",
                    help="two objects a clip instead, each asked its colour and shape: is the other object's "
                         "colour (shape) named? full on one frame and mlb at 20 (sight.binding_conditions)")

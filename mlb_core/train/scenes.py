@@ -33,9 +33,10 @@ first colour (or shape) word of an open answer is the answer.
 
 from __future__ import annotations
 
+import colorsys
 import importlib.util
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,13 @@ TRAIN_CLIPS: tuple[str, ...] = ("bigbuckbunny.mp4", "bikes.mp4")
 HELDOUT_CLIPS: tuple[str, ...] = ("carphone_pristine.mp4", "carphone_distorted.mp4")
 HELDOUT_SEED_BASE = 1_000_000
 MIN_BG_DISTANCE = 90.0
+SOFT = 4  # samples a pixel side in anti-aliased drawing (ClipSpec.soft)
+# vary_drawing's colour ranges (colour_range): how far towards the midpoint with a neighbouring
+# palette hue a colour's hue may go, and its saturation and value (HSV, [0, 1])
+COLOUR_REACH = 0.5
+SATURATION = (0.6, 1.0)
+VALUE = (0.5, 1.0)
+VALUE_BRIGHT = (0.8, 1.0)
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "video")
 # "grey": an achromatic plain or gradient background, levels 0-255 (drawn as "plain" or "gradient");
 # a recipe's choice (vision.Recipe.greys), not in the default draw
@@ -81,6 +89,11 @@ class ObjectSpec:
     drift: tuple[float, float]  # (dx, dy) px per frame
     first: int
     last: int
+    rgb: tuple[int, int, int] | None = None  # the drawn colour; None: PALETTE[colour] (every recipe before lead-range)
+
+    @property
+    def drawn_rgb(self) -> tuple[int, int, int]:
+        return self.rgb if self.rgb is not None else PALETTE[self.colour]
 
     def centre_at(self, t: int) -> tuple[int, int]:
         lo, hi = self.radius, SIZE - self.radius  # kept on screen
@@ -105,6 +118,7 @@ class ClipSpec:
     video: str = ""
     video_start: int = 0
     crop: tuple[int, int] = (0, 0)  # (x0, y0) of the 336 x 336 crop
+    soft: bool = False  # anti-aliased edges (SOFT x SOFT samples a pixel) rather than hard ones
 
 
 @dataclass(frozen=True)
@@ -284,11 +298,90 @@ def object_masks(spec: ClipSpec, t: int) -> np.ndarray:
     return drawn
 
 
+def soft_mask(shape: str, centre: tuple[float, float], radius: float, soft: int = SOFT) -> np.ndarray:
+    """(SIZE, SIZE) float32 in [0, 1]: the share of each pixel that the shape covers, from ``soft`` x
+    ``soft`` samples a pixel (:func:`shape_mask` on a ``soft`` times finer grid around the shape).
+    A pixel's samples sit at ``x + (j + 0.5) / soft - 0.5``, so that their mean is the pixel's centre,
+    the point :func:`shape_mask` samples."""
+    cx, cy = centre
+    x0, x1 = max(0, int(np.floor(cx - radius)) - 1), min(SIZE, int(np.ceil(cx + radius)) + 2)
+    y0, y1 = max(0, int(np.floor(cy - radius)) - 1), min(SIZE, int(np.ceil(cy + radius)) + 2)
+    out = np.zeros((SIZE, SIZE), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    fine_centre = ((cx - x0) * soft + soft / 2 - 0.5, (cy - y0) * soft + soft / 2 - 0.5)
+    fine = shape_mask(shape, fine_centre, radius * soft, ((y1 - y0) * soft, (x1 - x0) * soft))  # (h s, w s)
+    out[y0:y1, x0:x1] = fine.reshape(y1 - y0, soft, x1 - x0, soft).mean((1, 3))
+    return out
+
+
+def object_alpha(spec: ClipSpec, t: int) -> np.ndarray:
+    """(K, SIZE, SIZE) float32: how much of each pixel of frame ``t`` shows object k, anti-aliased
+    (:func:`soft_mask`); later objects paint over earlier ones ("over" compositing), so the K
+    shares of a pixel sum to at most 1. Zero where an object is off screen."""
+    alpha = np.zeros((len(spec.objects), SIZE, SIZE), np.float32)
+    for k, obj in enumerate(spec.objects):
+        if obj.visible(t):
+            a = soft_mask(obj.shape, obj.centre_at(t), obj.radius)
+            alpha[:k] *= 1 - a
+            alpha[k] = a
+    return alpha
+
+
 def clip_coverage(spec: ClipSpec) -> np.ndarray:
     """(T, K, GRID, GRID) float32: the fraction of each 14 x 14 patch covered by object k."""
     k = len(spec.objects)
-    return np.stack([object_masks(spec, t).reshape(k, GRID, PATCH, GRID, PATCH).mean((2, 4))
+    cover = object_alpha if spec.soft else object_masks
+    return np.stack([cover(spec, t).reshape(k, GRID, PATCH, GRID, PATCH).mean((2, 4))
                      for t in range(spec.n_frames)]).astype(np.float32)
+
+
+def _hue(rgb: tuple[int, int, int]) -> float:
+    return colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0]
+
+
+def colour_range(name: str) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """The (hue, saturation, value) ranges, in HSV on [0, 1], that :func:`named_colour` draws
+    ``name`` from. Hue: from the palette colour's own hue :data:`COLOUR_REACH` of the way to the
+    midpoint with each neighbouring palette hue (so ranges never meet); saturation
+    :data:`SATURATION`; value :data:`VALUE`, or :data:`VALUE_BRIGHT` for the colours whose dark
+    shades have names of their own (dark orange is brown, dark yellow olive). The ranges come
+    from the palette alone, not from any other colour convention."""
+    if name not in PALETTE:
+        raise ValueError(f"unknown colour {name!r}; choose from {', '.join(COLOURS)}")
+    hues = sorted((_hue(rgb), c) for c, rgb in PALETTE.items())
+    i = [c for _, c in hues].index(name)
+    h = hues[i][0]
+    below = (h - hues[i - 1][0]) % 1.0  # distance to the neighbouring hue below (circular)
+    above = (hues[(i + 1) % len(hues)][0] - h) % 1.0
+    hue = (h - COLOUR_REACH * below / 2, h + COLOUR_REACH * above / 2)
+    return hue, SATURATION, VALUE_BRIGHT if name in ("orange", "yellow") else VALUE
+
+
+def named_colour(name: str, rng: np.random.Generator) -> tuple[int, int, int]:
+    """An RGB colour drawn uniformly from :func:`colour_range` of ``name``."""
+    (h0, h1), (s0, s1), (v0, v1) = colour_range(name)
+    rgb = colorsys.hsv_to_rgb(float(rng.uniform(h0, h1)) % 1.0, float(rng.uniform(s0, s1)), float(rng.uniform(v0, v1)))
+    return (round(rgb[0] * 255), round(rgb[1] * 255), round(rgb[2] * 255))
+
+
+def vary_drawing(spec: ClipSpec, seed: int | tuple[int, ...]) -> ClipSpec:
+    """The same scene drawn another way (docs/training-record.md, "Colour names, not colour
+    values"): anti-aliased edges, and each object in a colour drawn from its name's range
+    (:func:`named_colour`) rather than the palette's one value. A drawn colour closer than
+    ``MIN_BG_DISTANCE / 2`` to a plain or gradient background colour is drawn again (20 tries,
+    then the palette's). Deterministic in ``seed``; the questions and answers are unchanged."""
+    rng = np.random.default_rng(seed)
+    objects = []
+    for obj in spec.objects:
+        rgb = PALETTE[obj.colour]
+        for _ in range(20):
+            c = named_colour(obj.colour, rng)
+            if all(np.linalg.norm(np.subtract(c, b)) >= MIN_BG_DISTANCE / 2 for b in spec.bg_colours):
+                rgb = c
+                break
+        objects.append(replace(obj, rgb=rgb))
+    return replace(spec, objects=tuple(objects), soft=True)
 
 
 def render_clip(spec: ClipSpec, bank: VideoBank | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -300,10 +393,16 @@ def render_clip(spec: ClipSpec, bank: VideoBank | None = None) -> tuple[np.ndarr
     """
     frames = _background(spec, bank)  # (T, S, S, 3) float32
     coverage = np.zeros((spec.n_frames, len(spec.objects), GRID, GRID), np.float32)
+    rgbs = np.array([obj.drawn_rgb for obj in spec.objects], np.float32)  # (K, 3)
     for t in range(spec.n_frames):
+        if spec.soft:
+            alpha = object_alpha(spec, t)  # (K, S, S) float32, "over" compositing
+            frames[t] = frames[t] * (1 - alpha.sum(0))[..., None] + np.einsum("khw,kc->hwc", alpha, rgbs)
+            coverage[t] = alpha.reshape(len(spec.objects), GRID, PATCH, GRID, PATCH).mean((2, 4))
+            continue
         drawn = object_masks(spec, t)  # (K, S, S)
         for k, obj in enumerate(spec.objects):
-            frames[t][drawn[k]] = PALETTE[obj.colour]
+            frames[t][drawn[k]] = obj.drawn_rgb
         coverage[t] = drawn.reshape(len(spec.objects), GRID, PATCH, GRID, PATCH).mean((2, 4))
     return frames.round().clip(0, 255).astype(np.uint8), coverage
 

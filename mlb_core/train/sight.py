@@ -195,14 +195,16 @@ def grey_band_conditions(scale: float = 1.0) -> list[SightCondition]:
 REDRAWN_KEY = 200  # one seed key for every redrawn condition: the same scenes in every convention and method
 
 
-def redrawn_conditions(scale: float = 1.0) -> list[SightCondition]:
+def redrawn_conditions(scale: float = 1.0, key: int = REDRAWN_KEY) -> list[SightCondition]:
     """The probe's words drawn another way (:mod:`mlb_core.train.redrawn`): per colour convention,
     12 clips (times ``scale``) of 40 frames through ``full`` on one frame and ``mlb`` at the ``cpu``
-    preset (20 frames, ``mlb answer``'s default); the same scenes in every condition."""
+    preset (20 frames, ``mlb answer``'s default); the same scenes in every condition. ``key``: the
+    scenes' seed key (the stage ``heldout_redrawn`` uses :data:`REDRAWN_KEY`; another key draws
+    other scenes, sizes, paths and grounds)."""
     from mlb_core.train.redrawn import CONVENTIONS
 
     n = max(2, int(round(12 * scale)))
-    return [SightCondition(f"redrawn_{conv}_{tag}", frames, method, "cpu", n, REDRAWN_KEY, conv)
+    return [SightCondition(f"redrawn_{conv}_{tag}", frames, method, "cpu", n, key, conv)
             for conv in CONVENTIONS for tag, frames, method in (("full1", 1, "full"), ("mlb20", 20, "mlb"))]
 
 

@@ -141,6 +141,10 @@ class Recipe:
     ``greys``: a fourth background kind, achromatic (a plain grey or a grey gradient, levels 0-255),
     drawn as often as each of the other three, in every stage (False: the three kinds of every
     recipe before ``long-grey``; docs/training-record.md, "An object in one frame");
+    ``p_varied``: the probability that a training clip is drawn another way, in every stage:
+    anti-aliased edges and each object's colour drawn from its name's range rather than the
+    palette's one value (:func:`mlb_core.train.scenes.vary_drawing`; 0 in every recipe before
+    ``lead-range``; docs/training-record.md, "Colour names, not colour values");
     ``readout``: with ``tower_init="edges"``, how the slot read-out is fitted: ``"ridge"`` (closed
     form, linear in the first layer's MLP units, as every recipe before ``learnt``) or
     ``"learnt"`` (the first layer's free MLP units and the read-out trained with Adam on the slots
@@ -187,6 +191,7 @@ class Recipe:
     branches: int = 1
     span: str = "uniform"
     greys: bool = False
+    p_varied: float = 0.0
     readout: str = "ridge"
     readout_steps: int = 3000
     readout_lr: float = 1e-3
@@ -223,6 +228,8 @@ class Recipe:
             raise ValueError(f"span must be one of {', '.join(scenes.SPANS)}, not {self.span!r}")
         if not 0.0 <= self.p_partial <= 1.0:
             raise ValueError(f"p_partial must be in [0, 1], not {self.p_partial}")
+        if not 0.0 <= self.p_varied <= 1.0:
+            raise ValueError(f"p_varied must be in [0, 1], not {self.p_varied}")
         if self.key_weight < 0 or self.lead_weight < 0:
             raise ValueError(f"key_weight and lead_weight must be >= 0, not {self.key_weight} and {self.lead_weight}")
         if self.readout not in ("ridge", "learnt"):
@@ -313,6 +320,12 @@ RECIPES["learnt-lead"] = replace(RECIPES["learnt"], lead_weight=1.0)
 # long layouts fell apart; batch-one Adam at a constant 1e-2 has a noise floor that a decaying rate
 # lowers (docs/training-record.md, "A settled codebook"; results/train/lead-cosine/)
 RECIPES["lead-cosine"] = replace(RECIPES["learnt-lead"], codebook_schedule="cosine")
+# lead-cosine with half the training clips drawn another way, in every stage: anti-aliased edges
+# and each object's colour drawn from its name's range (hue towards the neighbouring palette hues,
+# saturation 0.6-1, value 0.5-1 or 0.8-1), where every recipe before drew one RGB value a name;
+# the ranges come from the palette alone (docs/training-record.md, "Colour names, not colour values";
+# results/train/lead-range/)
+RECIPES["lead-range"] = replace(RECIPES["lead-cosine"], p_varied=0.5)
 # the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
 # 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
 # its held-out runs (docs/training-record.md, "Branched questions", "A learnt read-out", "A settled codebook")
@@ -479,8 +492,11 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
 def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
     n_objects = 2 if rng.random() < recipe.p_two_objects else 1
     kinds = scenes.BACKGROUND_KINDS if recipe.greys else scenes.BACKGROUNDS
-    return scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial,
+    spec = scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial,
                               span=recipe.span, backgrounds=kinds)
+    if recipe.p_varied > 0 and rng.random() < recipe.p_varied:  # no draw at all when 0: older recipes unchanged
+        spec = scenes.vary_drawing(spec, int(rng.integers(1 << 31)))
+    return spec
 
 
 N_SLOTS = _N_COLOURS + _N_SHAPES + 1  # projector hidden units that carry the codebook
