@@ -367,7 +367,8 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
         Recipe(branches=0)
     # long-branch and the recipes built on it; committed, the name of lead-cosine's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
-                                                                 "learnt-lead", "lead-cosine", "committed"]
+                                                                 "learnt-lead", "lead-cosine", "lead-range",
+                                                                 "committed"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -522,7 +523,7 @@ def test_lr_factor_and_the_schedule_fields():
     with pytest.raises(ValueError, match="regress_schedule"):
         Recipe(regress_schedule="step")
     scheduled = [name for name, r in RECIPES.items() if r.codebook_schedule != "constant"]
-    assert scheduled == ["lead-cosine", "committed"]  # committed: lead-cosine's name since 2026-12-05
+    assert scheduled == ["lead-cosine", "lead-range", "committed"]  # committed: lead-cosine's name since 2026-12-05
     assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
 
 
