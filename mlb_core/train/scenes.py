@@ -17,6 +17,10 @@ coloured shapes on a background. Everything is a pure function of a seed:
 * presence: in ``n_frames > 1`` clips the object is on screen in every frame, or (with
   probability ``p_partial``) only in a random contiguous span of frames.
 
+Drawn another way (:func:`vary_drawing`, a recipe's choice, ``Recipe.p_varied``): the same scene
+with anti-aliased edges (:func:`soft_mask`) and each object in a colour drawn from its name's range
+(:func:`colour_range`) instead of the palette's one value.
+
 Splits: ``train`` draws video backgrounds from :data:`TRAIN_CLIPS`; ``heldout`` draws them
 from :data:`HELDOUT_CLIPS` only (never seen in training) and is meant to be used with
 seeds of its own (the held-out evaluation uses seeds from :data:`HELDOUT_SEED_BASE` on).
