@@ -116,13 +116,18 @@ def share_of_kinds(r: dict[str, Any]) -> str:
 
 def varied(r: dict[str, Any]) -> str:
     """How often a clip is drawn another way (``lead-range``), in words; empty for recipes without it."""
+    from mlb_core.train import scenes
+
     p = r.get("p_varied", 0.0)
     if not p:
         return ""
+
+    def span(lo_hi: tuple[float, float]) -> str:
+        return f"{lo_hi[0]:g}-{lo_hi[1]:g}"
     return (f"\n{p:.0%} of the clips are drawn another way (`scenes.vary_drawing`): anti-aliased edges, and each "
             "object's colour drawn from its name's range (HSV: hue from the palette colour's own towards its "
-            "neighbours', saturation 0.6-1, value 0.5-1, 0.8-1 for orange and yellow) instead of the palette's "
-            "one value.")
+            f"neighbours', saturation {span(scenes.SATURATION)}, value {span(scenes.VALUE)}, "
+            f"{span(scenes.VALUE_BRIGHT)} for orange and yellow) instead of the palette's one value.")
 
 
 def spans(r: dict[str, Any]) -> str:

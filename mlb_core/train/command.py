@@ -139,6 +139,7 @@ def cmd_train_vision(args: argparse.Namespace) -> int:
 
 def cmd_heldout(args: argparse.Namespace) -> int:
     from mlb_core.train.sight import (
+        REDRAWN_KEY,
         binding_conditions,
         default_conditions,
         format_judges,
@@ -204,16 +205,14 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
             write_sight(result, args.out)
         return 0
-    sets = {"curve": length_conditions, "redrawn": redrawn_conditions, "binding": binding_conditions,
-            "sparse": sparse_conditions, "grey": grey_conditions, "grey-band": grey_band_conditions}
-    if args.redrawn_key is not None and chosen != ["redrawn"]:
-        raise MLBError("--redrawn-key picks the scenes of --redrawn: add --redrawn")
-    if chosen == ["redrawn"] and args.redrawn_key is not None:
-        if args.redrawn_key < 0:
-            raise MLBError(f"--redrawn-key must be >= 0, not {args.redrawn_key}")
-        conditions = redrawn_conditions(args.scale, args.redrawn_key)
-    else:
-        conditions = sets.get(chosen[0] if chosen else "", default_conditions)(args.scale)  # the one check chosen
+    if args.redrawn_key is not None and (chosen != ["redrawn"] or args.redrawn_key < 0):
+        raise MLBError(f"--redrawn-key picks the scenes of --redrawn: add --redrawn, with a key >= 0 "
+                       f"(got {args.redrawn_key})")
+    key = REDRAWN_KEY if args.redrawn_key is None else args.redrawn_key
+    sets = {"curve": length_conditions, "redrawn": lambda scale: redrawn_conditions(scale, key),
+            "binding": binding_conditions, "sparse": sparse_conditions, "grey": grey_conditions,
+            "grey-band": grey_band_conditions}
+    conditions = sets.get(chosen[0] if chosen else "", default_conditions)(args.scale)  # the one check chosen
     # a condition's clips come from its place in the whole list, whichever of them --conditions keeps
     conditions = [c if c.clip_key is not None else dataclasses.replace(c, clip_key=i) for i, c in enumerate(conditions)]
     if args.conditions:
