@@ -368,7 +368,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
     # long-branch and the recipes built on it; committed, the name of lead-cosine's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
                                                                  "learnt-lead", "lead-cosine", "lead-range",
-                                                                 "committed"]
+                                                                 "range-readout", "committed"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -523,7 +523,8 @@ def test_lr_factor_and_the_schedule_fields():
     with pytest.raises(ValueError, match="regress_schedule"):
         Recipe(regress_schedule="step")
     scheduled = [name for name, r in RECIPES.items() if r.codebook_schedule != "constant"]
-    assert scheduled == ["lead-cosine", "lead-range", "committed"]  # committed: lead-cosine's name since 2026-12-05
+    # committed: lead-cosine's name since 2026-12-05
+    assert scheduled == ["lead-cosine", "lead-range", "range-readout", "committed"]
     assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
 
 
@@ -618,8 +619,9 @@ def test_vary_drawing_keeps_names_and_questions_and_the_default_draw_is_unchange
         Recipe(p_varied=1.5)
     with pytest.raises(ValueError, match="colour"):
         scenes.colour_range("pink")
-    assert {n for n, r in RECIPES.items() if r.p_varied} == {"lead-range"}
+    assert {n for n, r in RECIPES.items() if r.p_varied} == {"lead-range", "range-readout"}
     assert RECIPES["lead-range"] == replace(RECIPES["lead-cosine"], p_varied=0.5)
+    assert RECIPES["range-readout"] == replace(RECIPES["lead-range"], varied_in="readout")
     # p_varied = 0 draws nothing more: the committed recipe's clips are sample_clip's, as before
     committed = RECIPES["committed"]
     a, b = np.random.default_rng(5), np.random.default_rng(5)
@@ -643,3 +645,26 @@ def test_card_says_how_clips_are_drawn_only_for_the_varied_recipe():
     log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
     assert "drawn another way" not in model_card({**log, "recipe": asdict(RECIPES["lead-cosine"])})
     assert "50% of the clips are drawn another way" in model_card({**log, "recipe": asdict(RECIPES["lead-range"])})
+    assert "50% of the frames the slot read-out is fitted on" in model_card(
+        {**log, "recipe": asdict(RECIPES["range-readout"])})
+
+
+def test_varied_in_readout_keeps_the_lm_stages_on_lead_cosine_clips():
+    """``varied_in="readout"``: the LM stages draw lead-cosine's clips bit for bit (no extra draw
+    from the generator), while the read-out's fit draws about half its frames another way."""
+    import numpy as np
+
+    from mlb_core.train.vision import RECIPES, Recipe, _sample_spec
+
+    with pytest.raises(ValueError, match="varied_in"):
+        Recipe(varied_in="codebook")
+    base, ours = RECIPES["lead-cosine"], RECIPES["range-readout"]
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    for n_frames in (1, 3, 1, 5) * 5:
+        assert _sample_spec(a, n_frames, ours) == _sample_spec(b, n_frames, base)
+        assert _sample_spec(a, n_frames, ours, "lm") == _sample_spec(b, n_frames, base, "readout")
+    assert a.random() == b.random()  # the two streams are still in step
+    fitted = [_sample_spec(np.random.default_rng(i), 1, ours, "readout") for i in range(200)]
+    assert 70 < sum(s.soft for s in fitted) < 130
+    everywhere = [_sample_spec(np.random.default_rng(i), 1, RECIPES["lead-range"]) for i in range(200)]
+    assert [s.soft for s in everywhere] == [s.soft for s in fitted]  # the same draw, where it is drawn

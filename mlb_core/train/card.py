@@ -124,8 +124,10 @@ def varied(r: dict[str, Any]) -> str:
 
     def span(lo_hi: tuple[float, float]) -> str:
         return f"{lo_hi[0]:g}-{lo_hi[1]:g}"
-    return (f"\n{p:.0%} of the clips are drawn another way (`scenes.vary_drawing`): anti-aliased edges, and each "
-            "object's colour drawn from its name's range (HSV: hue from the palette colour's own towards its "
+    what = ("frames the slot read-out is fitted on (stage 2a; both LM stages draw every clip in the palette's "
+            "values)") if r.get("varied_in", "all") == "readout" else "clips"
+    return (f"\n{p:.0%} of the {what} are drawn another way (`scenes.vary_drawing`): anti-aliased edges, "
+            "and each object's colour drawn from its name's range (HSV: hue from the palette colour's own towards its "
             f"neighbours', saturation {span(scenes.SATURATION)}, value {span(scenes.VALUE)}, "
             f"{span(scenes.VALUE_BRIGHT)} for orange and yellow) instead of the palette's one value.")
 

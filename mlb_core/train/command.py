@@ -277,7 +277,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "learning rate warmed up and decayed along a cosine in both LM stages, committed since "
                         "2026-12-05 ('A settled codebook'); lead-range: lead-cosine with half the clips "
                         "anti-aliased and coloured from each colour name's range ('Colour names, not colour "
-                        "values')")
+                        "values'); range-readout: the same drawings in the slot read-out's fit alone ('The "
+                        "range in the read-out alone')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

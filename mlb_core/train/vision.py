@@ -68,6 +68,7 @@ SLOT_GROUPS: dict[str, slice] = {"colour": slice(0, _N_COLOURS),
                                  "all": slice(None)}
 
 
+VARIED_IN = ("all", "readout")  # where a recipe's clips drawn another way go (Recipe.varied_in)
 SCHEDULES = ("constant", "cosine")  # the learning-rate schedules a stage may follow (:func:`lr_factor`)
 
 
@@ -144,7 +145,11 @@ class Recipe:
     ``p_varied``: the probability that a training clip is drawn another way, in every stage:
     anti-aliased edges and each object's colour drawn from its name's range rather than the
     palette's one value (:func:`mlb_core.train.scenes.vary_drawing`; 0 in every recipe before
-    ``lead-range``; docs/training-record.md, "Colour names, not colour values");
+    ``lead-range``; docs/training-record.md, "Colour names, not colour values"); ``varied_in``:
+    where those clips are drawn, ``"all"`` (every stage, as ``lead-range``) or ``"readout"`` (only the
+    frames of the slot read-out's fit, stage 2a, no LM; both LM stages draw every clip in the
+    palette's values, the same stream as with ``p_varied`` 0; docs/training-record.md, "The range in
+    the read-out alone");
     ``readout``: with ``tower_init="edges"``, how the slot read-out is fitted: ``"ridge"`` (closed
     form, linear in the first layer's MLP units, as every recipe before ``learnt``) or
     ``"learnt"`` (the first layer's free MLP units and the read-out trained with Adam on the slots
@@ -192,6 +197,7 @@ class Recipe:
     span: str = "uniform"
     greys: bool = False
     p_varied: float = 0.0
+    varied_in: str = "all"
     readout: str = "ridge"
     readout_steps: int = 3000
     readout_lr: float = 1e-3
@@ -230,6 +236,8 @@ class Recipe:
             raise ValueError(f"p_partial must be in [0, 1], not {self.p_partial}")
         if not 0.0 <= self.p_varied <= 1.0:
             raise ValueError(f"p_varied must be in [0, 1], not {self.p_varied}")
+        if self.varied_in not in VARIED_IN:
+            raise ValueError(f"varied_in must be one of {', '.join(map(repr, VARIED_IN))}, not {self.varied_in!r}")
         if self.key_weight < 0 or self.lead_weight < 0:
             raise ValueError(f"key_weight and lead_weight must be >= 0, not {self.key_weight} and {self.lead_weight}")
         if self.readout not in ("ridge", "learnt"):
@@ -326,6 +334,12 @@ RECIPES["lead-cosine"] = replace(RECIPES["learnt-lead"], codebook_schedule="cosi
 # the ranges come from the palette alone (docs/training-record.md, "Colour names, not colour values";
 # results/train/lead-range/)
 RECIPES["lead-range"] = replace(RECIPES["lead-cosine"], p_varied=0.5)
+# lead-range with the clips drawn another way only where the tower's slot read-out is fitted
+# (stage 2a, no LM): lead-range's gain on other drawings is a colour read by range, its cost the
+# long raw layouts of stage 3, whose harder images left its tail loss high; here both LM stages
+# draw exactly lead-cosine's clips (docs/training-record.md, "The range in the read-out alone";
+# results/train/range-readout/)
+RECIPES["range-readout"] = replace(RECIPES["lead-range"], varied_in="readout")
 # the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
 # 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
 # its held-out runs (docs/training-record.md, "Branched questions", "A learnt read-out", "A settled codebook")
@@ -489,12 +503,16 @@ def stage_codebook(model: Any, tokenizer: Any, codebook: Codebook, budget_s: flo
                     "loss": round(loss.item(), 4), "lr": opt.param_groups[0]["lr"]})
 
 
-def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe) -> scenes.ClipSpec:
+def _sample_spec(rng: np.random.Generator, n_frames: int, recipe: Recipe, stage: str = "lm") -> scenes.ClipSpec:
+    """One training clip of ``n_frames`` frames; ``stage``: which stage draws it (``"readout"``: the
+    slot read-out's fit; ``"lm"``: any other), so that ``recipe.varied_in`` can keep the clips drawn
+    another way to the read-out."""
     n_objects = 2 if rng.random() < recipe.p_two_objects else 1
     kinds = scenes.BACKGROUND_KINDS if recipe.greys else scenes.BACKGROUNDS
     spec = scenes.sample_clip(int(rng.integers(1 << 31)), n_frames, "train", n_objects, recipe.p_partial,
                               span=recipe.span, backgrounds=kinds)
-    if recipe.p_varied > 0 and rng.random() < recipe.p_varied:  # no draw at all when 0: older recipes unchanged
+    varies = recipe.p_varied > 0 and recipe.varied_in in ("all", stage)
+    if varies and rng.random() < recipe.p_varied:  # no draw at all when 0: older recipes unchanged
         spec = scenes.vary_drawing(spec, int(rng.integers(1 << 31)))
     return spec
 
@@ -615,7 +633,7 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
     try:
         for start in range(0, recipe.outline_fit_frames, recipe.regress_batch):
             n = min(recipe.regress_batch, recipe.outline_fit_frames - start)
-            specs = [_sample_spec(rng, 1, recipe) for _ in range(n)]
+            specs = [_sample_spec(rng, 1, recipe, "readout") for _ in range(n)]
             rendered = [scenes.render_clip(spec, bank) for spec in specs]
             with torch.no_grad():
                 tower(pixel_values(np.concatenate([f for f, _ in rendered]), processor).to(model.device))
