@@ -337,8 +337,9 @@ RECIPES["lead-range"] = replace(RECIPES["lead-cosine"], p_varied=0.5)
 # lead-range with the clips drawn another way only where the tower's slot read-out is fitted
 # (stage 2a, no LM): lead-range's gain on other drawings is a colour read by range, its cost the
 # long raw layouts of stage 3, whose harder images left its tail loss high; here both LM stages
-# draw exactly lead-cosine's clips (docs/training-record.md, "The range in the read-out alone";
-# results/train/range-readout/)
+# draw exactly lead-cosine's clips; not adopted by its rule (colour on unseen redrawn scenes 85 and 81
+# of 96 against 69, but seed 0's shape there and seed 1's standard set fell short; docs/training-record.md,
+# "The range in the read-out alone"; results/train/range-readout/)
 RECIPES["range-readout"] = replace(RECIPES["lead-range"], varied_in="readout")
 # the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
 # 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
