@@ -115,7 +115,8 @@ def share_of_kinds(r: dict[str, Any]) -> str:
 
 
 def varied(r: dict[str, Any]) -> str:
-    """How often a clip is drawn another way (``lead-range``), in words; empty for recipes without it."""
+    """How often a clip is drawn another way, and in which stages (``lead-range``: all; ``range-readout``:
+    the read-out's fit alone), in words; empty for recipes without it."""
     from mlb_core.train import scenes
 
     p = r.get("p_varied", 0.0)
