@@ -265,6 +265,14 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
                 assert not torch.allclose(swapped, got)
             everything = ceiling.tower_tokens(model, processor, spec, bank, "all", "outline")
             torch.testing.assert_close(everything, F.linear(target, book, lin.bias))
+            if not paired:  # --ideal-swap shape-pooled: the shape slots pointed at their object's average
+                mixed = act.clone()
+                mixed[..., 6:9] = ceiling.pool_shape_by_colour(act.reshape(2, -1, N_SLOTS)).reshape(2, 24, 24, 3)
+                pooled = ceiling.tower_tokens(model, processor, spec, bank, "shape-pooled")
+                torch.testing.assert_close(pooled, F.linear(mixed, book, lin.bias))
+            else:
+                with pytest.raises(MLBError, match="saturate"):
+                    ceiling.tower_tokens(model, processor, spec, bank, "shape-pooled")
     for bad in ({"swap": "edges", "tokens": "tower"}, {"swap": "colour"}):
         with pytest.raises(MLBError, match="swap must be"):
             ceiling.ideal_accuracy(n_clips=1, **bad)
@@ -470,6 +478,8 @@ def test_ideal_swap_reads_the_models_own_shape_target_and_needs_the_tower(monkey
     assert seen["tokens"] == "tower" and seen["swap"] == "shape"
     assert seen["shape_target"] == ceiling.recipe_shape_target(vision_weights.WEIGHTS_DIR) == "outline"
     assert "shape slots set to their targets" in capsys.readouterr().out
+    assert main(["heldout", "--ideal", "--ideal-tower", "--ideal-swap", "shape-pooled"]) == 0
+    assert seen["swap"] == "shape-pooled" and "shape slots pooled over its patches" in capsys.readouterr().out
 
 
 def test_read_answer_and_layout_names():
@@ -620,3 +630,48 @@ def test_card_gives_both_judges_from_the_saved_answers():
     row = next(line for line in section.splitlines() if line.startswith("| single_full"))
     assert row.split("|")[5:10] == [" 100% ", " 100% ", " 100% ", " 100% ", " 50% "]  # shape 2/2 first word, 1/2 strict
     assert "colour, strict | shape, strict" in section and "--rescore" in section
+
+
+def _pool_shape_by_loop(act):
+    """A plain-loop reference of ``ceiling.pool_shape_by_colour`` on one frame (P, 10)."""
+    out = act[:, 6:9].clone()
+    c, s = act[:, :6].clamp(min=0), act[:, 6:9].clamp(min=0)
+    direction = []
+    for k in range(6):
+        pooled = sum(c[j, k] * s[j] for j in range(len(act)))
+        direction.append(pooled / pooled.sum() if pooled.sum() > 0 else torch.zeros(3))
+    for i in range(len(act)):
+        if c[i].sum() <= 0:
+            continue
+        mixed = sum(c[i, k] / c[i].sum() * direction[k] for k in range(6))
+        if mixed.sum() > 0:
+            out[i] = s[i].sum() * mixed
+    return out
+
+
+def test_pool_shape_by_colour_matches_a_loop_and_keeps_each_patchs_mass():
+    """``--ideal-swap shape-pooled``: the shape slots pooled over each colour's patches equal a
+    plain loop, batched over frames; a patch with colour keeps its shape mass and takes its
+    colour's direction; a patch with no colour keeps its own slots; every swap name is accepted."""
+    from mlb_core.train import ceiling
+
+    gen = torch.Generator().manual_seed(0)
+    act = torch.randn(3, 40, 10, generator=gen)
+    act[0, :5, :6] = -1.0  # colourless patches
+    got = ceiling.pool_shape_by_colour(act)
+    assert got.shape == (3, 40, 3)
+    for t in range(3):
+        torch.testing.assert_close(got[t], _pool_shape_by_loop(act[t]))
+    torch.testing.assert_close(got[0, :5], act[0, :5, 6:9])
+    # one red object whose patches disagree on shape: every red patch gets the object's average
+    frame = torch.zeros(4, 10)
+    frame[:3, 0] = 1.0  # red on patches 0-2
+    frame[0, 6:9] = torch.tensor([2.0, 0.0, 0.0])
+    frame[1, 6:9] = torch.tensor([0.0, 1.0, 0.0])
+    frame[2, 6:9] = torch.tensor([1.0, 0.0, 0.0])
+    frame[3, 9] = 1.0  # background
+    pooled = ceiling.pool_shape_by_colour(frame)
+    direction = torch.tensor([0.75, 0.25, 0.0])
+    torch.testing.assert_close(pooled[:3], torch.stack([2 * direction, 1 * direction, 1 * direction]))
+    torch.testing.assert_close(pooled[3], torch.zeros(3))
+    assert "shape-pooled" in ceiling.SWAPS and set(ceiling.SWAPS) >= {"colour", "shape", "background", "all"}

@@ -19,7 +19,9 @@ the model's own tokens (:func:`tower_tokens`), teacher-forced alike: the differe
 tokens is the tower's share of a miss; ``--ideal-swap colour|shape|background|all`` replaces one
 group of the tower's slot activations by the training's targets for them before the projector's
 last layer, so that a miss is traced to the slots that cause it (docs/training-record.md, "Where the
-one-frame misses sit").
+one-frame misses sit"); ``--ideal-swap shape-pooled`` instead points every patch's shape slots
+at its object's average, found by the tower's own colour slots (:func:`pool_shape_by_colour`;
+"Shape by the object").
 
 The other half of the diagnosis is the tower: :func:`slot_accuracy` (``mlb heldout --slots``)
 reads the trained projector's slot activations (the ten hidden units that carry the codebook,
@@ -66,7 +68,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     (each clip drawn, through its vision tower and projector, no video file): teacher-forced
     like the ideal ones, so that the difference between the two is the tower's share of a miss
     (the codebook arguments are then unused). ``swap`` (with ``tokens="tower"``): one of
-    :data:`SWAPS`, the slot group replaced by its training target (:func:`tower_tokens`).
+    :data:`SWAPS`, the slot group replaced by its training target, or the shape slots pooled by
+    object (:func:`tower_tokens`).
     ``layout_names`` (default :data:`LAYOUTS`): layouts by :attr:`~mlb_core.train.layouts.Layout.name`
     (``bodytail3x50``), the same clip seeds at every layout.
     Besides accuracy among the candidate words, ``colour_named`` (``shape_named``) is the share of
@@ -161,7 +164,34 @@ def read_answer(logits: torch.Tensor, ids: dict[str, int]) -> tuple[str, bool]:
     return guess, int(logits.argmax()) == ids[guess]
 
 
-SWAPS: dict[str, slice] = SLOT_GROUPS  # slot groups --ideal-swap replaces (indices into the ten slots)
+SWAPS: tuple[str, ...] = (*SLOT_GROUPS, "shape-pooled")  # --ideal-swap: a slot group set to its targets, or
+# "shape-pooled": every patch's shape slots pointed at its object's average (pool_shape_by_colour)
+
+
+def pool_shape_by_colour(act: torch.Tensor) -> torch.Tensor:
+    """The shape slots of ``act`` (..., P, N_SLOTS), each patch's pointed at its object's average.
+
+    A diagnosis of where shape is lost (docs/training-record.md, "Shape by the object"): the
+    tower's shape slots, averaged over an object's patches, name its shape far more often than
+    the LM does from the patches one by one. Here the objects are found by the tower's own colour
+    slots, no target is used: with ``c`` the six colour slots and ``s`` the three shape slots,
+    both clamped at 0, each colour's shape direction is ``d_k = sum_j c_jk s_j``, normalised to sum
+    1 over the shapes; each patch keeps its shape mass ``m_i = sum(s_i)`` and gets the direction of
+    its colours, ``s'_i = m_i * sum_k (c_ik / sum_k c_ik) d_k``. A patch with no colour (or a
+    colour with no shape) keeps its own slots. Returns the new shape slots, (..., P, 3)."""
+    from mlb_core.train.vision import N_SLOTS
+
+    assert act.shape[-1] == N_SLOTS, act.shape
+    colour = act[..., SLOT_GROUPS["colour"]].clamp(min=0)  # (..., P, 6)
+    shape = act[..., SLOT_GROUPS["shape"]].clamp(min=0)  # (..., P, 3)
+    pooled = torch.einsum("...pk,...ps->...ks", colour, shape)  # (..., 6, 3): each colour's shape
+    total = pooled.sum(-1, keepdim=True)
+    direction = torch.where(total > 0, pooled / total.clamp(min=1e-12), torch.zeros_like(pooled))
+    mass = colour.sum(-1, keepdim=True)  # (..., P, 1)
+    share = torch.where(mass > 0, colour / mass.clamp(min=1e-12), torch.zeros_like(colour))
+    mixed = torch.einsum("...pk,...ks->...ps", share, direction)  # (..., P, 3), sums to 1 or 0
+    keep = mixed.sum(-1, keepdim=True) <= 0  # no colour, or its colours carry no shape
+    return torch.where(keep, act[..., SLOT_GROUPS["shape"]], shape.sum(-1, keepdim=True) * mixed)
 
 
 def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank,
@@ -169,9 +199,11 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
     """A clip drawn and turned into the model's own visual tokens, (T, 24, 24, D): the tower's
     configured feature layer, CLS dropped, through the whole projector (as LLaVA-NeXT does for a
     frame, without its image-newline or any cell pooling, which :mod:`~mlb_core.train.layouts`
-    applies). ``swap``: a key of :data:`SWAPS`; those of the projector's ten slot units
+    applies). ``swap``: one of :data:`SWAPS`; a slot group's units among the projector's ten
     (:func:`~mlb_core.train.vision.slots`) are set to the training's targets for the clip
-    (:func:`~mlb_core.train.vision.slot_targets` with ``shape_target``) before its last layer."""
+    (:func:`~mlb_core.train.vision.slot_targets` with ``shape_target``) before its last layer;
+    ``"shape-pooled"`` points each frame's shape slots at their object's average instead, with no
+    target (:func:`pool_shape_by_colour`)."""
     from mlb_core.train.saturate import slot_gains
     from mlb_core.train.vision import N_SLOTS, pixel_values, slot_targets
 
@@ -182,9 +214,14 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
         feats = feats[:, 1:]  # (T, 576, H)
     proj = model.model.multi_modal_projector
     hidden = proj.act(proj.linear_1(feats))  # (T, 576, D'): the first N_SLOTS units are the slots
-    if swap is not None:
+    if swap == "shape-pooled":
+        if slot_gains(proj, N_SLOTS):
+            raise MLBError("--ideal-swap shape-pooled reads plain slots; these weights saturate some (saturate.py)")
+        hidden = hidden.clone()
+        hidden[..., SLOT_GROUPS["shape"]] = pool_shape_by_colour(hidden[..., :N_SLOTS])
+    elif swap is not None:
         target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
-        group = torch.arange(N_SLOTS)[SWAPS[swap]]
+        group = torch.arange(N_SLOTS)[SLOT_GROUPS[swap]]
         hidden = hidden.clone()
         hidden[..., group] = target[..., group].to(hidden.dtype)
         for j, gain in slot_gains(proj, N_SLOTS).items():  # a saturated slot is a pair of units (saturate.py)
@@ -277,7 +314,8 @@ def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: floa
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
     two = result.get("n_objects", 1) > 1
-    swap = f" with the {result['swap']} slots set to their targets" if result.get("swap") else ""
+    swap = ("" if not result.get("swap") else " with each object's shape slots pooled over its patches"
+            if result["swap"] == "shape-pooled" else f" with the {result['swap']} slots set to their targets")
     what = (f"the tower's own tokens{swap} (the clips drawn, no video file), " if result.get("visual") == "tower" else
             f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
             f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "

@@ -315,9 +315,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ideal-tower", action="store_true",
                    help="--ideal: on the same clips and questions, the model's own tokens (each clip drawn, "
                         "through its tower and projector), teacher-forced: the tower's share of a miss")
-    h.add_argument("--ideal-swap", choices=["colour", "shape", "background", "all"],
+    h.add_argument("--ideal-swap", choices=["colour", "shape", "background", "all", "shape-pooled"],
                    help="--ideal --ideal-tower: set this group of the tower's slots to the training's targets "
-                        "(which slots cause a miss)")
+                        "(which slots cause a miss); shape-pooled: point each patch's shape slots at the average "
+                        "over its object's patches, found by the tower's own colour slots (is shape lost in "
+                        "the LM's reading of scattered patches?)")
     h.add_argument("--ideal-layouts",
                    help="--ideal: comma-separated layouts to read, e.g. raw1x8,bodytail3x50 (default: raw1x1 and "
                         "mlb's bodytail3x20); FAMILY CELLxFRAMES, FAMILY one of raw, pool, bodytail")
