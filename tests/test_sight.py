@@ -270,6 +270,15 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
                 mixed[..., 6:9] = ceiling.pool_shape_by_colour(act.reshape(2, -1, N_SLOTS)).reshape(2, 24, 24, 3)
                 pooled = ceiling.tower_tokens(model, processor, spec, bank, "shape-pooled")
                 torch.testing.assert_close(pooled, F.linear(mixed, book, lin.bias))
+                # a diagnosis's own shape slots (a callable): the targets' give the "shape" swap
+                def shape_targets(act_, target_, seen=(calls := [])):
+                    seen.append((act_.shape, target_.shape))
+                    return target_[..., 6:9]
+
+                own = ceiling.tower_tokens(model, processor, spec, bank, shape_targets, "outline")
+                torch.testing.assert_close(own, ceiling.tower_tokens(model, processor, spec, bank, "shape", "outline"))
+                assert calls == [((2, 576, N_SLOTS), (2, 576, N_SLOTS))]
+                assert ceiling.swap_name(shape_targets) == "shape_targets"
             else:
                 with pytest.raises(MLBError, match="saturate"):
                     ceiling.tower_tokens(model, processor, spec, bank, "shape-pooled")
@@ -278,6 +287,13 @@ def test_ideal_accuracy_runs_on_the_embedded_lm_and_checks_its_flags(capsys):
             ceiling.ideal_accuracy(n_clips=1, **bad)
     swapped_run = ceiling.ideal_accuracy(n_clips=1, tokens="tower", swap="shape", shape_target="outline")
     assert swapped_run["swap"] == "shape" and "shape slots set to their targets" in ceiling.format_ideal(swapped_run)
+    def sharpest(act_, target_):
+        return torch.nn.functional.one_hot(act_[..., 6:9].argmax(-1), 3).to(act_.dtype)
+
+    own_run = ceiling.ideal_accuracy(n_clips=1, tokens="tower", swap=sharpest, shape_target="outline")
+    assert own_run["swap"] == "sharpest" and "shape slots given by sharpest" in ceiling.format_ideal(own_run)
+    with pytest.raises(MLBError, match="swap must be"):
+        ceiling.ideal_accuracy(n_clips=1, tokens="ideal", swap=sharpest)
 
 
 

@@ -336,6 +336,8 @@ def heldout_section(sight: dict[str, Any] | None) -> str:
     return ("\n## Held-out accuracy (`mlb heldout`, through the pipeline)\n"
             f"Held-out scenes: {sight['heldout']}. Judge: {sight['judge']}; the strict columns also ask that "
             "the answer name no other colour (shape) (`mlb heldout --rescore`).\n\n" + "\n".join(rows) + "\n\n"
+            "These are 3-24 clips a condition, so their intervals are wide; four times as many fresh clips "
+            "(`mlb heldout --seed 1 --scale 4`, README, \"Measured\") say what a new set of clips should expect.\n"
             "Accuracy by length on the same clips (`full` on 1-14 frames, `mlb` on 5-50): "
             "`mlb heldout --curve --out results/heldout/length_curve.json` (and its figure, README).\n"
             "The same words drawn another way (PIL, anti-aliased, 640 x 480, four colour conventions, libx264 "

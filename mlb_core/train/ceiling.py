@@ -33,6 +33,7 @@ answer from them; when they are right and the answers are not, the LM side is wh
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ LAYOUTS: dict[str, layouts.Layout] = {
 def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.0, seed: int = 0,
                    source: Any = None, shape_scale: float | None = None,
                    codebook: str | Path = "words", n_objects: int = 1,
-                   shape_target: str = "coverage", tokens: str = "ideal", swap: str | None = None,
+                   shape_target: str = "coverage", tokens: str = "ideal", swap: str | ShapeSwap | None = None,
                    layout_names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Teacher-forced accuracy of the frozen LM on ideal tokens: ``{layout: {colour, shape, n}}``.
     ``shape_scale`` (default ``scale``) multiplies the shape vectors alone: 0 leaves the colour
@@ -69,7 +70,7 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     like the ideal ones, so that the difference between the two is the tower's share of a miss
     (the codebook arguments are then unused). ``swap`` (with ``tokens="tower"``): one of
     :data:`SWAPS`, the slot group replaced by its training target, or the shape slots pooled by
-    object (:func:`tower_tokens`).
+    object, or a :data:`ShapeSwap` callable that gives the shape slots (:func:`tower_tokens`).
     ``layout_names`` (default :data:`LAYOUTS`): layouts by :attr:`~mlb_core.train.layouts.Layout.name`
     (``bodytail3x50``), the same clip seeds at every layout.
     Besides accuracy among the candidate words, ``colour_named`` (``shape_named``) is the share of
@@ -85,7 +86,7 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
         raise MLBError(f"shape_target must be 'coverage' or 'outline', not {shape_target!r}")
     if tokens not in ("ideal", "tower"):
         raise MLBError(f"tokens must be 'ideal' or 'tower', not {tokens!r}")
-    if swap is not None and (tokens != "tower" or swap not in SWAPS):
+    if swap is not None and (tokens != "tower" or not (callable(swap) or swap in SWAPS)):
         raise MLBError(f"swap must be one of {', '.join(SWAPS)}, with the tower's tokens; got {swap!r} with {tokens!r}")
 
     # the LM and tokenizer of the embedded default (its vision side is not used), built on first use
@@ -110,7 +111,8 @@ def ideal_accuracy(n_clips: int = 12, scale: float = 1.0, background: float = 1.
     first = {w: tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in (*scenes.COLOURS, *scenes.SHAPES)}
     embed = model.get_input_embeddings()
     name = "words" if str(codebook) == "words" else Path(codebook).name
-    out: dict[str, Any] = {"visual": tokens, "codebook": name if tokens == "ideal" else None, "swap": swap,
+    out: dict[str, Any] = {"visual": tokens, "codebook": name if tokens == "ideal" else None,
+                           "swap": swap_name(swap) if swap is not None else None,
                            "scale": scale,
                            "shape_scale": scale if shape_scale is None else shape_scale,
                            "background": background, "n_clips": n_clips, "seed": seed,
@@ -168,6 +170,11 @@ SWAPS: tuple[str, ...] = (*SLOT_GROUPS, "shape-pooled")  # --ideal-swap: a slot 
 # "shape-pooled": every patch's shape slots pointed at its object's average (pool_shape_by_colour)
 
 
+def swap_name(swap: str | Callable[..., Any]) -> str:
+    """How a result names its swap: the name in :data:`SWAPS`, or a :data:`ShapeSwap`'s ``__name__``."""
+    return swap if isinstance(swap, str) else getattr(swap, "__name__", "a callable")
+
+
 def pool_shape_by_colour(act: torch.Tensor) -> torch.Tensor:
     """The shape slots of ``act`` (..., P, N_SLOTS), each patch's pointed at its object's average.
 
@@ -194,8 +201,12 @@ def pool_shape_by_colour(act: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, act[..., SLOT_GROUPS["shape"]], shape.sum(-1, keepdim=True) * mixed)
 
 
+ShapeSwap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A diagnosis's own shape slots: ``(slots (T, P, 10), targets (T, P, 10)) -> shape slots (T, P, 3)``."""
+
+
 def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank,
-                 swap: str | None = None, shape_target: str = "coverage") -> torch.Tensor:
+                 swap: str | ShapeSwap | None = None, shape_target: str = "coverage") -> torch.Tensor:
     """A clip drawn and turned into the model's own visual tokens, (T, 24, 24, D): the tower's
     configured feature layer, CLS dropped, through the whole projector (as LLaVA-NeXT does for a
     frame, without its image-newline or any cell pooling, which :mod:`~mlb_core.train.layouts`
@@ -203,7 +214,8 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
     (:func:`~mlb_core.train.vision.slots`) are set to the training's targets for the clip
     (:func:`~mlb_core.train.vision.slot_targets` with ``shape_target``) before its last layer;
     ``"shape-pooled"`` points each frame's shape slots at their object's average instead, with no
-    target (:func:`pool_shape_by_colour`)."""
+    target (:func:`pool_shape_by_colour`); a :data:`ShapeSwap` callable gives the shape slots from
+    the tower's slots and the targets, for a diagnosis of what in them the LM misreads."""
     from mlb_core.train.saturate import slot_gains
     from mlb_core.train.vision import N_SLOTS, pixel_values, slot_targets
 
@@ -214,11 +226,18 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
         feats = feats[:, 1:]  # (T, 576, H)
     proj = model.model.multi_modal_projector
     hidden = proj.act(proj.linear_1(feats))  # (T, 576, D'): the first N_SLOTS units are the slots
-    if swap == "shape-pooled":
+    if swap == "shape-pooled" or callable(swap):
         if slot_gains(proj, N_SLOTS):
-            raise MLBError("--ideal-swap shape-pooled reads plain slots; these weights saturate some (saturate.py)")
+            raise MLBError(f"the swap {swap_name(swap)} reads plain slots; these weights saturate some (saturate.py)")
         hidden = hidden.clone()
-        hidden[..., SLOT_GROUPS["shape"]] = pool_shape_by_colour(hidden[..., :N_SLOTS])
+        act = hidden[..., :N_SLOTS]  # (T, P, N_SLOTS)
+        if callable(swap):
+            target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
+            shape = swap(act.clone(), target.to(hidden.dtype))
+        else:
+            shape = pool_shape_by_colour(act)
+        assert shape.shape == (*act.shape[:-1], 3), shape.shape
+        hidden[..., SLOT_GROUPS["shape"]] = shape.to(hidden.dtype)
     elif swap is not None:
         target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
         group = torch.arange(N_SLOTS)[SLOT_GROUPS[swap]]
@@ -314,8 +333,10 @@ def continue_codebook(out: str | Path, codebook: str | Path, p_two_objects: floa
 def format_ideal(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`ideal_accuracy`."""
     two = result.get("n_objects", 1) > 1
-    swap = ("" if not result.get("swap") else " with each object's shape slots pooled over its patches"
-            if result["swap"] == "shape-pooled" else f" with the {result['swap']} slots set to their targets")
+    named = result.get("swap")
+    swap = ("" if not named else " with each object's shape slots pooled over its patches" if named == "shape-pooled"
+            else f" with the {named} slots set to their targets" if named in SLOT_GROUPS
+            else f" with the shape slots given by {named}")
     what = (f"the tower's own tokens{swap} (the clips drawn, no video file), " if result.get("visual") == "tower" else
             f"ideal tokens ({result.get('codebook', 'words')}: colour x{result['scale']:g}, "
             f"shape x{result['shape_scale']:g} on the {result.get('shape_target', 'coverage')}, "
