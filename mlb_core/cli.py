@@ -25,7 +25,7 @@ import json
 import os
 import sys
 
-from mlb_core.config import PRESETS, get_preset
+from mlb_core.config import PRESETS, get_preset, segment_frames_for
 from mlb_core.errors import MLBError
 from mlb_core.parsing import parse_device, parse_grid, parse_options, parse_overrides, split_list
 
@@ -39,6 +39,14 @@ def cmd_answer(args: argparse.Namespace) -> int:
         "n_frames": args.frames, "segment_frames": args.segment_frames, "grid": args.grid,
         "tail_mode": args.tail, "max_new_tokens": args.max_new_tokens, "score_layer": args.score_layer,
     }.items() if v is not None}
+    if args.frames is not None and args.segment_frames is None and args.frames >= 1:
+        # --frames alone: segments of the preset's length if they tile the clip, else the largest that does
+        most = get_preset(args.preset).segment_frames
+        overrides["segment_frames"] = segment_frames_for(args.frames, most)
+        if overrides["segment_frames"] != most:
+            n = overrides["segment_frames"]
+            print(f"note: --frames {args.frames}: segments of {n} frame{'s' if n > 1 else ''} "
+                  f"({most} does not divide {args.frames}; --segment-frames sets them)", file=sys.stderr)
     params = get_preset(args.preset, **overrides)
     if args.method not in METHODS:
         raise MLBError(f"unknown method {args.method!r}; choose one of {', '.join(sorted(METHODS))}")
@@ -266,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ig-vlm, ts-llava (see the README's method table)")
     p.add_argument("--preset", default="cpu", help=f"parameter preset: {', '.join(PRESETS)}")
     p.add_argument("--options", help="multiple choice: options separated by ';'")
-    p.add_argument("--frames", type=int, help="override n_frames")
+    p.add_argument("--frames", type=int, help="override n_frames (alone: segments of the preset's length if they "
+                                             "tile the clip, else the largest that does; --frames 1 --method full "
+                                             "answers from one frame)")
     p.add_argument("--segment-frames", type=int, help="override segment_frames")
     p.add_argument("--grid", type=parse_grid, help="override the GAPool grid, e.g. 2x2")
     p.add_argument("--tail", choices=["none", "pool", "gapool"], help="override the VSTail mode")

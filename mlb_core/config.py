@@ -124,3 +124,10 @@ def get_preset(name: str, **overrides: Any) -> MLBParams:
     if name not in PRESETS:
         raise MLBError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+def segment_frames_for(n_frames: int, most: int = 5) -> int:
+    """The largest segment length <= ``most`` that divides ``n_frames`` (5 for 5, 10, 20, 50; 4 for
+    8; 2 for 14): SegAttn's segments must tile the clip (docs/method.md); ``full`` ignores them.
+    What ``mlb answer --frames N`` and the held-out checks use when no segment length is given."""
+    return max((d for d in range(1, min(most, n_frames) + 1) if n_frames % d == 0), default=1)

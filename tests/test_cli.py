@@ -30,6 +30,20 @@ def test_answer_end_to_end_verbose(capfd, embedded):
         assert f"{stage}=" in err
 
 
+def test_answer_frames_alone_picks_segments_that_tile_the_clip(capfd, embedded):
+    """``--frames N`` without ``--segment-frames``: the preset's 5-frame segments where they tile
+    the clip (no note), else the largest length that does, said on stderr; one frame through
+    ``full`` answers (the held-out one-frame condition's setting)."""
+    code, out, err = run(capfd, "bigbuckbunny.mp4", "What colour is the square in the video?", "--method", "full",
+                         "--frames", "1", "--max-new-tokens", "4", "-v")
+    assert code == 0, err
+    assert out.strip() and "visual_tokens=576" in err
+    assert "note: --frames 1: segments of 1 frame (5 does not divide 1" in err
+    code, out, err = run(capfd, "bigbuckbunny.mp4", "Q?", "--frames", "10", "--max-new-tokens", "2")
+    assert code == 0, err
+    assert "note:" not in err
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")

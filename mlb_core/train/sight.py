@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from mlb_core.config import segment_frames_for
 from mlb_core.errors import MLBError
 from mlb_core.train import scenes
 
@@ -284,12 +285,6 @@ def write_clip(spec: scenes.ClipSpec, path: Path, bank: scenes.VideoBank) -> Non
 
     frames, _ = scenes.render_clip(spec, bank)
     write_mp4(path, list(frames), fps=5)
-
-
-def segment_frames_for(n_frames: int, most: int = 5) -> int:
-    """The largest segment length <= ``most`` that divides ``n_frames`` (5 for 5, 10, 20, 50; 4 for
-    8; 2 for 14): SegAttn's segments must tile the clip; ``full`` ignores them."""
-    return max((d for d in range(1, min(most, n_frames) + 1) if n_frames % d == 0), default=1)
 
 
 def measure_sight(model: str = "embedded", conditions: list[SightCondition] | None = None, workdir: str | Path = "",
