@@ -37,6 +37,14 @@ def _direction(x: torch.Tensor) -> torch.Tensor:
     return x / x.sum(-1, keepdim=True).clamp(min=1e-6)
 
 
+def _softmax_pool(a: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
+    """What one stock attention head could pool (lnpool.py): each patch's softmax over the frame's
+    patches by the similarity of their saturated colour slots, averaging the rectified shape slots."""
+    sat = (4 * a[..., COLOUR].clamp(min=0) - 0.4).clamp(0, 1)  # (T, P, 6)
+    weights = torch.softmax(gain * sat @ sat.transpose(-1, -2), -1)  # (T, P, P)
+    return weights @ a[..., SHAPE].clamp(min=0)  # (T, P, 3)
+
+
 # name -> (act (T, P, 10), target (T, P, 10)) -> shape slots (T, P, 3)
 VARIANTS = {
     "own": lambda a, t: a[..., SHAPE],
@@ -50,6 +58,7 @@ VARIANTS = {
     "own-onehot-targetmass": lambda a, t: _mass(t[..., SHAPE]) * _onehot(a[..., SHAPE]),
     "pooled-onehot-ownmass": lambda a, t: _mass(a[..., SHAPE]) * _onehot(ceiling.pool_shape_by_colour(a)),
     "pooled-onehot-targetmass": lambda a, t: _mass(t[..., SHAPE]) * _onehot(ceiling.pool_shape_by_colour(a)),
+    "softmax-pooled-onehot-ownmass": lambda a, t: _mass(a[..., SHAPE]) * _onehot(_softmax_pool(a)),
 }
 
 if __name__ == "__main__":
