@@ -45,6 +45,14 @@ def _softmax_pool(a: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
     return weights @ a[..., SHAPE].clamp(min=0)  # (T, P, 3)
 
 
+def _sharpened(a: torch.Tensor) -> torch.Tensor:
+    """The softmax pool sharpened by one fitted GELU unit a shape (sharpen_fit.py, sharpen.json)."""
+    from sharpen_fit import sharpen
+
+    fit = json.loads((Path(__file__).parent / "sharpen.json").read_text())
+    return sharpen(_softmax_pool(a), _mass(a[..., SHAPE]), fit["a"], fit["b"], fit["c"])
+
+
 # name -> (act (T, P, 10), target (T, P, 10)) -> shape slots (T, P, 3)
 VARIANTS = {
     "own": lambda a, t: a[..., SHAPE],
@@ -59,6 +67,7 @@ VARIANTS = {
     "pooled-onehot-ownmass": lambda a, t: _mass(a[..., SHAPE]) * _onehot(ceiling.pool_shape_by_colour(a)),
     "pooled-onehot-targetmass": lambda a, t: _mass(t[..., SHAPE]) * _onehot(ceiling.pool_shape_by_colour(a)),
     "softmax-pooled-onehot-ownmass": lambda a, t: _mass(a[..., SHAPE]) * _onehot(_softmax_pool(a)),
+    "softmax-pooled-sharpened": lambda a, t: _sharpened(a),
 }
 
 if __name__ == "__main__":
