@@ -204,6 +204,9 @@ def pool_shape_by_colour(act: torch.Tensor) -> torch.Tensor:
 ShapeSwap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A diagnosis's own shape slots: ``(slots (T, P, 10), targets (T, P, 10)) -> shape slots (T, P, 3)``."""
 
+SHAPE_SWAPS: dict[str, ShapeSwap] = {"shape-pooled": lambda act, target: pool_shape_by_colour(act)}
+"""The named swaps of :data:`SWAPS` that replace the shape slots, as :data:`ShapeSwap` callables."""
+
 
 def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes.VideoBank,
                  swap: str | ShapeSwap | None = None, shape_target: str = "coverage") -> torch.Tensor:
@@ -226,16 +229,14 @@ def tower_tokens(model: Any, processor: Any, spec: scenes.ClipSpec, bank: scenes
         feats = feats[:, 1:]  # (T, 576, H)
     proj = model.model.multi_modal_projector
     hidden = proj.act(proj.linear_1(feats))  # (T, 576, D'): the first N_SLOTS units are the slots
-    if swap == "shape-pooled" or callable(swap):
+    shape_swap = SHAPE_SWAPS.get(swap) if isinstance(swap, str) else swap
+    if shape_swap is not None:
         if slot_gains(proj, N_SLOTS):
             raise MLBError(f"the swap {swap_name(swap)} reads plain slots; these weights saturate some (saturate.py)")
         hidden = hidden.clone()
         act = hidden[..., :N_SLOTS]  # (T, P, N_SLOTS)
-        if callable(swap):
-            target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
-            shape = swap(act.clone(), target.to(hidden.dtype))
-        else:
-            shape = pool_shape_by_colour(act)
+        target = slot_targets(torch.from_numpy(cover), spec, shape_target).reshape(len(frames), -1, N_SLOTS)
+        shape = shape_swap(act.clone(), target.to(hidden.dtype))
         assert shape.shape == (*act.shape[:-1], 3), shape.shape
         hidden[..., SLOT_GROUPS["shape"]] = shape.to(hidden.dtype)
     elif swap is not None:

@@ -6,17 +6,23 @@ as the argmax of a shape vector averaged over the patches the object covers by a
 its own slots (``own-mean``, what ``--slots`` prints), the exact colour-weighted pool
 (``exact-pool``), and softmax attention over the frame's patches with gain ``g``, whose queries and
 keys are the colour dimensions (``ln``: of the layer-normed residual stream a fourth layer would
-read, with the values the layer-normed shape pre-activations, or ``raw-v`` the rectified shape
-slots; ``slots``: the rectified colour slots themselves, a three-layer tower's best case;
+read, with the values the layer-normed shape pre-activations, or ``raw-v`` the shape slots, the
+projector's GELU units; ``slots``: the rectified colour slots themselves, a three-layer tower's best case;
 ``saturated slots``: those colour slots saturated first, ``clamp(4 c - 0.4, 0, 1)``).
 Run from the repository root: ``python results/heldout/shape-by-object/lnpool.py`` (1 min).
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from mlb_core.backbones.embedded import ensure_embedded
 from mlb_core.train import ceiling, scenes
 from mlb_core.train.vision import N_SLOTS, load_checkpoint, pixel_values, slots
+
+sys.path.insert(0, str(Path(__file__).parent))
+from variants import _softmax_pool  # noqa: E402  (the colour slots saturated: 0 below 0.1, 1 from 0.35)
 
 model, _, processor = load_checkpoint(ensure_embedded(trained=True))
 lin1 = model.model.multi_modal_projector.linear_1
@@ -54,13 +60,12 @@ with torch.no_grad():
         xc = x[:, dims[:6]] - x[:, dims[:6]].mean(-1, keepdim=True)
         xs = x[:, dims[6:9]] - x[:, dims[6:9]].mean(-1, keepdim=True)
         c = act[:, :6].clamp(min=0)
-        sat = (4 * c - 0.4).clamp(0, 1)  # colour slots saturated: 0 below 0.1, 1 from 0.35
         for g in gains:
             a = torch.softmax(g * xc @ xc.T, -1)  # (576, 576)
             right[f"ln g={g}"] += hit(a @ xs)
             right[f"ln raw-v g={g}"] += hit(a @ act[:, 6:9])
             right[f"slots g={g}"] += hit(torch.softmax(g * c @ c.T, -1) @ act[:, 6:9])
-            right[f"saturated slots g={g}"] += hit(torch.softmax(g * sat @ sat.T, -1) @ act[:, 6:9])
+            right[f"saturated slots g={g}"] += hit(_softmax_pool(act[None], g)[0])
 print("n", n, {k: round(v / n, 3) for k, v in right.items()})
 q = np.percentile(np.concatenate(sig), [0, 5, 50, 95, 100])
 print("sigma of the residual over a patch's 256 dimensions: min {:.3f} p5 {:.3f} median {:.3f} p95 {:.3f} max {:.3f}"
