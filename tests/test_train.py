@@ -368,7 +368,7 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
     # long-branch and the recipes built on it; committed, the name of lead-cosine's since 2026-12-05
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
                                                                  "learnt-lead", "lead-cosine", "lead-range",
-                                                                 "range-readout", "committed"]
+                                                                 "range-readout", "committed", "pooled"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -524,7 +524,7 @@ def test_lr_factor_and_the_schedule_fields():
         Recipe(regress_schedule="step")
     scheduled = [name for name, r in RECIPES.items() if r.codebook_schedule != "constant"]
     # committed: lead-cosine's name since 2026-12-05
-    assert scheduled == ["lead-cosine", "lead-range", "range-readout", "committed"]
+    assert scheduled == ["lead-cosine", "lead-range", "range-readout", "committed", "pooled"]
     assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
 
 

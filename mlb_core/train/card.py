@@ -164,7 +164,7 @@ def stage_two(summary: dict[str, Any]) -> str:
     if not r.get("train_tower", True):
         return (f"""2. slots in closed form (no gradient step on the tower): the codebook is written into the
    projector's last layer (ten input units, one per vector). Tower initialisation: {tower_init_line(r)}.
-   {outline_fit_line(summary).strip()}""")
+   {outline_fit_line(summary).strip()}{pool_line(summary)}""")
     return f"""2. regress ({summary["steps"]["regress"]} steps x {r["regress_batch"]} single frames, AdamW lr
    {r["lr_regress"]}, {schedule(r)}): the codebook is written into the projector's last layer (ten
    input units, one per vector); tower + the projector's first layer regress those ten
@@ -273,11 +273,32 @@ def tower_init_line(r: dict[str, Any]) -> str:
             "ICML 2023)")
     if init == "edges":
         line += ("; then the first layer made a per-patch edge-energy layer (no attention, its MLP "
-                 f"rectifies the signed edge responses, {N_RESERVED} residual dimensions reserved)")
+                 f"rectifies the signed edge responses, {r.get('reserved', N_RESERVED)} residual dimensions "
+                 "reserved)")
     if r.get("colour_units"):
         line += (f"; its other MLP units random features of the patch's colour (pre-activation spread "
                  f"{r.get('colour_unit_gain', 3.0):g}, bends at sampled patches)")
     return line
+
+
+def pool_line(summary: dict[str, Any]) -> str:
+    """Stage 2b, the pooled tower (:mod:`mlb_core.train.pool`), in words (empty when the recipe has none)."""
+    fit = summary.get("pool")
+    if not fit:
+        return ""
+    r = summary["recipe"]
+    text = (f"\n   A tower that pools shape (`mlb_core/train/pool.py`, stage 2b, no LM): the second layer's MLP "
+            f"saturates the colour slots (clamps fitted on {fit['saturate_frames']} training frames; on patches "
+            f"an object of the colour touches they average {fit['keys_on']:.2f}, elsewhere {fit['keys_off']:.3f}) "
+            f"and rectifies the shape slots; a third layer's attention head pools the shape slots over the patches "
+            f"of each patch's colour (gain {r['pool_gain']:g}, the class token excluded), ")
+    if fit.get("sharpen") == "onehot":
+        return text + (f"and its MLP with the projector's shape units makes them one-hot on the pooled argmax, "
+                       f"scaled by the patch's own shape mass (margin and mass fitted on {fit['sharpen_frames']} "
+                       f"frames; the pooled argmax is the outline's shape on {fit['outline_argmax_accuracy']:.0%} "
+                       "of their outline patches).")
+    return text + (f"and its MLP, fitted like the read-out on {fit['sharpen_frames']} frames (R^2 "
+                   f"{fit['sharpen_r2']}), sharpens them.")
 
 
 def outline_fit_line(summary: dict[str, Any]) -> str:

@@ -278,7 +278,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "2026-12-05 ('A settled codebook'); lead-range: lead-cosine with half the clips "
                         "anti-aliased and coloured from each colour name's range ('Colour names, not colour "
                         "values'); range-readout: the same drawings in the slot read-out's fit alone ('The "
-                        "range in the read-out alone')")
+                        "range in the read-out alone'); pooled: lead-cosine with a three-layer tower that pools "
+                        "each object's shape over its patches and makes it one-hot ('A tower that pools shape')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

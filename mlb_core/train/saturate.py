@@ -22,20 +22,22 @@ its weights alone (:func:`slot_gains`), so nothing else needs to record it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 
-def clamp_pair(u: torch.Tensor, gain: float) -> torch.Tensor:
-    """``(GELU(gain u) - GELU(gain u - gain)) / gain``: what a pair of GELU units gives, close
-    to ``clamp(u, 0, 1)`` for a large ``gain``."""
-    return (F.gelu(gain * u) - F.gelu(gain * u - gain)) / gain
+def clamp_pair(u: torch.Tensor, gain: float, act: Callable[[torch.Tensor], torch.Tensor] = F.gelu) -> torch.Tensor:
+    """``(act(gain u) - act(gain u - gain)) / gain``: what a pair of units gives, close to
+    ``clamp(u, 0, 1)`` for a large ``gain`` (``act``: the exact GELU, or a tower's ``quick_gelu``)."""
+    return (act(gain * u) - act(gain * u - gain)) / gain
 
 
 def fit_saturation(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gain: float,
-                   steps: int = 600, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+                   steps: int = 600, lr: float = 0.05,
+                   act: Callable[[torch.Tensor], torch.Tensor] = F.gelu) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slot ``a, b`` (each ``(S,)``) minimising the weighted squared error between
     ``clamp_pair(a z + b, gain)`` and ``target``.
 
@@ -43,7 +45,7 @@ def fit_saturation(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
         z: slot pre-activations, ``(N, S)`` (N patches).
         target: slot targets, ``(N, S)``.
         weight: per-patch weight, ``(N,)``.
-        gain: the pair's gain (:func:`clamp_pair`).
+        gain: the pair's gain (:func:`clamp_pair`); ``act`` its units' activation.
         steps, lr: full-batch Adam from ``a = 1, b = 0``; deterministic for given inputs.
     """
     assert z.shape == target.shape and z.ndim == 2, (z.shape, target.shape)
@@ -53,7 +55,7 @@ def fit_saturation(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
     b = torch.zeros(z.shape[1], requires_grad=True)
     opt = torch.optim.Adam([a, b], lr=lr)
     for _ in range(steps):
-        err = (clamp_pair(z * a + b, gain) - target).pow(2)  # (N, S)
+        err = (clamp_pair(z * a + b, gain, act) - target).pow(2)  # (N, S)
         loss = (err * weight[:, None]).sum() / weight.sum()
         opt.zero_grad()
         loss.backward()

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,18 @@ import torch.nn.functional as F
 
 from . import branches, layouts, scenes
 from .card import CURVE_WINDOW, model_card
+from .pool import N_POOL_RESERVED, SHARPENINGS, build_pool, mark_patches
 from .readout import gelu_inverse, learn_readout, slots_of
 from .saturate import clamp_pair, effective_slots, fit_saturation, saturate_slots, slot_gains
-from .tower_init import clip_parts, colour_units, edge_energy_init, edge_rows, n_colour_rows, structured_init
+from .tower_init import (
+    N_RESERVED,
+    clip_parts,
+    colour_units,
+    edge_energy_init,
+    edge_rows,
+    n_colour_rows,
+    structured_init,
+)
 
 # the projector's slot units by group (slot order: colours, shapes, background): what a recipe's
 # ``saturate`` clamps and ``mlb heldout --ideal-swap`` sets to its targets
@@ -69,6 +79,7 @@ SLOT_GROUPS: dict[str, slice] = {"colour": slice(0, _N_COLOURS),
 
 
 VARIED_IN = ("all", "readout")  # where a recipe's clips drawn another way go (Recipe.varied_in)
+POOLS = ("none", "shape")  # Recipe.pool: what the tower's later layers pool (mlb_core/train/pool.py)
 SCHEDULES = ("constant", "cosine")  # the learning-rate schedules a stage may follow (:func:`lr_factor`)
 
 
@@ -154,7 +165,17 @@ class Recipe:
     form, linear in the first layer's MLP units, as every recipe before ``learnt``) or
     ``"learnt"`` (the first layer's free MLP units and the read-out trained with Adam on the slots
     after the projector's GELU, :mod:`mlb_core.train.readout`; ``readout_steps`` steps from
-    ``readout_lr``, on ``outline_fit_frames`` frames; docs/training-record.md, "A learnt read-out").
+    ``readout_lr``, on ``outline_fit_frames`` frames; docs/training-record.md, "A learnt read-out");
+    ``reserved``: with ``tower_init="edges"``, how many residual dimensions the first layer keeps free
+    (16 in every recipe before ``pooled``);
+    ``pool``: ``"none"`` or ``"shape"``: after the read-out, the tower's second layer saturates the
+    colour slots and a third layer pools the shape slots over each object in one attention head of
+    gain ``pool_gain`` (:mod:`mlb_core.train.pool`, clamps of gain ``pool_clamp_gain`` fitted on
+    ``saturate_frames`` frames), then sharpens them, ``pool_sharpen``: ``"onehot"`` (closed form:
+    one-hot on the pooled argmax, scaled by the patch's own shape mass) or ``"learnt"`` (the third
+    layer's MLP fitted like the read-out, ``readout_steps`` Adam steps from ``pool_lr``, on
+    ``outline_fit_frames`` frames); needs the learnt read-out, no tower training, no saturated
+    projector, ``feature_layer=-1`` and ``reserved >= 30`` (docs/training-record.md, "A tower that pools shape").
     """
 
     codebook_share: float = 0.30
@@ -201,6 +222,12 @@ class Recipe:
     readout: str = "ridge"
     readout_steps: int = 3000
     readout_lr: float = 1e-3
+    reserved: int = N_RESERVED
+    pool: str = "none"
+    pool_gain: float = 8.0
+    pool_clamp_gain: float = 4.0
+    pool_lr: float = 1e-4
+    pool_sharpen: str = "onehot"
     sec_per_token: float = 1.3e-2
     sec_per_token2: float = 3.3e-6
     sec_per_frame: float = 0.19
@@ -247,6 +274,21 @@ class Recipe:
                              "tower_init='edges', and neither colour_units nor inverse_gelu")
         if self.readout == "learnt" and not (self.readout_steps > 0 and self.readout_lr > 0):
             raise ValueError("readout='learnt' needs readout_steps > 0 and readout_lr > 0")
+        if self.reserved < _N_COLOURS + _N_SHAPES + 1:
+            raise ValueError(f"reserved must be at least the {_N_COLOURS + _N_SHAPES + 1} slots, not {self.reserved}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(map(repr, POOLS))}, not {self.pool!r}")
+        if self.pool != "none" and not (self.readout == "learnt" and not self.train_tower
+                                        and self.saturate == "none" and self.feature_layer == -1
+                                        and self.reserved >= N_POOL_RESERVED):
+            raise ValueError(f"pool={self.pool!r} builds two layers after a learnt read-out: it needs "
+                             f"readout='learnt', train_tower=False, saturate='none', feature_layer=-1 "
+                             f"and reserved >= {N_POOL_RESERVED}")
+        if self.pool_sharpen not in SHARPENINGS:
+            raise ValueError(f"pool_sharpen must be one of {', '.join(map(repr, SHARPENINGS))}, "
+                             f"not {self.pool_sharpen!r}")
+        if self.pool != "none" and not (self.pool_gain > 0 and self.pool_clamp_gain > 0):
+            raise ValueError("pool needs pool_gain > 0 and pool_clamp_gain > 0")
         for name in ("regress_schedule", "codebook_schedule"):
             if getattr(self, name) not in SCHEDULES:
                 raise ValueError(f"{name} must be 'constant' or 'cosine', not {getattr(self, name)!r}")
@@ -345,6 +387,12 @@ RECIPES["range-readout"] = replace(RECIPES["lead-range"], varied_in="readout")
 # 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
 # its held-out runs (docs/training-record.md, "Branched questions", "A learnt read-out", "A settled codebook")
 RECIPES["committed"] = RECIPES["lead-cosine"]
+# lead-cosine with a three-layer tower that gives every patch of an object that object's shape:
+# the second layer saturates the colour slots, a third pools the shape slots by colour in one
+# attention head and sharpens them with a learnt MLP (mlb_core/train/pool.py), on single training
+# frames, no LM; 32 reserved residual dimensions (16 before) for what the later layers write
+# (docs/training-record.md, "A tower that pools shape"; results/train/pooled/)
+RECIPES["pooled"] = replace(RECIPES["lead-cosine"], pool="shape", reserved=32, feature_layer=-1)
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
@@ -698,6 +746,38 @@ def fit_slot_readout(model: Any, processor: Any, bank: scenes.VideoBank, reserve
             "objects": len(objects), **({"readout": "learnt", **extra} if learnt else {})}
 
 
+POOL_PARTS = ("saturate", "scale", "sharpen")  # build_pool's fits, each drawing its own stream
+
+
+def stage_pool(model: Any, processor: Any, bank: scenes.VideoBank, reserved: list[int], seed: int,
+               recipe: Recipe) -> dict[str, Any]:
+    """Stage 2b (closed form and fitted, no LM), after :func:`fit_slot_readout`: the tower's second
+    layer saturates the colour slots, a third layer pools the shape slots over each object and
+    sharpens them, and the projector's shape units read the result
+    (:func:`mlb_core.train.pool.build_pool`). The clamps are fitted on ``recipe.saturate_frames``
+    single training frames, the sharpening on ``recipe.outline_fit_frames`` (as many as the
+    read-out), ``recipe.readout_steps`` Adam steps from ``recipe.readout_lr``. Returns its log row."""
+    tower = model.model.vision_tower
+
+    def batches(n: int, part: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng([seed, 12, POOL_PARTS.index(part)])
+        for start in range(0, n, recipe.regress_batch):
+            k = min(recipe.regress_batch, n - start)
+            specs = [_sample_spec(rng, 1, recipe, "readout") for _ in range(k)]
+            rendered = [scenes.render_clip(spec, bank) for spec in specs]
+            pix = pixel_values(np.concatenate([f for f, _ in rendered]), processor).to(model.device)
+            target = torch.stack([slot_targets(torch.from_numpy(c), spec, recipe.shape_target)[0]
+                                  for spec, (_, c) in zip(specs, rendered, strict=True)])  # (k, 24, 24, N_SLOTS)
+            touched = torch.stack([torch.from_numpy(c)[0].sum(0) > 0 for _, c in rendered])  # (k, 24, 24)
+            weight = 1 + (recipe.object_weight - 1) * touched.float()
+            yield pix, target.reshape(k, -1, N_SLOTS), weight.reshape(k, -1)
+
+    shape_units = list(range(_N_COLOURS, _N_COLOURS + _N_SHAPES))
+    return build_pool(tower, model.model.multi_modal_projector, reserved, batches, shape_units, seed,
+                      recipe.pool_gain, recipe.pool_clamp_gain, recipe.saturate_frames, recipe.outline_fit_frames,
+                      recipe.readout_steps, recipe.pool_lr, recipe.outline_ridge, recipe.pool_sharpen)
+
+
 def stage_saturate(model: Any, processor: Any, bank: scenes.VideoBank, seed: int,
                    recipe: Recipe) -> dict[str, Any]:
     """Stage 4 (no LM, no gradient on the model): turn the slot units of ``recipe.saturate``
@@ -894,7 +974,9 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = COM
         if recipe.tower_init in ("structured", "edges"):
             structured_init(model.model.vision_tower, seed)
         if recipe.tower_init == "edges":
-            reserved = edge_energy_init(model.model.vision_tower)
+            reserved = edge_energy_init(model.model.vision_tower, recipe.reserved)
+            if recipe.pool != "none":
+                mark_patches(model.model.vision_tower, reserved)
         if recipe.colour_units:
             colour_units(model.model.vision_tower, colour_rows(model, processor, bank, seed, recipe),
                          recipe.colour_unit_gain, seed)
@@ -920,6 +1002,10 @@ def train_vision(out_dir: str | Path, seed: int = 0, minutes_budget: float = COM
             t = time.perf_counter()
             log.append(fit_slot_readout(model, processor, bank, reserved, seed, recipe))
             wall["outline"] = time.perf_counter() - t
+        if recipe.pool != "none":
+            t = time.perf_counter()
+            log.append(stage_pool(model, processor, bank, reserved, seed, recipe))
+            wall["pool"] = time.perf_counter() - t
         if recipe.train_tower:
             for p in _vision_params(model):
                 p.requires_grad_(True)
@@ -996,6 +1082,9 @@ def _save(out: Path, model: Any, tokenizer: Any, processor: Any, codebook: Codeb
     fit = next((r for r in log if r["stage"] == "outline"), None)
     if fit is not None:
         summary["outline_fit"] = {k: v for k, v in fit.items() if k != "stage"}
+    pool = next((r for r in log if r["stage"] == "pool"), None)
+    if pool is not None:
+        summary["pool"] = {k: v for k, v in pool.items() if k != "stage"}
     sat = next((r for r in log if r["stage"] == "saturate"), None)
     if sat is not None:
         summary["saturate"] = {k: v for k, v in sat.items() if k != "stage"}
