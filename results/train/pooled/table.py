@@ -31,4 +31,5 @@ for label, name, folder in rows:
         continue
     colour, shape, n, by = one_frame(name)
     std = standard(folder) if (Path(folder) / "heldout_metrics.json").exists() else "-"
-    print(f"| {label} | {colour}/{n} | {shape}/{n} | {by.get('square')} | {by.get('circle')} | {by.get('triangle')} | {std} |")
+    shapes = " | ".join(str(by.get(k)) for k in ("square", "circle", "triangle"))
+    print(f"| {label} | {colour}/{n} | {shape}/{n} | {shapes} | {std} |")
