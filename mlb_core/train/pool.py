@@ -44,11 +44,12 @@ from typing import Any
 
 import torch
 
+from . import scenes
 from .readout import learn_readout, slots_of
 from .saturate import clamp_pair, fit_saturation
 from .tower_init import clip_parts
 
-N_COLOURS, N_SHAPES = 6, 3
+N_COLOURS, N_SHAPES = len(scenes.COLOURS), len(scenes.SHAPES)
 # the reserved dimensions a pooled tower uses, after the first layer's ten slots (offsets into
 # the reserved list): saturated colours, rectified shapes, pooled shapes, sharpened shapes
 KEYS = slice(10, 16)
@@ -69,10 +70,10 @@ KEY_SLOPE, KEY_SHIFT = 4.0, -0.4  # keys clamp(4 u - 0.4): u, the fitted clamp, 
 # object's outline patches (about 0.4), and softmax pooling then settles on the interior patches,
 # which carry no shape; saturated from u = 0.35, outline and interior weigh alike (the record's
 # "Shape by the object": this form pooled 96-97.5% of held-out objects at gains 2-32)
-RECTIFY_GAIN = 8.0
+RECTIFY_GAIN = 8.0  # act(g z) / g: about relu(z) for quick_gelu
 ONEHOT_WALL = 8.0  # what sharpen="onehot" takes off a shape that is not the pooled argmax (before GELU)
 MARGIN_SATURATION = 0.25  # sharpen="onehot": a pair's clamp saturates at this share of the median margin
-SHARPENINGS = ("learnt", "onehot")  # act(g z) / g: about relu(z) for quick_gelu
+SHARPENINGS = ("learnt", "onehot")  # Recipe.pool_sharpen
 
 
 def mark_patches(tower: Any, dims: list[int]) -> None:
@@ -110,15 +111,21 @@ def append_layer(tower: Any) -> Any:
     return layer
 
 
-def clear_layer(layer: Any) -> None:
-    """Make an encoder layer the identity on the residual stream: its attention's output
-    projection and its MLP's second layer zero (weights and biases)."""
+def clear_mlp(layer: Any) -> None:
+    """Zero an encoder layer's MLP (both linear layers, weights and biases): it adds nothing."""
     with torch.no_grad():
-        for lin in (layer.self_attn.out_proj, layer.mlp.fc2):
+        for lin in (layer.mlp.fc1, layer.mlp.fc2):
             lin.weight.zero_()
             lin.bias.zero_()
-        layer.mlp.fc1.weight.zero_()
-        layer.mlp.fc1.bias.zero_()
+
+
+def clear_layer(layer: Any) -> None:
+    """Make an encoder layer the identity on the residual stream: its attention's output
+    projection and its MLP zero (weights and biases)."""
+    clear_mlp(layer)
+    with torch.no_grad():
+        layer.self_attn.out_proj.weight.zero_()
+        layer.self_attn.out_proj.bias.zero_()
 
 
 def set_saturate(layer: Any, dims: list[int], a: torch.Tensor, b: torch.Tensor, gain: float,
@@ -229,12 +236,9 @@ def set_onehot(layer: Any, projector: Any, dims: list[int], shape_units: list[in
     ``dims[SHARP][s] + k m - d``, ``m`` the patch's own rectified shape values summed (its outline
     mass) and ``(k, d) = mass``: after the projector's GELU, about the patch's own mass on the
     pooled argmax and 0 on the other two shapes."""
+    clear_mlp(layer)  # the MLP alone: the layer's attention pools
     fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
     lin1 = projector.linear_1
-    with torch.no_grad():  # the MLP alone: the layer's attention pools
-        for lin in (fc1, fc2):
-            lin.weight.zero_()
-            lin.bias.zero_()
     pairs = [(s, o) for s in range(N_SHAPES) for o in range(N_SHAPES) if o != s]
     assert fc1.out_features >= 2 * len(pairs), fc1.out_features
     k, d = mass
