@@ -18,7 +18,7 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
         assert "${" not in cmd and cmd.strip()
         assert outs == [ROOT / out]
     cmd, _ = frozen_stage(ROOT, "train_embedded")  # the committed recipe, by name (params.yaml train.recipe)
-    assert "mlb train-vision --out mlb_core/weights/embedded-vision --recipe lead-cosine --seed 0 --minutes 30" in cmd
+    assert "mlb train-vision --out mlb_core/weights/embedded-vision --recipe pooled --seed 0 --minutes 30" in cmd
     cmd, outs = frozen_stage(ROOT, "heldout_curve")
     assert "mlb heldout --curve --scale 1.0" in cmd and "${" not in cmd
     assert outs == [ROOT / "results/heldout/length_curve.json", ROOT / "results/heldout/length_curve.png"]

@@ -234,7 +234,8 @@ def test_build_pool_refuses_a_tower_without_the_patch_flag():
 def test_recipe_checks_the_pool_fields():
     pooled = RECIPES["pooled"]
     assert pooled.pool == "shape" and pooled.reserved >= P.N_POOL_RESERVED and pooled.feature_layer == -1
-    assert RECIPES["committed"].pool == "none" and RECIPES["committed"].reserved == 16  # its weights unchanged
+    assert RECIPES["committed"] == pooled  # since 2026-12-06
+    assert RECIPES["lead-cosine"].pool == "none" and RECIPES["lead-cosine"].reserved == 16  # as before the fields
     with pytest.raises(ValueError, match="pool must be"):
         replace(pooled, pool="colour")
     with pytest.raises(ValueError, match="pool_sharpen"):
@@ -254,8 +255,10 @@ def test_the_card_describes_the_pooled_tower_only_when_there_is_one():
     from mlb_core.backbones.vision_weights import WEIGHTS_DIR
     from mlb_core.train.card import model_card
 
-    log = json.loads((WEIGHTS_DIR / "training_log.json").read_text())
-    assert "pools shape" not in model_card(log)
+    log = json.loads((WEIGHTS_DIR / "training_log.json").read_text())  # the committed: pooled since 2026-12-06
+    assert "pools shape" in model_card(log) and "hidden 256, 3 layers" in model_card(log)
+    log = {k: v for k, v in log.items() if k != "pool"} | {"recipe": asdict(RECIPES["lead-cosine"])}
+    assert "pools shape" not in model_card(log) and "hidden 256, 2 layers" in model_card(log)
     row = {"saturate_frames": 320, "keys_on": 0.91, "keys_off": -0.003, "sharpen": "onehot", "sharpen_frames": 1200,
            "outline_argmax_accuracy": 0.889}
     card = model_card({**log, "recipe": asdict(RECIPES["pooled"]), "pool": row})

@@ -107,7 +107,7 @@ def test_learnt_readout_needs_the_edge_tower_and_its_own_units():
         Recipe(readout="learnt", tower_init="edges", colour_units=True)
     with pytest.raises(ValueError, match="readout_steps"):
         Recipe(readout="learnt", tower_init="edges", readout_steps=0)
-    assert RECIPES["long-branch"].readout == "ridge" and RECIPES["committed"].readout == "learnt"  # lead-cosine
+    assert RECIPES["long-branch"].readout == "ridge" and RECIPES["committed"].readout == "learnt"  # pooled
 
 
 def test_card_says_which_readout_the_weights_have():
@@ -118,7 +118,7 @@ def test_card_says_which_readout_the_weights_have():
     from mlb_core.train.card import model_card
     from mlb_core.train.vision import RECIPES
 
-    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # the committed: lead-cosine
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # the committed: pooled
     card = model_card(log)
     assert "A learnt slot read-out" in card and "3000 Adam steps" in card and "at the ridge start" in card
     assert "A closed-form slot read-out" not in card

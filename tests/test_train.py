@@ -64,7 +64,7 @@ def test_long_recipe_fields_are_checked():
     from mlb_core.train.vision import RECIPES, Recipe
 
     assert RECIPES["outline"].p_long == 0.0 and RECIPES["long"].p_long > 0
-    assert RECIPES["committed"] == RECIPES["lead-cosine"]  # the committed weights' recipe since 2026-12-05
+    assert RECIPES["committed"] == RECIPES["pooled"]  # the committed weights' recipe since 2026-12-06
     with pytest.raises(ValueError, match="p_long"):
         Recipe(p_long=1.0)
     with pytest.raises(ValueError, match="long_min_tokens"):
@@ -86,7 +86,7 @@ def test_lead_weight_recipe_is_checked_and_carded():
     with pytest.raises(ValueError, match="lead_weight"):
         Recipe(lead_weight=-1.0)
     log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())
-    assert "+ 1.0 x the loss at the answer's word before it" in model_card(log)  # the committed: lead-cosine
+    assert "+ 1.0 x the loss at the answer's word before it" in model_card(log)  # committed: pooled
     assert "word before it" not in model_card({**log, "recipe": asdict(RECIPES["learnt"])})
 
 
@@ -365,10 +365,10 @@ def test_branches_field_is_checked_and_only_the_branch_recipe_has_it():
 
     with pytest.raises(ValueError, match="branches"):
         Recipe(branches=0)
-    # long-branch and the recipes built on it; committed, the name of lead-cosine's since 2026-12-05
+    # long-branch and the recipes built on it; committed, the name of pooled's since 2026-12-06
     assert [n for n, r in RECIPES.items() if r.branches > 1] == ["long-branch", "long-sparse", "long-grey", "learnt",
                                                                  "learnt-lead", "lead-cosine", "lead-range",
-                                                                 "range-readout", "committed", "pooled"]
+                                                                 "range-readout", "pooled", "committed"]
     assert RECIPES["long-branch"] == replace(RECIPES["long-30"], branches=4)
 
 
@@ -523,8 +523,8 @@ def test_lr_factor_and_the_schedule_fields():
     with pytest.raises(ValueError, match="regress_schedule"):
         Recipe(regress_schedule="step")
     scheduled = [name for name, r in RECIPES.items() if r.codebook_schedule != "constant"]
-    # committed: lead-cosine's name since 2026-12-05
-    assert scheduled == ["lead-cosine", "lead-range", "range-readout", "committed", "pooled"]
+    # committed: pooled's name since 2026-12-06
+    assert scheduled == ["lead-cosine", "lead-range", "range-readout", "pooled", "committed"]
     assert asdict_of("lead-cosine") == {**asdict_of("learnt-lead"), "codebook_schedule": "cosine"}
 
 
@@ -544,7 +544,7 @@ def test_card_names_the_codebook_schedule_and_the_loss_curves_only_when_there_ar
     from mlb_core.train.card import model_card
     from mlb_core.train.vision import RECIPES
 
-    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # the committed: lead-cosine
+    log = json.loads((vision_weights.WEIGHTS_DIR / "training_log.json").read_text())  # committed: pooled
     plain = model_card({k: v for k, v in log.items() if k != "loss_curve"} | {"recipe": asdict(RECIPES["learnt"])})
     assert "cosine decay to 0 over the stage's planned budget" not in plain and "Loss curves" not in plain
     assert "Loss curves" in model_card(log)

@@ -48,10 +48,11 @@ def model_card(summary: dict[str, Any], sight: dict[str, Any] | None = None,
     r = summary["recipe"]
     device = summary.get("device", "cpu")
     on_device = f" stages 1-3 on {device} (not a CPU run's bits)," if device != "cpu" else ""
+    layers = 3 if r.get("pool", "none") != "none" else 2  # a pooled tower appends a third layer
     card = f"""# llava-next-smollm2-135m-embedded, vision trained
 
 Stock `LlavaNextForConditionalGeneration`: real SmolLM2-135M-Instruct (frozen, untouched),
-CLIP vision tower (hidden 256, 2 layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
+CLIP vision tower (hidden 256, {layers} layers, 336 px, patch 14 -> 24 x 24 tokens per frame,
 `vision_feature_layer={r["feature_layer"]}`, CLS dropped) and projector trained by
 `mlb_core.train.vision.train_vision` (seed {summary["seed"]}, {summary["threads"]} threads,{on_device}
 budget {summary["minutes_budget"]} min; wall time {summary["wall_s"]["total"]:.0f} s:

@@ -255,7 +255,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "last bits from a CPU run's")
     t.add_argument("--recipe", default="committed",  # a name of vision.RECIPES, checked when the command runs
                    help="a name of vision.RECIPES; quoted names are sections of docs/training-record.md. "
-                        "committed: the recipe of the committed weights, the same as lead-cosine (below); outline: "
+                        "committed: the recipe of the committed weights, the same as pooled (below); outline: "
                         "the weights committed 2026-12-03 to 12-04: an edge-energy first layer, a closed-form slot "
                         "read-out and the shape on the outline, the tower frozen after the fit ('Shape from the "
                         "outline'); coverage: the weights committed until 2026-12-03 (a random tower trained "
@@ -274,12 +274,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "not fitted in closed form, committed on 2026-12-05 ('A learnt read-out'); "
                         "learnt-lead: learnt with the answer's word before the key weighted like the key, not "
                         "adopted ('Leading to the word'); lead-cosine: learnt-lead with the codebook's "
-                        "learning rate warmed up and decayed along a cosine in both LM stages, committed since "
+                        "learning rate warmed up and decayed along a cosine in both LM stages, committed on "
                         "2026-12-05 ('A settled codebook'); lead-range: lead-cosine with half the clips "
                         "anti-aliased and coloured from each colour name's range ('Colour names, not colour "
                         "values'); range-readout: the same drawings in the slot read-out's fit alone ('The "
                         "range in the read-out alone'); pooled: lead-cosine with a three-layer tower that pools "
-                        "each object's shape over its patches and makes it one-hot ('A tower that pools shape')")
+                        "each object's shape over its patches and makes it one-hot, committed since 2026-12-06 "
+                        "('A tower that pools shape')")
     t.add_argument("--verify", action="store_true",
                    help="instead: repeat the training of the --out folder (its log's seed, budget, threads and "
                         "recipe) and compare the weights; writes reproducibility.json and the model card")

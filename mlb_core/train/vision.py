@@ -383,16 +383,18 @@ RECIPES["lead-range"] = replace(RECIPES["lead-cosine"], p_varied=0.5)
 # of 96 against 69, but seed 0's shape there and seed 1's standard set fell short; docs/training-record.md,
 # "The range in the read-out alone"; results/train/range-readout/)
 RECIPES["range-readout"] = replace(RECIPES["lead-range"], varied_in="readout")
-# the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
-# 12-05, learnt on 2026-12-05, lead-cosine since 2026-12-05, each adopted by a rule written before
-# its held-out runs (docs/training-record.md, "Branched questions", "A learnt read-out", "A settled codebook")
-RECIPES["committed"] = RECIPES["lead-cosine"]
 # lead-cosine with a three-layer tower that gives every patch of an object that object's shape:
 # the second layer saturates the colour slots, a third pools the shape slots by colour in one
-# attention head and sharpens them with a learnt MLP (mlb_core/train/pool.py), on single training
-# frames, no LM; 32 reserved residual dimensions (16 before) for what the later layers write
-# (docs/training-record.md, "A tower that pools shape"; results/train/pooled/)
+# attention head and makes them one-hot in closed form (mlb_core/train/pool.py; a learnt MLP is the
+# other sharpening, untrained), on single training frames, no LM; 32 reserved residual dimensions
+# (16 before) for what the later layers write (docs/training-record.md, "A tower that pools shape";
+# results/train/pooled/)
 RECIPES["pooled"] = replace(RECIPES["lead-cosine"], pool="shape", reserved=32, feature_layer=-1)
+# the committed weights' recipe (mlb_core/weights/embedded-vision): long-branch from 2026-12-04 to
+# 12-05, learnt and then lead-cosine on 2026-12-05, pooled since 2026-12-06, each adopted by a rule
+# written before its held-out runs (docs/training-record.md, "Branched questions", "A learnt
+# read-out", "A settled codebook", "A tower that pools shape")
+RECIPES["committed"] = RECIPES["pooled"]
 COMMITTED_MINUTES = 30.0  # its planned time (params.yaml train.minutes), the default of every entry point
 # the outline recipe, then its slot units made clamps (stage 4, closed form): the colour slots
 # alone, or every slot; tried 2026-12-04 and not adopted (its own training 42 of 90 held-out
