@@ -58,6 +58,21 @@ def test_flatness_needs_narrow_intervals():
     assert verdicts["gapool-flat"].startswith("undecided")
 
 
+def test_verdicts_quote_the_counts_rounded_once():
+    """The tables round to a tenth for display; the verdicts' figures come from the counts, so
+    66 of 67 (98.507%) reads 99, not 98 (98.507 -> 98.5 -> 98 under half-even rounding)."""
+    recs = [{"status": "answered", "method": "segattn-topk", "slot": slot, "position": "first", "size": "large",
+             "order": "forward", "correct": slot == 5 and rep > 0 or slot == 1 and rep == 0}
+            for slot in (1, 5) for rep in range(67)]
+    tables = probe_tables(recs, ["segattn-topk"])
+    row = tables["slot"].set_index("slot").loc[5]
+    assert (row["k"], row["n"], row["accuracy"]) == (66, 67, 98.5)  # the display table, rounded once
+    topk = next(h for h in hypotheses(tables, 5) if h["hypothesis"] == "topk-early-slots")
+    assert topk["verdict"] == "holds" and topk["b"].startswith("99 [")
+    lo, hi = wilson(66, 67)
+    assert topk["b"] == f"99 [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def test_answer_names_sorts_each_answer_by_what_it_names(tmp_path):
     """Each answer is read against its own clip: the target's colour, a distractor's, another
     colour or none; a hedged list counts its first colour; a multiple-choice answer counts the

@@ -50,6 +50,17 @@ def load_scored(folder: str | Path, benchmark: str = "probe") -> list[dict[str, 
     return out
 
 
+def _exact(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (of :func:`accuracy_by`) with ``accuracy``, ``lo`` and ``hi`` recomputed
+    unrounded from its counts ``k`` of ``n``."""
+    out = table.copy()
+    bounds = [wilson(int(k), int(n)) for k, n in zip(out["k"], out["n"], strict=True)]
+    out["accuracy"] = 100 * out["k"] / out["n"]
+    out["lo"] = [100 * lo for lo, _ in bounds]
+    out["hi"] = [100 * hi for _, hi in bounds]
+    return out
+
+
 def accuracy_by(records: Iterable[dict[str, Any]], by: Sequence[str],
                 methods: Sequence[str] | None = None) -> pd.DataFrame:
     """Accuracy (%) with its 95% Wilson interval per group of ``by`` (e.g. ``method``, ``slot``).
@@ -61,10 +72,7 @@ def accuracy_by(records: Iterable[dict[str, Any]], by: Sequence[str],
         raise MLBError("no answered records to tabulate")
     df = pd.DataFrame([{**{k: r.get(k) for k in by}, "correct": bool(r.get("correct"))} for r in rows])
     out = df.groupby(list(by), sort=True, dropna=False)["correct"].agg(n="count", k="sum").reset_index()
-    bounds = [wilson(int(k), int(n)) for k, n in zip(out["k"], out["n"], strict=True)]
-    out["accuracy"] = 100 * out["k"] / out["n"]
-    out["lo"] = [100 * lo for lo, _ in bounds]
-    out["hi"] = [100 * hi for _, hi in bounds]
+    out = _exact(out)
     if methods is not None and "method" in by:
         out["method"] = pd.Categorical(out["method"], categories=list(methods), ordered=True)
         out = out.sort_values(["method", *[b for b in by if b != "method"]]).reset_index(drop=True)
@@ -101,7 +109,9 @@ def hypotheses(tables: dict[str, pd.DataFrame], n_slots: int) -> list[dict[str, 
     for flatness, when two slots separate), and is ``undecided`` otherwise; flatness also
     needs every slot's interval at most :data:`FLAT_MAX_WIDTH` points wide, or it is
     ``undecided`` (a probe too small, or a model at the floor, is flat by default)."""
-    slot, seg = tables["slot"], tables["segment"]
+    # the tables' accuracy and bounds are rounded for display: verdicts and the figures they
+    # quote are recomputed from the counts, so that nothing is rounded twice
+    slot, seg = _exact(tables["slot"]), _exact(tables["segment"])
     out = []
 
     def compare(name: str, a: pd.Series | None, b: pd.Series | None, claim: str) -> None:
