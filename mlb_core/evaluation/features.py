@@ -17,7 +17,7 @@ import torch
 from mlb_core.backbones.adapter import VideoLLM
 from mlb_core.errors import MLBError
 from mlb_core.pipeline import VideoFeatures, encode_video
-from mlb_core.video import load_video
+from mlb_core.video import DECODE_RULES, load_video
 
 # ---- feature caches --------------------------------------------------------------------------------
 FRAME_METHODS = ("ig-vlm", "ts-llava")  # methods that re-encode the decoded frames as an image
@@ -45,7 +45,7 @@ class FeatureCache:
         st = path.stat()
         w = next(self.vlm.model.model.multi_modal_projector.parameters())  # a fingerprint of the weights
         blob = json.dumps([self.vlm.name, str(self.vlm.dtype), str(path.resolve()), st.st_size, st.st_mtime_ns,
-                           n_frames, self.backend, float(w.flatten()[:64].float().sum())])
+                           n_frames, self.backend, DECODE_RULES, float(w.flatten()[:64].float().sum())])
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _read(self, disk: Path, path: Path, n_frames: int) -> VideoFeatures | None:
