@@ -357,7 +357,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "and sparse10_mlb; with --grey, grey1_full and grey10_mlb; with --grey-band, "
                                         "greyband10_full and greyband10_mlb")
     h.add_argument("--questions", default="train", choices=["train", "paraphrase"],
-                   help="train: the training's wording; paraphrase: six wordings it never saw (sight.PARAPHRASES)")
+                   help="train: the training's wording; paraphrase: eight wordings it never saw (sight.PARAPHRASES)")
     h.add_argument("--rescore", nargs="+", metavar="RESULT",
                    help="instead: judge the answers saved in these results (--out files) again, by the first "
                         "colour/shape word and by the strict judge (that word and no other of its kind); "

@@ -67,10 +67,10 @@ SEED_OFFSET = 7_000_000  # on top of scenes.HELDOUT_SEED_BASE: seeds of this che
 # show how far the held-out numbers depend on the training's own phrasing.
 PARAPHRASES: dict[str, tuple[str, ...]] = {
     "colour": ("What color is the {shape}?", "What is the colour of the object in this video?",
-               "Which colour does the {shape} have?"),
+               "Which colour does the {shape} have?", "What color is the shape in the video?"),
     "shape": ("What shape is the object?", "What is the shape of the {colour} thing in this video?",
-              "Which geometric shape is shown in the video?"),
-}
+              "Which geometric shape is shown in the video?", "What shape is in the video?"),
+}  # the fourth of each kind added 2026-12-06, after "the shape" drew shape answers to colour questions
 QUESTION_SETS = ("train", "paraphrase")
 
 
