@@ -175,7 +175,7 @@ def test_paraphrased_questions_name_the_object_and_keep_the_truth():
     train = sight_questions(spec, 3)
     assert [(k, t, w) for k, _, t, w in train] == [("colour", obj.colour, "train"), ("shape", obj.shape, "train")]
     para = sight_questions(spec, 3, "paraphrase")
-    assert len(para) == 6 and {q for _, q, _, _ in para}.isdisjoint({q for _, q, _, _ in train})
+    assert len(para) == 8 and {q for _, q, _, _ in para}.isdisjoint({q for _, q, _, _ in train})
     for kind, question, truth, _ in para:
         assert "{" not in question and truth == (obj.colour if kind == "colour" else obj.shape)
         assert truth not in question.lower()  # never gives the answer away
@@ -187,8 +187,8 @@ def test_measure_sight_paraphrased_counts_each_wording(tmp_path):
     result = measure_sight("tiny:llava_next", [SightCondition("single_full", 1, "full", "tiny", 2)],
                            workdir=tmp_path, progress=False, questions="paraphrase")
     r = result["conditions"]["single_full"]
-    assert result["questions"] == "paraphrase" and r["n"] == 12 and r["colour_n"] == r["shape_n"] == 6
-    assert len(r["by_question"]) == 6 and all(v["n"] == 2 for v in r["by_question"].values())
+    assert result["questions"] == "paraphrase" and r["n"] == 16 and r["colour_n"] == r["shape_n"] == 8
+    assert len(r["by_question"]) == 8 and all(v["n"] == 2 for v in r["by_question"].values())
 
 
 @pytest.mark.parametrize("argv", [["heldout", "--scale", "0"], ["heldout", "--conditions", "single_ful"],
