@@ -55,6 +55,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
             text.encode("utf-8")
         except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
             raise MLBError(f"the {name} is not valid UTF-8 text: {text.encode('utf-8', 'replace')[:80]!r}") from None
+    if not args.question.strip():  # said before the model loads, as render_prompt would after
+        raise MLBError("the question is empty")
     options = parse_options(args.options)
     device = parse_device(args.device)
     from mlb_core.video import resolve_video

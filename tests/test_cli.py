@@ -81,6 +81,17 @@ def test_bad_input_one_line(capfd, bad, embedded, argv, message):
     assert "Traceback" not in err
 
 
+def test_empty_question_is_said_before_the_model_loads(capfd, monkeypatch):
+    import mlb_core.backbones.loading as loading
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    code, _, err = run(capfd, "bigbuckbunny.mp4", "  ")
+    assert code == 2 and err.strip() == "error: the question is empty"
+
+
 def test_console_script_no_traceback(bad):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "mlb_core", "answer", str(bad / "text.mp4"), "Q?"],
