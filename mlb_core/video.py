@@ -154,6 +154,8 @@ def probe_video(path: Path) -> VideoInfo:
                     raise MLBError(f"no video stream in {path}")
                 s = streams[0]
                 ctx = s.codec_context
+                if ctx is None:  # a stream whose codec FFmpeg cannot open (e.g. a damaged header)
+                    raise MLBError(f"cannot decode video {path}: no decoder for its video stream")
                 return VideoInfo(container=str(container.format.name), codec=str(ctx.name), frames=int(s.frames or 0),
                                  n_video=len(streams), width=int(ctx.width or 0), height=int(ctx.height or 0))
         except MLBError:
@@ -227,8 +229,28 @@ def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | No
         with container:
             if not container.streams.video:
                 raise MLBError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+
+            def decoded() -> Iterator:
+                """The stream's frames, past packets the decoder rejects (skipped, as FFmpeg's own
+                tools do: a damaged stretch costs its frames, not the rest of the video)."""
+                nonlocal damage
+                packets = container.demux(stream)
+                while True:
+                    try:
+                        packet = next(packets)
+                    except StopIteration:
+                        return
+                    except Exception as exc:  # the container is damaged from here on (a truncated file)
+                        damage = damage or _reason(exc)
+                        return
+                    try:
+                        yield from packet.decode()
+                    except Exception as exc:  # one damaged packet
+                        damage = damage or _reason(exc)
+
             try:
-                for frame in container.decode(container.streams.video[0]):
+                for frame in decoded():
                     if n in slots:
                         rgb = _to_rgb(frame, None if out is None else out.shape[1:3])
                         if out is None:
@@ -239,10 +261,12 @@ def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | No
                             out[pos] = rgb
                             filled += 1
                     n += 1
-            except Exception as exc:  # a truncated file: keep the frames decoded so far
+            except Exception as exc:  # a failure outside the packets (conversion): keep what decoded
                 if not n:
                     raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
                 damage = _reason(exc)
+            if not n and damage:
+                raise MLBError(f"cannot decode video {path}: {damage}")
     if resized is not None and out is not None:  # what FFmpeg's own tools do: scale to one size
         logger.warning("%s changes its frame size mid-stream (%dx%d, then %dx%d); the sampled frames are "
                        "scaled to the first one's size", path, out.shape[2], out.shape[1], resized[1], resized[0])
@@ -270,7 +294,8 @@ def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode in one pass, converting to RGB only the sampled frames, so memory is bounded by
     ``n_frames`` frames whatever the video's length. The frame count comes from the stream's
     metadata (or a demux-only pass); when the decoder finds another count (wrong metadata, a
-    damaged file), a second pass samples from the frames that really decode."""
+    damaged file), a second pass samples from the frames that really decode. Packets the decoder
+    rejects are skipped; the returned indices then count the frames that decode."""
     n_total = _frame_count(path)
     frames, complete, n_decoded, damage = _pyav_pass(path, n_total, n_frames)
     if n_decoded == 0:
@@ -282,7 +307,7 @@ def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     if not complete or frames is None:  # passes that disagree: never guess
         raise MLBError(f"cannot decode frames of {path}: the sampled frames did not decode consistently")
     if damage:
-        print(f"warning: {path} is damaged ({damage}); sampling from its first "
+        print(f"warning: {path} is damaged ({damage}); sampling from its "
               f"{n_decoded} decodable frames", file=sys.stderr)
     warn_short(path, n_decoded, n_frames)
     return frames, sample_indices(n_decoded, n_frames)

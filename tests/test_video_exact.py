@@ -155,3 +155,35 @@ def test_error_lines_carry_no_decoder_internals(tmp_path):
     with pytest.raises(MLBError) as info:
         load_video(bad, 4)
     assert "Errno" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_a_stream_without_a_decoder_is_one_clear_line(tmp_path, backend):
+    """A damaged sample description (the codec tag unknown): FFmpeg opens the file but has no
+    decoder for its stream; that is said, not an AttributeError."""
+    from mlb_core.video import sample_clip
+
+    path = tmp_path / "unknown.mp4"
+    path.write_bytes(sample_clip().read_bytes().replace(b"avc1", b"zzzz"))
+    with pytest.raises(MLBError, match="no decoder for its video stream") as info:
+        load_video(path, 4, backend)
+    assert "\n" not in str(info.value)
+
+
+def test_a_damaged_stretch_costs_its_frames_not_the_rest(tmp_path, capfd):
+    """Packets the decoder rejects in the middle are skipped: frames after them are still
+    sampled (before, decoding stopped at the first rejected packet)."""
+    path = encode(tmp_path / "g.mp4", [barcode(i) for i in range(60)], "libx264", options={"g": "10", "bf": "0"})
+    with av.open(str(path)) as c:
+        packets = [(k.pos, k.size) for k in c.demux(c.streams.video[0]) if k.size]
+    data = bytearray(path.read_bytes())
+    for pos, size in packets[20:26]:  # frames 20-25, from a keyframe on: the decoder rejects them
+        data[pos:pos + size] = bytes(size)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    frames, idx = load_video(damaged, 12, backend="pyav")
+    seen = [read_barcode(f) for f in frames]
+    assert max(seen) >= 50 and not set(seen) & set(range(20, 26))
+    assert seen == sorted(seen) and len(set(seen)) == 12
+    assert "is damaged" in capfd.readouterr().err
+
