@@ -273,30 +273,28 @@ def _pyav_pass(path: Path, n_total: int, n_frames: int) -> tuple[np.ndarray | No
     return out, filled == n_frames, n, damage
 
 
-def _frame_count(path: Path) -> int:
-    """The stream's frame count from its metadata, else from a demux-only pass; 0 if unknown."""
+def _frame_count(path: Path, header: int = 0) -> int:
+    """The stream's frame count: ``header`` (:attr:`VideoInfo.frames`) when it gives one, else a
+    demux-only pass; 0 if unknown."""
+    if header:
+        return header
     import av
 
     with quiet_stderr():
         try:
             with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise MLBError(f"no video stream in {path}")
-                stream = container.streams.video[0]
-                return int(stream.frames or 0) or _count_packets(container, stream)
-        except MLBError:
-            raise
+                return _count_packets(container, container.streams.video[0])
         except Exception as exc:
             raise MLBError(f"cannot decode video {path}: {_reason(exc)}") from None
 
 
-def _decode_pyav(path: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode_pyav(path: Path, n_frames: int, info: VideoInfo) -> tuple[np.ndarray, np.ndarray]:
     """Decode in one pass, converting to RGB only the sampled frames, so memory is bounded by
     ``n_frames`` frames whatever the video's length. The frame count comes from the stream's
     metadata (or a demux-only pass); when the decoder finds another count (wrong metadata, a
     damaged file), a second pass samples from the frames that really decode. Packets the decoder
     rejects are skipped; the returned indices then count the frames that decode."""
-    n_total = _frame_count(path)
+    n_total = _frame_count(path, info.frames)
     frames, complete, n_decoded, damage = _pyav_pass(path, n_total, n_frames)
     if n_decoded == 0:
         raise MLBError(f"no decodable frames in {path}")
@@ -335,7 +333,7 @@ def load_video(
         logger.warning("%s has %d video streams; decoding the first (%s, %dx%d)", path, info.n_video,
                        info.codec, info.width, info.height)
     if backend == "pyav":
-        return _decode_pyav(path, n_frames)
+        return _decode_pyav(path, n_frames, info)
     if backend == "decord":
         try:
             return _decode_decord(path, n_frames)
@@ -343,7 +341,7 @@ def load_video(
             raise MLBError(f"{exc} (--backend pyav may read it)") from None
     if not info.decord_exact:
         logger.debug("%s: %s in %s, decoded with PyAV", path, info.codec, info.container)
-        return _decode_pyav(path, n_frames)
+        return _decode_pyav(path, n_frames, info)
     try:
         return _decode_decord(path, n_frames, expect=info.frames)
     except ImportError:
@@ -354,4 +352,4 @@ def load_video(
                            "pip install decord where a wheel exists)")
     except MLBError as exc:
         logger.debug("decord cannot read %s (%s); trying PyAV", path, exc)
-    return _decode_pyav(path, n_frames)
+    return _decode_pyav(path, n_frames, info)

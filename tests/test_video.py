@@ -106,7 +106,7 @@ def test_pyav_converts_only_the_sampled_frames(monkeypatch):
 def test_pyav_wrong_frame_count_metadata_still_samples_like_decord(monkeypatch):
     import mlb_core.video as video
 
-    monkeypatch.setattr(video, "_frame_count", lambda path: 40)  # wrong metadata: the real count is 132
+    monkeypatch.setattr(video, "_frame_count", lambda path, header=0: 40)  # wrong metadata: the real count is 132
     frames, idx = load_video("bigbuckbunny.mp4", 5, backend="pyav")
     ref, ref_idx = load_video("bigbuckbunny.mp4", 5, backend="decord")
     assert np.array_equal(idx, ref_idx) and np.array_equal(frames, ref)

@@ -11,6 +11,7 @@ committed now.
 Run from the repository root: `python results/heldout/seed2/by_size.py` (seconds).
 """
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from scipy.stats import fisher_exact
@@ -24,20 +25,22 @@ SPLIT = 45.0  # px of the 336-px frame
 BINS = ((20, 30), (30, 45), (45, 70), (70, 111))
 
 
-def rows(path: Path) -> list[tuple[float, str, bool]]:
+def shape_answers(path: Path) -> Iterator[tuple[scenes.ClipSpec, dict]]:
+    """Each shape answer of a `mlb heldout` result with its clip, drawn again from its seed."""
     d = json.loads(path.read_text())
     c = d["conditions"]["single_full"]
-    out = []
     for a in c["answers"]:
         if a["kind"] != "shape":
             continue
         seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + d["seed"], c["clip_key"] or 0, a["clip"])
         spec = scenes.sample_clip(seed, n_frames=1, split="heldout", n_objects=1, p_partial=0.0,
                                   background=c["background"])
-        obj = spec.objects[0]
-        assert obj.shape == a["truth"], "the clip drawn again is not the one answered"
-        out.append((obj.radius, spec.background, bool(a["right"])))
-    return out
+        assert spec.objects[0].shape == a["truth"], "the clip drawn again is not the one answered"
+        yield spec, a
+
+
+def rows(path: Path) -> list[tuple[float, str, bool]]:
+    return [(spec.objects[0].radius, spec.background, bool(a["right"])) for spec, a in shape_answers(path)]
 
 
 def interval(k: int, n: int) -> str:

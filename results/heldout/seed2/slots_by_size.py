@@ -8,26 +8,22 @@ weights' default share (:func:`mlb_core.train.ceiling.default_min_cover`), name 
 argmax; that is set beside whether the LM's free answer named it, below and from 45 px radius.
 Run from the repository root: `python results/heldout/seed2/slots_by_size.py` (about a minute).
 """
-import json
 from pathlib import Path
 
 import torch
+from by_size import SPLIT, shape_answers  # this folder's reading of the same answers
 
 from mlb_core.backbones import vision_weights
 from mlb_core.backbones.embedded import ensure_embedded
 from mlb_core.train import scenes
 from mlb_core.train.ceiling import default_min_cover
-from mlb_core.train.sight import SEED_OFFSET
 from mlb_core.train.vision import load_checkpoint, pixel_values, slots
 
 HERE = Path(__file__).parent
-SPLIT = 45.0  # px, as by_size.py
 
 
 def main() -> None:
     torch.set_num_threads(2)
-    d = json.loads((HERE / "pooled-seed0.json").read_text())
-    c = d["conditions"]["single_full"]
     model, _, processor = load_checkpoint(Path(ensure_embedded(trained=True)))
     min_cover = default_min_cover(vision_weights.WEIGHTS_DIR)
     bank = scenes.VideoBank()
@@ -35,14 +31,8 @@ def main() -> None:
     table = {(size, slot, lm): 0 for size in ("small", "large") for slot in (True, False) for lm in (True, False)}
     misread = []  # the LM's wrong answers where the slots named the shape
     with torch.no_grad():
-        for a in c["answers"]:
-            if a["kind"] != "shape":
-                continue
-            seed = (scenes.HELDOUT_SEED_BASE + SEED_OFFSET + d["seed"], c["clip_key"] or 0, a["clip"])
-            spec = scenes.sample_clip(seed, n_frames=1, split="heldout", n_objects=1, p_partial=0.0,
-                                      background=c["background"])
+        for spec, a in shape_answers(HERE / "pooled-seed0.json"):
             obj = spec.objects[0]
-            assert obj.shape == a["truth"], "the clip drawn again is not the one answered"
             frames, cover = scenes.render_clip(spec, bank)  # (1, S, S, 3), (1, 1, 24, 24)
             act = slots(model, pixel_values(frames, processor))[0]  # (24, 24, N_SLOTS)
             mask = torch.from_numpy(cover[0, 0]) >= min_cover  # (24, 24)
