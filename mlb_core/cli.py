@@ -319,8 +319,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         from mlb_core.study.frozen import rerun_frozen
 
         if not args.stage:
-            raise MLBError("mlb study rerun needs the frozen stage's name (train_embedded or eval_cost)")
-        return rerun_frozen(args.stage, args.root, dry=args.dry)
+            raise MLBError("mlb study rerun needs the frozen stage's name (for example eval_cost; "
+                           "dvc.yaml's stages with `frozen: true`)")
+        return rerun_frozen(args.stage, args.root, dry=args.dry, resume=args.resume)
     for name, params in check_study(args.root).items():
         print(f"{name}: {json.dumps(params.to_dict())}")
     return 0
@@ -334,9 +335,12 @@ def add_study_parser(sub: argparse._SubParsersAction) -> None:
                    help="check: validate params.yaml and params.yaml + params-paper.yaml; "
                         "paper: dvc exp run -S <every key of params-paper.yaml>; "
                         "probe-paper: the paper-scale probe of params.yaml (hours on a CPU); "
-                        "rerun STAGE: rerun a frozen stage (train_embedded, eval_cost) and dvc commit it")
+                        "rerun STAGE: rerun a frozen stage (dvc.yaml's `frozen: true`) and dvc commit it")
     s.add_argument("stage", nargs="?", help="rerun: the frozen stage")
     s.add_argument("--dry", action="store_true", help="paper, probe-paper, rerun: only print the plan")
+    s.add_argument("--resume", action="store_true",
+                   help="rerun: keep the stage's outputs, so that a resumable evaluation goes on where it "
+                        "stopped")
     s.add_argument("--root", default=str(ROOT), help="the repository (params.yaml, dvc.yaml)")
     s.set_defaults(func=cmd_study)
 

@@ -335,8 +335,14 @@ def load_video(
     if backend == "pyav":
         return _decode_pyav(path, n_frames, info)
     if backend == "decord":
+        if not info.decord_exact:  # where decord hung or returned other frames than it claimed
+            logger.warning("%s is %s in %s, where decord was not exact in our checks (it hung or returned "
+                           "other frames); --backend auto decodes it with PyAV", path, info.codec, info.container)
         try:
             return _decode_decord(path, n_frames)
+        except ImportError:
+            raise MLBError("--backend decord: decord is not installed (its wheels are for Linux and Windows "
+                           "on x86-64); --backend auto or pyav decodes with PyAV") from None
         except MLBError as exc:
             raise MLBError(f"{exc} (--backend pyav may read it)") from None
     if not info.decord_exact:

@@ -60,6 +60,11 @@ def test_rerun_runs_a_frozen_stage_and_records_it_in_the_lock(tmp_path):
     lock = (tmp_path / "dvc.lock").read_text()
     assert "make:" in lock and "out" in lock
     assert "frozen: true" in (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "out" / "answered.txt").write_text("an answer of an interrupted run")
+    assert rerun_frozen("make", tmp_path, resume=True) == 0  # resume: the outputs are kept, the command reruns
+    assert (tmp_path / "out" / "answered.txt").exists() and (tmp_path / "out" / "said.txt").read_text() == "hello\n"
+    lock = (tmp_path / "dvc.lock").read_text()
     (tmp_path / "dvc.yaml").write_text((tmp_path / "dvc.yaml").read_text().replace("echo", "false &&"))
     assert rerun_frozen("make", tmp_path) != 0  # a failing command: nonzero, the lock untouched
     assert (tmp_path / "dvc.lock").read_text() == lock
+

@@ -4,6 +4,8 @@ with the same seed and thread count take the same steps on the same data."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -74,6 +76,12 @@ def test_training_into_a_weights_folder_drops_the_old_weights_records(tmp_path):
     summary = train_and_export(out, seed=0, minutes=0.05, threads=1, recipe=RECIPES["structured"])
     assert summary["steps"]["regress"] >= 1 and (out / "vision.safetensors").exists()
     assert not (out / METRICS).exists() and not (out / REPRO).exists()
+    from mlb_core.train.vision import sha256_file
+
+    log = json.loads((out / "training_log.json").read_text())  # the hash is the exported file's, as --verify's
+    assert log["vision_sha256"] == summary["vision_sha256"] == sha256_file(out / "vision.safetensors")
+    assert log["checkpoint_vision_sha256"] and log["checkpoint_vision_sha256"] != log["vision_sha256"]
+    assert log["vision_safetensors_bytes"] == (out / "vision.safetensors").stat().st_size
     card = (out / "MODEL_CARD.md").read_text()
     assert "was not repeated" in card and "Not measured yet" in card
     assert "structured (`mlb_core.train.tower_init`)" in card and "shape head" in card and "constant" in card

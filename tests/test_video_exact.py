@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import sys
 from pathlib import Path
 
 import av
@@ -74,6 +75,28 @@ def test_mpeg4_with_b_frames_in_avi_decodes_the_claimed_frames(tmp_path):
     info = probe_video(path)
     assert (info.container, info.codec, info.decord_exact) == ("avi", "mpeg4", False)
     check_exact(path)
+
+
+def test_forcing_decord_where_it_was_not_exact_warns(tmp_path, caplog):
+    """``--backend decord`` on such a file still runs decord, after one warning line that names
+    the codec and container and the backend that reads it exactly."""
+    path = encode(tmp_path / "bf.avi", [barcode(i) for i in range(30)], "mpeg4", options={"bf": "2", "qscale": "2"})
+    with caplog.at_level(logging.WARNING, logger="mlb_core.video"):
+        load_video(path, 3, backend="decord")
+    assert "mpeg4 in avi, where decord was not exact" in caplog.text and "--backend auto" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mlb_core.video"):
+        load_video(path, 3, backend="pyav")
+        load_video(encode(tmp_path / "h.mp4", [barcode(i) for i in range(30)], "libx264"), 3, backend="decord")
+    assert "not exact" not in caplog.text
+
+
+def test_forcing_decord_where_it_is_not_installed_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` raises ImportError, as on macOS
+    with pytest.raises(MLBError, match="decord is not installed .*--backend auto or pyav"):
+        load_video("bigbuckbunny.mp4", 2, backend="decord")
+    frames, _ = load_video("bigbuckbunny.mp4", 2, backend="auto")  # auto falls back to PyAV
+    assert frames.shape[0] == 2
 
 
 def test_concatenated_mpeg_ts_decodes_both_parts(tmp_path):

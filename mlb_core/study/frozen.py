@@ -13,7 +13,10 @@ unfreeze a stage whose command uses ``${...}`` parameters (``dvc unfreeze`` fail
 "cannot dump a parametrized stage"), and ``dvc repro`` skips frozen stages even when named.
 :func:`rerun_frozen` does what ``dvc repro`` would: it resolves the stage's command with
 DVC's own parser, removes the stage's outputs, runs the command in the repository, and records
-the new outputs in ``dvc.lock`` with ``dvc commit -f STAGE``. The stage stays frozen.
+the new outputs in ``dvc.lock`` with ``dvc commit -f STAGE``. The stage stays frozen. With
+``resume`` the outputs are kept, so that a stage whose evaluation is resumable (``mlb eval``
+skips the answers already in its run folder) goes on where an interrupted run stopped; the
+command still regenerates every output it writes.
 """
 
 from __future__ import annotations
@@ -45,12 +48,16 @@ def frozen_stage(root: str | Path, name: str) -> tuple[str, list[Path]]:
         return stage.cmd, [root / str(out) for out in stage.outs]
 
 
-def rerun_frozen(name: str, root: str | Path, dry: bool = False) -> int:
-    """Rerun the frozen stage ``name`` (module docstring); ``dry``: only print the plan."""
+def rerun_frozen(name: str, root: str | Path, dry: bool = False, resume: bool = False) -> int:
+    """Rerun the frozen stage ``name`` (module docstring); ``dry``: only print the plan;
+    ``resume``: keep the outputs, so that a resumable evaluation goes on where it stopped."""
     root = Path(root)
     cmd, outs = frozen_stage(root, name)
     commit = ["dvc", "commit", "-f", name]
-    print("$ rm -rf " + " ".join(str(o.relative_to(root)) for o in outs), file=sys.stderr)
+    if resume:
+        outs = []
+    else:
+        print("$ rm -rf " + " ".join(str(o.relative_to(root)) for o in outs), file=sys.stderr)
     print("$ " + cmd, file=sys.stderr)
     print("$ " + " ".join(commit), file=sys.stderr)
     commit = [sys.executable, "-m", "dvc", *commit[1:]]  # the dvc of this environment

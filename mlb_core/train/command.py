@@ -42,6 +42,7 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
         if card.exists():
             extra["MODEL_CARD.md"] = card.read_text()
         vision_weights.export_vision(model, out, extra)
+        record_exported_file(out, summary)
         from mlb_core.train.card import METRICS, REPRO
 
         for stale in (REPRO, METRICS):  # they describe the weights just replaced
@@ -49,6 +50,24 @@ def train_and_export(out: str | Path = vision_weights.WEIGHTS_DIR, seed: int = 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def record_exported_file(out: str | Path, summary: dict[str, Any]) -> None:
+    """Give ``out/training_log.json`` the SHA-256 and size of the exported ``vision.safetensors``
+    (the committed file, which ``--verify`` compares) as ``vision_sha256`` and
+    ``vision_safetensors_bytes``; the training folder's own file, which holds the same tensors
+    under the checkpoint's names, keeps them as ``checkpoint_vision_sha256`` and
+    ``checkpoint_vision_safetensors_bytes``. ``summary`` is updated in place."""
+    from mlb_core.train.vision import sha256_file
+
+    out = Path(out)
+    for key in ("vision_sha256", "vision_safetensors_bytes"):
+        summary.setdefault(f"checkpoint_{key}", summary.get(key))
+    summary["vision_sha256"] = sha256_file(out / vision_weights.TENSORS)
+    summary["vision_safetensors_bytes"] = (out / vision_weights.TENSORS).stat().st_size
+    tmp = out / ".training_log.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    tmp.replace(out / "training_log.json")
 
 
 def compare_weights(committed: str | Path, rerun: str | Path) -> dict[str, Any]:
