@@ -38,6 +38,10 @@ def test_the_studys_frozen_stages_resolve_with_their_parameters():
     assert "--no-distractors --sweep" in cmd and "--sweep --isolated" in cmd and "--repeats 6 --seed 2" in cmd
     assert "-p alone results/eval/probe_sweep_alone" in cmd and "${" not in cmd
     assert ROOT / "figures/probe_sweep_by_frame.png" in outs and ROOT / "results/eval/probe_sweep_alone" in outs
+    cmd, outs = frozen_stage(ROOT, "probe_paper")  # 50 frames, both sizes and orders, with the distractors
+    assert "mlb probe --out data/probe_paper --frames 50" in cmd and "--orders forward,reversed" in cmd
+    assert "--no-distractors" not in cmd and "--preset mlb" in cmd and ",full" in cmd and "${" not in cmd
+    assert ROOT / "results/eval/probe_paper" in outs and ROOT / "results/probe/hypotheses_paper.json" in outs
     with pytest.raises(MLBError, match="not frozen"):
         frozen_stage(ROOT, "fig1")
     with pytest.raises(MLBError, match="no stage 'nope'"):
